@@ -1,0 +1,124 @@
+"""PyTorch / scikit-learn reference figures for `unleash bench --pytorch` (optional; never needed by
+tests or CI). Same model (SmallCNN), same batch sizes, same data (sample_data), single thread by
+default to match a like-for-like CPU comparison; --threads to change it.
+
+Prints JSON with the same keys as `unleash bench --json` ("unleash" object):
+train_samples_per_sec, eval_samples_per_sec, per_sample_loss_pass_secs,
+mask_ratio_to_gamma_secs, metrics_1m_1m_secs (roc_auc_score + average_precision_score + roc_curve).
+"""
+import argparse
+import gzip
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("TORCH_THREADS", "0")) or os.cpu_count())
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    torch.set_num_threads(args.threads)
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sample_data")
+    x = read_idx(os.path.join(root, "fashion-train-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
+    y = read_idx(os.path.join(root, "fashion-train-labels-idx1-ubyte.gz")).astype(np.int64)
+    xt = read_idx(os.path.join(root, "fashion-t10k-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
+    mean, std = x.mean(), x.std()
+    X = torch.from_numpy((x - mean) / std).unsqueeze(1)
+    Y = torch.from_numpy(y)
+    XT = torch.from_numpy((xt - mean) / std).unsqueeze(1)
+
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+            self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+            self.fc1 = nn.Linear(3136, 128)
+            self.fc2 = nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    rates = []
+    for step in range(args.steps + 3):
+        idx = torch.from_numpy(rng.integers(0, len(X), 128))
+        t = time.perf_counter()
+        loss = F.cross_entropy(model(X[idx]), Y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step >= 3:
+            rates.append(128 / (time.perf_counter() - t))
+    model.eval()
+    eval_rates, pass_secs, mask_secs = [], [], []
+    with torch.no_grad():
+        for _ in range(3):
+            t = time.perf_counter()
+            for i in range(0, len(XT), 500):
+                model(XT[i:i + 500])
+            eval_rates.append(len(XT) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            losses = torch.cat([F.cross_entropy(model(X[i:i + 500]), Y[i:i + 500], reduction="none") for i in range(0, len(X), 500)])
+            pass_secs.append(time.perf_counter() - t)
+            # mask ratio 0.5 -> gamma + atypical set (magnitude mask per layer, masked passes over train + test)
+            t = time.perf_counter()
+            masked = SmallCNN()
+            masked.load_state_dict(model.state_dict())
+            for m in [masked.conv1, masked.conv2, masked.fc1, masked.fc2]:
+                w = m.weight.data
+                k = int(round(0.5 * w.numel()))
+                thr = w.abs().flatten().kthvalue(k).values
+                m.weight.data = torch.where(w.abs() <= thr, torch.zeros_like(w), w)
+            ml = torch.cat([F.cross_entropy(masked(X[i:i + 500]), Y[i:i + 500], reduction="none") for i in range(0, len(X), 500)])
+            for i in range(0, len(XT), 500):
+                masked(XT[i:i + 500])
+            _gamma = ml.mean().item()
+            mask_secs.append(time.perf_counter() - t)
+    r = np.random.default_rng(1)
+    s = np.concatenate([r.random(1_000_000, dtype=np.float32) + 0.3, r.random(1_000_000, dtype=np.float32)])
+    lab = np.concatenate([np.ones(1_000_000), np.zeros(1_000_000)])
+    metric_secs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        roc_auc_score(lab, s)
+        roc_curve(lab, s)
+        average_precision_score(lab, s)
+        average_precision_score(1 - lab, -s)
+        metric_secs.append(time.perf_counter() - t)
+    out = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "train_samples_per_sec": statistics.median(rates),
+        "eval_samples_per_sec": statistics.median(eval_rates),
+        "per_sample_loss_pass_secs": statistics.median(pass_secs),
+        "mask_ratio_to_gamma_secs": statistics.median(mask_secs),
+        "metrics_1m_1m_secs": statistics.median(metric_secs),
+    }
+    print(json.dumps(out, indent=2) if args.json else out)
+
+
+if __name__ == "__main__":
+    main()

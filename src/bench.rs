@@ -1,0 +1,173 @@
+//! `unleash bench`: throughput figures, medians over repeated measurements in one run:
+//! SmallCNN (or another model) train and eval samples/s, the per-sample-loss pass over the
+//! training set, one mask ratio -> gamma + atypical set, and metrics on 1M + 1M scores.
+//! `--pytorch` runs benches/pytorch_reference.py in the same run for the reference figures.
+
+use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind, TrainConfig};
+use crate::error::{Error, Result};
+use crate::events::Control;
+use crate::ood::metrics;
+use crate::run::Phase;
+use crate::train::{eval, Objective, Session};
+use crate::unleash::{atypical, MaskKind};
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value = "small-cnn")]
+    pub model: String,
+    /// Timed training steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Repeats of the whole-pass measurements.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Also run benches/pytorch_reference.py (needs python3 with torch, numpy, scikit-learn).
+    #[arg(long)]
+    pub pytorch: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let device = crate::device::resolve(DeviceChoice::parse(&a.device)?)?;
+    let exp = ExperimentConfig {
+        data: DataConfig::sample(),
+        train: TrainConfig { model: ModelKind::parse(&a.model)?, ..TrainConfig::default() },
+    };
+    let data = Arc::new(exp.data.load()?);
+    let desc = device.description.clone();
+    let s = Session::new(exp.clone(), device, data)?;
+    let ad = s.autodiff_device();
+    eprintln!("device: {desc}");
+
+    // Training steps at batch 128 (the recipe's), timed one by one.
+    let batch = exp.train.batch_size;
+    let mut model = s.model.clone();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut step_rates = Vec::new();
+    for step in 0..a.steps + 3 {
+        let idx: Vec<usize> = (0..batch).map(|_| rng.random_range(0..s.sets.train.len())).collect();
+        let t = Instant::now();
+        let (x, y, _) = s.sets.train.gather(&idx, &ad);
+        let logits = model.logits(x);
+        let _host = eval::to_vec(logits.clone().detach())?;
+        let loss = crate::train::session::objective_loss(logits, y, batch, Objective::CrossEntropy);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+        let _ = eval::to_vec(model.logits(s.sets.train.batch(0..1, &ad)).detach())?; // sync the update
+        if step >= 3 {
+            step_rates.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let train_rate = median(step_rates);
+
+    // Eval: forward-only at the eval batch size, and the full per-sample-loss pass.
+    let inf = model.valid();
+    let dev = s.inference_device().clone();
+    let eb = exp.train.eval_batch_size;
+    let mut eval_rates = Vec::new();
+    let mut pass_secs = Vec::new();
+    let mut nothing = |_| -> Result<()> { Ok(()) };
+    for _ in 0..a.repeats {
+        let t = Instant::now();
+        let _ = eval::logits(&inf, &s.sets.test, eb, &dev, &mut nothing)?;
+        eval_rates.push(s.sets.test.len() as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let l = eval::logits(&inf, &s.sets.train, eb, &dev, &mut nothing)?;
+        let _ = eval::LabelledPass::from_logits(&l, s.classes, &s.sets.train.labels)?;
+        pass_secs.push(t.elapsed().as_secs_f64());
+    }
+
+    // One new mask ratio -> gamma + atypical set (full pass cached, as in the app).
+    let mut p = |_, _| -> Result<()> { Ok(()) };
+    let full = atypical::full_pass(&inf, 0, &s.sets.train, &s.sets.test, s.classes, &dev, eb, &mut p)?;
+    let mut mask_secs = Vec::new();
+    for _ in 0..a.repeats {
+        let t = Instant::now();
+        let _ = atypical::analyze(&inf, &full, 0.5, MaskKind::Magnitude, 0, &s.sets.train, &s.sets.test, s.classes, &dev, eb, &mut p)?;
+        mask_secs.push(t.elapsed().as_secs_f64());
+    }
+
+    // Metrics on 1M ID + 1M OOD scores.
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let id: Vec<f32> = (0..1_000_000).map(|_| r.random::<f32>() + 0.3).collect();
+    let ood: Vec<f32> = (0..1_000_000).map(|_| r.random::<f32>()).collect();
+    let mut metric_secs = Vec::new();
+    for _ in 0..a.repeats.max(3) {
+        let t = Instant::now();
+        let m = metrics::compute(&id, &ood)?;
+        metric_secs.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(m);
+    }
+
+    let ours = serde_json::json!({
+        "device": desc,
+        "model": exp.train.model.key(),
+        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "train_samples_per_sec": train_rate,
+        "train_batch": batch,
+        "eval_samples_per_sec": median(eval_rates),
+        "eval_batch": eb,
+        "per_sample_loss_pass_secs": median(pass_secs),
+        "per_sample_loss_pass_samples": s.sets.train.len(),
+        "mask_ratio_to_gamma_secs": median(mask_secs),
+        "metrics_1m_1m_secs": median(metric_secs),
+    });
+    let reference = if a.pytorch { Some(run_pytorch_reference()?) } else { None };
+    let out = serde_json::json!({"unleash": ours, "pytorch_reference": reference, "phase": Phase::Base});
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print_bench(&ours, reference.as_ref());
+    }
+    let _ = Control::new();
+    Ok(())
+}
+
+fn run_pytorch_reference() -> Result<serde_json::Value> {
+    let script = crate::data::sample_data_dir().parent().map(|p| p.join("benches/pytorch_reference.py")).unwrap_or_default();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--json")
+        .output()
+        .map_err(|e| Error::Other(format!("cannot run python3 {}: {e}", script.display())))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr))));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Other(format!("{} printed no JSON: {e}", script.display())))
+}
+
+fn print_bench(o: &serde_json::Value, reference: Option<&serde_json::Value>) {
+    let f = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    println!("device: {}", o["device"].as_str().unwrap_or("?"));
+    let rows = [
+        ("train samples/s (batch 128)", "train_samples_per_sec", true),
+        ("eval samples/s (batch 500)", "eval_samples_per_sec", true),
+        ("per-sample-loss pass, s", "per_sample_loss_pass_secs", false),
+        ("mask ratio -> gamma, s", "mask_ratio_to_gamma_secs", false),
+        ("metrics on 1M+1M scores, s", "metrics_1m_1m_secs", false),
+    ];
+    println!("{:<30} {:>12} {:>12} {:>8}", "measure", "unleash", "reference", "ratio");
+    for (name, key, higher_better) in rows {
+        let ours = f(o, key);
+        let theirs = reference.map_or(f64::NAN, |r| f(r, key));
+        let ratio = if higher_better { ours / theirs } else { theirs / ours };
+        println!("{name:<30} {ours:>12.3} {theirs:>12.3} {ratio:>7.2}x");
+    }
+    println!("(ratio > 1: unleash faster; reference = PyTorch / scikit-learn from benches/pytorch_reference.py)");
+}

@@ -1,0 +1,342 @@
+//! The headless jobs behind the CLI subcommands. The GUI's worker calls the same engine functions.
+
+use crate::cli::{metrics_table, Renderer};
+use crate::config::{DeviceChoice, ExperimentConfig};
+use crate::error::{Error, Result};
+use crate::events::{Control, Event};
+use crate::ood::{metrics, Score};
+use crate::run::{Phase, RunReader, ScoreMetrics};
+use crate::train::{Objective, PhaseSpec, Session};
+use crate::unleash::{atypical, MaskKind};
+use crate::{device, fsio};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The experiment a run folder was made with.
+pub fn run_experiment(run: &Path) -> Result<ExperimentConfig> {
+    let r = RunReader::open(run)?;
+    serde_json::from_value(r.config["experiment"].clone())
+        .map_err(|e| Error::run(run, format!("config.json does not describe an experiment: {e}")))
+}
+
+fn default_out(exp: &ExperimentConfig) -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    PathBuf::from("runs").join(format!("{}-seed{}-{secs}", exp.train.model.key(), exp.train.seed))
+}
+
+/// Loads data and device for an experiment, reporting both.
+pub fn open_session(exp: ExperimentConfig, device_choice: DeviceChoice, r: &mut Renderer) -> Result<Session> {
+    exp.train.validate()?;
+    let dev = device::resolve(device_choice)?;
+    r.handle(&Event::Info(format!("device: {}", dev.description)));
+    let data = Arc::new(exp.data.load()?);
+    r.handle(&Event::Info(format!(
+        "data: {} training / {} test samples ({}, {} classes); validation OOD: {}; test OOD: {}",
+        data.train.len(),
+        data.test.len(),
+        data.train.shape,
+        data.train.num_classes,
+        data.val_ood.name,
+        data.ood.iter().map(|d| format!("{} ({})", d.name, d.len())).collect::<Vec<_>>().join(", ")
+    )));
+    Session::new(exp, dev, data)
+}
+
+/// `unleash train`: returns the run folder.
+pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<PathBuf> {
+    let mut r = Renderer::new(false);
+    let out = out.unwrap_or_else(|| default_out(&exp));
+    let mut s = open_session(exp.clone(), exp.train.device, &mut r)?;
+    s.create_run(&out)?;
+    r.handle(&Event::Info(format!("run folder: {}", out.display())));
+    let spec = PhaseSpec {
+        phase: Phase::Base,
+        epochs: exp.train.epochs,
+        lr: exp.train.lr,
+        objective: Objective::CrossEntropy,
+        umap_ratio: None,
+        from_epoch: None,
+    };
+    let control = Control::new();
+    let result = s.run_phase(&spec, &control, &mut |e| {
+        if json {
+            if let Event::EpochDone { record, .. } = &e {
+                println!("{}", serde_json::to_string(record).unwrap_or_default());
+            }
+        }
+        r.handle(&e)
+    });
+    r.finish();
+    result?;
+    print_summary(&s, &mut r);
+    Ok(out)
+}
+
+fn print_summary(s: &Session, r: &mut Renderer) {
+    let Some(last) = s.records.last() else { return };
+    let best = crate::run::best_by_validation(&s.records, Score::Energy, None);
+    let mut line = format!("final epoch {}: ID test acc {:.4}", last.epoch, last.test_acc);
+    if let Some(b) = best {
+        let rec = &s.records[b - 1];
+        line.push_str(&format!(
+            "; best by validation (Energy AUROC on {}): epoch {b}, test acc {:.4}, mean test-OOD Energy AUROC {:.4} (final {:.4})",
+            rec.val_name,
+            rec.test_acc,
+            rec.ood_mean.get(&Score::Energy).map_or(f64::NAN, |m| m.auroc),
+            last.ood_mean.get(&Score::Energy).map_or(f64::NAN, |m| m.auroc)
+        ));
+    }
+    r.handle(&Event::Info(line));
+    r.handle(&Event::Info(metrics_table(&last.ood, Some(&last.ood_mean))));
+}
+
+/// `unleash eval`.
+pub fn eval(exp: ExperimentConfig, model: &Path, device_choice: Option<DeviceChoice>, json: bool) -> Result<()> {
+    let mut r = Renderer::new(json);
+    let mut s = open_session(exp.clone(), device_choice.unwrap_or(exp.train.device), &mut r)?;
+    let net = crate::model::Net::load_bpk(exp.train.model, s.data.train.shape, s.classes, model, s.inference_device())?;
+    s.model = net.train_on(&s.autodiff_device());
+    let ev = s.evaluate(0, &Control::new(), &mut |e| r.handle(&e))?;
+    r.finish();
+    let mut rows: BTreeMap<String, ScoreMetrics> = BTreeMap::new();
+    for (set, scores) in s.sets.ood.iter().zip(&ev.ood_scores) {
+        rows.insert(set.name.clone(), crate::train::session::score_metrics(&ev.test_scores, scores)?);
+    }
+    let val = crate::train::session::score_metrics(&ev.test_scores, &ev.val_scores)?;
+    let mean: ScoreMetrics = Score::ALL
+        .iter()
+        .filter_map(|&sc| metrics::Metrics::mean(&rows.values().filter_map(|m| m.get(&sc).copied()).collect::<Vec<_>>()).map(|m| (sc, m)))
+        .collect();
+    if json {
+        let out = serde_json::json!({
+            "model": model, "id_test_accuracy": ev.test.accuracy, "id_test_loss": ev.test.mean_loss,
+            "validation": {"set": s.sets.val.name, "metrics": val}, "ood": rows, "ood_mean": mean,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("model {}: ID test accuracy {:.4} (loss {:.4})", model.display(), ev.test.accuracy, ev.test.mean_loss);
+        println!("VALIDATION OOD (selection only):");
+        print!("{}", metrics_table(&BTreeMap::from([(s.sets.val.name.clone(), val)]), None));
+        println!("TEST OOD (reported):");
+        print!("{}", metrics_table(&rows, Some(&mean)));
+    }
+    Ok(())
+}
+
+/// Reads one column of numbers from a text/CSV file (blank lines and a non-numeric header skipped).
+pub fn read_scores(path: &Path, column: usize) -> Result<Vec<f32>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let field = line.split([',', '\t', ';']).nth(column).map(str::trim);
+        match field.map(str::parse::<f32>) {
+            Some(Ok(v)) => out.push(v),
+            // A header line is fine; anything else later is a broken file.
+            Some(Err(_)) if out.is_empty() && i == 0 => continue,
+            Some(Err(_)) => return Err(Error::bad_data(path, format!("line {}: '{}' is not a number", i + 1, field.unwrap_or("")))),
+            None => return Err(Error::bad_data(path, format!("line {} has no column {column}", i + 1))),
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::bad_data(path, "holds no scores"));
+    }
+    Ok(out)
+}
+
+/// `unleash metrics`.
+pub fn metrics(id: &Path, ood: &Path, column: usize, json: bool) -> Result<()> {
+    let a = read_scores(id, column)?;
+    let b = read_scores(ood, column)?;
+    let m = metrics::compute(&a, &b)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"id_count": a.len(), "ood_count": b.len(), "auroc": m.auroc, "fpr95": m.fpr95, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out})).unwrap_or_default());
+    } else {
+        println!("{} ID scores, {} OOD scores (ID positive, higher = more ID)", a.len(), b.len());
+        println!("AUROC    {:.6}\nFPR95    {:.6}\nAUPR-In  {:.6}\nAUPR-Out {:.6}", m.auroc, m.fpr95, m.aupr_in, m.aupr_out);
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MaskArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Snapshot epoch (default: the last).
+    #[arg(long)]
+    pub epoch: Option<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.05,0.1,0.3,0.5,0.7")]
+    pub ratios: Vec<f64>,
+    #[arg(long, default_value = "magnitude")]
+    pub mask: String,
+    /// Seed of the random mask.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Folder for the atypical CSVs (default: <run>/mask).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `unleash mask`: the gamma-vs-ratio table, the two other gamma choices, and atypical CSVs.
+pub fn mask(a: MaskArgs) -> Result<()> {
+    let kind = MaskKind::parse(&a.mask)?;
+    for &r in &a.ratios {
+        crate::config::check_mask_ratio(r)?;
+    }
+    let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+    let s = Session::resume(&a.run, device, a.epoch)?;
+    let epoch = a.epoch.unwrap_or(s.records.len());
+    let model = s.inference_model();
+    let dev = s.inference_device().clone();
+    let bs = s.config.train.eval_batch_size;
+    let mut r = Renderer::new(a.json);
+    let mut progress = |d: usize, t: usize| {
+        r.handle(&Event::Evaluating { epoch, set: "train+test".into(), done: d, total: t });
+        Ok(())
+    };
+    let full = atypical::full_pass(&model, epoch, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+    let out_dir = a.out.clone().unwrap_or_else(|| a.run.join("mask"));
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, "create", e))?;
+    let mut rows = Vec::new();
+    for &ratio in &a.ratios {
+        let set = atypical::analyze(&model, &full, ratio, kind, a.seed, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+        let csv = out_dir.join(format!("atypical_e{epoch}_{}_r{ratio}.csv", kind.key()));
+        fsio::write_atomic(&csv, set.to_csv().as_bytes())?;
+        rows.push((set.sweep_point(), csv));
+    }
+    r.finish();
+    let q_losses = &full.train.per_sample_loss;
+    let quantiles: Vec<(f64, f64)> = [0.5, 0.8, 0.9, 0.95, 0.99].iter().filter_map(|&q| atypical::gamma_from_quantile(q_losses, q).map(|g| (q, g))).collect();
+    let earlier: Vec<(usize, f64)> = s.records.iter().take(epoch).map(|r| (r.epoch, r.train_eval_loss)).collect();
+    if a.json {
+        let out = serde_json::json!({
+            "run": a.run, "epoch": epoch, "mask": kind.key(),
+            "full": {"train_loss": full.train.mean_loss, "train_acc": full.train.accuracy, "test_acc": full.test_acc},
+            "ratios": rows.iter().map(|(p, csv)| serde_json::json!({"ratio": p.ratio, "gamma": p.gamma, "atypical": p.atypical, "masked_test_acc": p.masked_test_acc, "csv": csv})).collect::<Vec<_>>(),
+            "gamma_from_quantile": quantiles.iter().map(|(q, g)| serde_json::json!({"q": q, "gamma": g})).collect::<Vec<_>>(),
+            "gamma_from_epoch": earlier.iter().map(|(e, g)| serde_json::json!({"epoch": e, "gamma": g})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(());
+    }
+    println!("snapshot: epoch {epoch}; full model: train loss {:.5}, train acc {:.4}, test acc {:.4}", full.train.mean_loss, full.train.accuracy, full.test_acc);
+    println!("{:>7} {:>10} {:>10} {:>14}  atypical list", "ratio", "gamma", "atypical", "masked test acc");
+    for (p, csv) in &rows {
+        println!("{:>7.3} {:>10.5} {:>10} {:>14.4}  {}", p.ratio, p.gamma, p.atypical, p.masked_test_acc, csv.display());
+    }
+    println!("\nOther ways to pick gamma:");
+    println!("  quantile of the final per-sample losses: {}", quantiles.iter().map(|(q, g)| format!("q{q}={g:.4}")).collect::<Vec<_>>().join("  "));
+    println!("  mean training loss at an earlier epoch:  {}", earlier.iter().map(|(e, g)| format!("e{e}={g:.4}")).collect::<Vec<_>>().join("  "));
+    Ok(())
+}
+
+/// Which fine-tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finetune {
+    Um,
+    Umap,
+    Control,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FinetuneArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Start from this epoch's snapshot (default: the last base epoch).
+    #[arg(long)]
+    pub epoch: Option<usize>,
+    /// gamma given directly.
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// gamma = mean training loss of the model masked at this ratio (default 0.7).
+    #[arg(long)]
+    pub mask_ratio: Option<f64>,
+    /// gamma = this quantile of the start snapshot's per-sample training losses.
+    #[arg(long)]
+    pub quantile: Option<f64>,
+    /// gamma = the mean training loss at this earlier epoch ("best" = best by validation).
+    #[arg(long)]
+    pub gamma_epoch: Option<String>,
+    /// UMAP prune ratio.
+    #[arg(long, default_value_t = 0.2)]
+    pub prune_ratio: f64,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// How gamma is chosen, resolved against a session.
+pub fn resolve_gamma(a: &FinetuneArgs, s: &Session, start: usize, r: &mut Renderer) -> Result<f64> {
+    if let Some(g) = a.gamma {
+        return Ok(g);
+    }
+    if let Some(q) = a.quantile {
+        let row = s.loss_rows.get(start - 1).ok_or_else(|| Error::run(&a.run, format!("no per-sample losses for epoch {start}")))?;
+        return atypical::gamma_from_quantile(row, q).ok_or_else(|| Error::config("quantile", format!("{q} is outside [0, 1]")));
+    }
+    if let Some(e) = &a.gamma_epoch {
+        let epoch = if e == "best" {
+            crate::run::best_by_validation(&s.records[..start], Score::Energy, Some(Phase::Base)).ok_or_else(|| Error::run(&a.run, "no base epochs"))?
+        } else {
+            e.parse::<usize>().map_err(|_| Error::config("gamma-epoch", format!("'{e}' is not an epoch number or 'best'")))?
+        };
+        let rec = s.records.get(epoch.wrapping_sub(1)).ok_or_else(|| Error::run(&a.run, format!("has no epoch {epoch}")))?;
+        r.handle(&Event::Info(format!("gamma from epoch {epoch}'s mean training loss: {:.5}", rec.train_eval_loss)));
+        return Ok(rec.train_eval_loss);
+    }
+    let ratio = a.mask_ratio.unwrap_or(0.7);
+    let model = s.inference_model();
+    let dev = s.inference_device().clone();
+    let bs = s.config.train.eval_batch_size;
+    let mut progress = |d: usize, t: usize| {
+        r.handle(&Event::Evaluating { epoch: start, set: format!("mask {ratio}"), done: d, total: t });
+        Ok(())
+    };
+    let full = atypical::full_pass(&model, start, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+    let set = atypical::analyze(&model, &full, ratio, MaskKind::Magnitude, 0, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+    r.handle(&Event::Info(format!("gamma from magnitude mask ratio {ratio}: {:.5} ({} atypical samples)", set.gamma, set.samples.len())));
+    Ok(set.gamma)
+}
+
+/// `unleash um|umap|control`.
+pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
+    let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+    let reader = RunReader::open(&a.run)?;
+    let start = match a.epoch {
+        Some(e) => e,
+        None => reader.records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch).ok_or_else(|| Error::run(&a.run, "has no base epochs"))?,
+    };
+    reader.snapshot(start)?;
+    let mut s = Session::resume(&a.run, device, Some(start))?;
+    let mut r = Renderer::new(false);
+    r.handle(&Event::Info(format!("device: {}; starting from epoch {start}", s.device.description)));
+    let (phase, objective, umap_ratio) = match kind {
+        Finetune::Control => (Phase::Control, Objective::CrossEntropy, None),
+        Finetune::Um => (Phase::Um, Objective::Flooded { gamma: resolve_gamma(&a, &s, start, &mut r)? }, None),
+        Finetune::Umap => {
+            crate::config::check_mask_ratio(a.prune_ratio)?;
+            (Phase::Umap, Objective::Flooded { gamma: resolve_gamma(&a, &s, start, &mut r)? }, Some(a.prune_ratio))
+        }
+    };
+    let spec = PhaseSpec { phase, epochs: a.epochs, lr: a.lr, objective, umap_ratio, from_epoch: Some(start) };
+    let result = s.run_phase(&spec, &Control::new(), &mut |e| r.handle(&e));
+    r.finish();
+    result?;
+    print_summary(&s, &mut r);
+    Ok(())
+}
+
+pub use crate::reproduce::{reproduce, ReproduceArgs};
+pub use crate::bench::{bench, BenchArgs};

@@ -1,0 +1,348 @@
+//! Datasets: readers for IDX, CIFAR-10 binary and image folders, generated noise sets, and the
+//! normalisation taken from the ID training set. Every reader checks sizes before it allocates and
+//! names the file in its errors.
+
+pub mod cifar;
+pub mod folder;
+pub mod idx;
+pub mod noise;
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Channels x height x width of every image in a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageShape {
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+    }
+}
+
+/// A set of images (u8, CHW order, one after another) with integer labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Short name shown in tables ("mnist", "textures", "gaussian").
+    pub name: String,
+    /// Where it came from (a path, or "generated: ...").
+    pub origin: String,
+    pub shape: ImageShape,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u32>,
+    /// Number of classes the labels index into (labels of OOD sets are not used).
+    pub num_classes: usize,
+    /// False for a set read without labels (a flat folder, an IDX file with no labels file).
+    pub labelled: bool,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Pixels of sample `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.shape.len();
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Checks that labels fit `num_classes` and that the set is not empty.
+    pub fn validate(&self) -> Result<()> {
+        if self.is_empty() {
+            return Err(Error::bad_data(&self.origin, "the set holds no samples"));
+        }
+        if self.pixels.len() != self.len() * self.shape.len() {
+            return Err(Error::bad_data(&self.origin, "pixel count does not match the sample count"));
+        }
+        if let Some((i, &l)) = self.labels.iter().enumerate().find(|&(_, &l)| l as usize >= self.num_classes) {
+            return Err(Error::bad_data(
+                &self.origin,
+                format!("label {l} of sample {i} is out of range (expected < {} classes)", self.num_classes),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless `other` has this set's image shape (an OOD or test set must match the ID set).
+    pub fn check_same_shape(&self, other: &Dataset) -> Result<()> {
+        if self.shape != other.shape {
+            return Err(Error::Mismatch(format!(
+                "{}: images are {} (channels x height x width) but the ID training set {} has {}",
+                other.origin, other.shape, self.origin, self.shape
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first `n` samples (or all when fewer).
+    pub fn truncated(mut self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        self.pixels.truncate(n * self.shape.len());
+        self.labels.truncate(n);
+        self
+    }
+}
+
+/// Per-channel mean and std of the ID training set's pixels scaled to [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    pub fn from_dataset(ds: &Dataset) -> Normalization {
+        let c = ds.shape.channels;
+        let plane = ds.shape.height * ds.shape.width;
+        let mut sum = vec![0f64; c];
+        let mut sum_sq = vec![0f64; c];
+        for img in ds.pixels.chunks_exact(ds.shape.len()) {
+            for (ch, px) in img.chunks_exact(plane).enumerate() {
+                for &p in px {
+                    let v = f64::from(p) / 255.0;
+                    sum[ch] += v;
+                    sum_sq[ch] += v * v;
+                }
+            }
+        }
+        let count = (ds.len() * plane).max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
+        let std = sum_sq
+            .iter()
+            .zip(&mean)
+            // A constant channel would divide by zero; 1.0 leaves it merely centred.
+            .map(|(sq, m)| ((sq / count - m * m).max(0.0).sqrt()).max(1e-6) as f32)
+            .map(|s| if s <= 1e-6 { 1.0 } else { s })
+            .collect();
+        Normalization { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+    }
+
+    /// Normalised f32 values of a run of images (CHW each).
+    pub fn apply(&self, shape: ImageShape, pixels: &[u8], out: &mut Vec<f32>) {
+        let plane = shape.height * shape.width;
+        out.clear();
+        out.reserve(pixels.len());
+        for img in pixels.chunks_exact(shape.len()) {
+            for (ch, px) in img.chunks_exact(plane).enumerate() {
+                let (m, s) = (self.mean[ch], self.std[ch]);
+                out.extend(px.iter().map(|&p| (f32::from(p) / 255.0 - m) / s));
+            }
+        }
+    }
+}
+
+/// Where a set comes from: a file or folder on disk, or a generated noise set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DataSource {
+    /// IDX images file; labels file found beside it (images -> labels, idx3 -> idx1).
+    Idx { images: PathBuf, labels: Option<PathBuf> },
+    /// One or more CIFAR-10 binary batch files.
+    Cifar { files: Vec<PathBuf> },
+    /// A folder of PNG/JPEG images: one subfolder per class, or flat (unlabelled, for OOD).
+    Folder { path: PathBuf },
+    /// Seeded noise with the ID set's shape.
+    Noise { noise: noise::NoiseKind, count: usize, seed: u64 },
+}
+
+impl DataSource {
+    /// Reads a path given on the command line or picked in a dialog: `gaussian[:N]` / `uniform[:N]`
+    /// for noise, a folder, a `.bin` CIFAR batch (comma-separate several), else an IDX file.
+    pub fn parse(spec: &str) -> Result<DataSource> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(Error::config("data path", "empty"));
+        }
+        if let Some(noise) = noise::NoiseKind::parse_spec(spec)? {
+            return Ok(noise);
+        }
+        let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+        if parts.iter().all(|p| p.ends_with(".bin")) {
+            return Ok(DataSource::Cifar { files: parts.iter().map(PathBuf::from).collect() });
+        }
+        let path = PathBuf::from(spec);
+        if path.is_dir() {
+            return Ok(DataSource::Folder { path });
+        }
+        Ok(DataSource::Idx { images: path, labels: None })
+    }
+
+    /// A short name for tables: the file stem without IDX suffixes, or the noise kind.
+    pub fn short_name(&self) -> String {
+        fn stem(p: &Path) -> String {
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = name.trim_end_matches(".gz");
+            let cut = ["-images-idx3-ubyte", "-idx3-ubyte", "-images", ".idx3", ".bin"]
+                .iter()
+                .find_map(|s| name.find(s))
+                .unwrap_or(name.len());
+            name[..cut].to_string()
+        }
+        match self {
+            DataSource::Idx { images, .. } => stem(images),
+            DataSource::Cifar { files } => files.first().map(|f| stem(f)).unwrap_or_default(),
+            DataSource::Folder { path } => stem(path),
+            DataSource::Noise { noise, .. } => noise.key().to_string(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            DataSource::Idx { images, .. } => images.display().to_string(),
+            DataSource::Cifar { files } => {
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(",")
+            }
+            DataSource::Folder { path } => path.display().to_string(),
+            DataSource::Noise { noise, count, seed } => format!("{}:{count} (seed {seed})", noise.key()),
+        }
+    }
+
+    /// Loads the set. `like` is the ID training set: noise takes its shape, and folders its
+    /// channel count.
+    pub fn load(&self, like: Option<&Dataset>) -> Result<Dataset> {
+        let mut ds = match self {
+            DataSource::Idx { images, labels } => idx::load_pair(images, labels.as_deref())?,
+            DataSource::Cifar { files } => cifar::load_files(files)?,
+            DataSource::Folder { path } => folder::load(path, like.map(|d| d.shape.channels))?,
+            DataSource::Noise { noise, count, seed } => {
+                let like = like.ok_or_else(|| {
+                    Error::config("data", "a noise set needs an ID set to take its image shape from")
+                })?;
+                noise::generate(*noise, like.shape, *count, *seed)
+            }
+        };
+        ds.name = self.short_name();
+        ds.validate()?;
+        Ok(ds)
+    }
+}
+
+/// The sets one experiment uses.
+#[derive(Debug, Clone)]
+pub struct DataBundle {
+    pub train: Dataset,
+    pub test: Dataset,
+    pub norm: Normalization,
+    /// Validation OOD set: chooses the best epoch and gamma; never a test set.
+    pub val_ood: Dataset,
+    /// Test OOD sets: reported only.
+    pub ood: Vec<Dataset>,
+}
+
+impl DataBundle {
+    /// Loads everything and checks that the sets fit together, before any training starts.
+    pub fn load(
+        train: &DataSource,
+        test: &DataSource,
+        val_ood: &DataSource,
+        ood: &[DataSource],
+        train_limit: Option<usize>,
+    ) -> Result<DataBundle> {
+        let mut train = train.load(None)?;
+        for ds in [&train] {
+            if !ds.labelled {
+                return Err(Error::bad_data(&ds.origin, "the ID training set needs labels"));
+            }
+        }
+        if let Some(n) = train_limit {
+            train = train.truncated(n);
+        }
+        let test = test.load(Some(&train))?;
+        if !test.labelled {
+            return Err(Error::bad_data(&test.origin, "the ID test set needs labels"));
+        }
+        train.check_same_shape(&test)?;
+        if test.num_classes > train.num_classes {
+            return Err(Error::Mismatch(format!(
+                "{}: test labels use {} classes but the training set {} has {}",
+                test.origin, test.num_classes, train.origin, train.num_classes
+            )));
+        }
+        let val_ood = val_ood.load(Some(&train))?;
+        train.check_same_shape(&val_ood)?;
+        let mut ood_sets = Vec::with_capacity(ood.len());
+        for src in ood {
+            let ds = src.load(Some(&train))?;
+            train.check_same_shape(&ds)?;
+            ood_sets.push(ds);
+        }
+        let mut names = std::collections::HashSet::new();
+        for ds in &mut ood_sets {
+            // Two sets with one name would collide in tables and file names.
+            let base = ds.name.clone();
+            let mut k = 2;
+            while !names.insert(ds.name.clone()) {
+                ds.name = format!("{base}-{k}");
+                k += 1;
+            }
+        }
+        let norm = Normalization::from_dataset(&train);
+        Ok(DataBundle { train, test, norm, val_ood, ood: ood_sets })
+    }
+}
+
+/// The bundled sample data folder: `sample_data/` next to the executable's crate, or in the
+/// working directory.
+pub fn sample_data_dir() -> PathBuf {
+    let cwd = PathBuf::from("sample_data");
+    if cwd.is_dir() {
+        return cwd;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample_data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(shape: ImageShape, pixels: Vec<u8>, labels: Vec<u32>) -> Dataset {
+        Dataset { name: "t".into(), origin: "t".into(), shape, pixels, labels, num_classes: 2, labelled: true }
+    }
+
+    #[test]
+    fn normalization_centres_and_scales() {
+        let shape = ImageShape { channels: 1, height: 1, width: 2 };
+        let ds = tiny(shape, vec![0, 255, 0, 255], vec![0, 1]);
+        let norm = Normalization::from_dataset(&ds);
+        assert!((norm.mean[0] - 0.5).abs() < 1e-6);
+        assert!((norm.std[0] - 0.5).abs() < 1e-6);
+        let mut out = Vec::new();
+        norm.apply(shape, &ds.pixels, &mut out);
+        assert_eq!(out, vec![-1.0, 1.0, -1.0, 1.0]);
+    }
+
+    #[test]
+    fn label_out_of_range_is_named() {
+        let shape = ImageShape { channels: 1, height: 1, width: 1 };
+        let err = tiny(shape, vec![0, 0], vec![0, 5]).validate().unwrap_err().to_string();
+        assert!(err.contains("label 5 of sample 1"), "{err}");
+    }
+
+    #[test]
+    fn parse_specs() {
+        assert!(matches!(DataSource::parse("gaussian:100").unwrap(), DataSource::Noise { count: 100, .. }));
+        assert!(matches!(DataSource::parse("a.bin,b.bin").unwrap(), DataSource::Cifar { files } if files.len() == 2));
+        let idx = DataSource::parse("sample_data/mnist-t10k-images-idx3-ubyte.gz").unwrap();
+        assert_eq!(idx.short_name(), "mnist-t10k");
+    }
+}

@@ -1,0 +1,90 @@
+//! What the engine reports while it works. The worker forwards these over a channel to the GUI;
+//! the CLI renders the same events as progress bars and tables.
+
+use crate::run::{EpochRecord, Phase};
+use crate::unleash::{AtypicalSet, MaskSweepPoint};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A line for the status bar / log (device chosen, data loaded, ...).
+    Info(String),
+    PhaseStarted { phase: Phase, first_epoch: usize, epochs: usize, batches: usize, samples: usize },
+    Batch(BatchProgress),
+    /// An evaluation pass over one set.
+    Evaluating { epoch: usize, set: String, done: usize, total: usize },
+    EpochDone { record: Box<EpochRecord>, per_sample_loss: Arc<Vec<f32>> },
+    PhaseDone { phase: Phase, stopped: bool },
+    /// A mask ratio's gamma, atypical set and masked accuracy.
+    MaskResult(Arc<AtypicalSet>),
+    MaskSweep(Vec<MaskSweepPoint>),
+    /// A finished export: what was written where.
+    Exported(Vec<std::path::PathBuf>),
+    /// A job failed; the session stays usable.
+    Error(String),
+    /// The worker is idle again.
+    Idle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchProgress {
+    pub phase: Phase,
+    pub epoch: usize,
+    pub phase_epoch: usize,
+    pub phase_epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub loss: f64,
+    pub samples_per_sec: f64,
+    /// Seconds left in the phase, from the rate so far (training batches only).
+    pub eta_secs: f64,
+}
+
+/// Stop and pause requests, shared between whoever drives a job and the job itself. Atomics, not
+/// locks: the UI never waits on the worker.
+#[derive(Debug, Default)]
+pub struct Control {
+    stop: AtomicBool,
+    pause: AtomicBool,
+}
+
+impl Control {
+    pub fn new() -> Arc<Control> {
+        Arc::new(Control::default())
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.pause.store(false, Ordering::SeqCst);
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.pause.store(paused, Ordering::SeqCst);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.pause.load(Ordering::SeqCst)
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Clears a stop request before a new job starts.
+    pub fn reset(&self) {
+        self.stop.store(false, Ordering::SeqCst);
+        self.pause.store(false, Ordering::SeqCst);
+    }
+
+    /// Blocks while paused; Err(Stopped) once a stop is requested.
+    pub fn checkpoint(&self) -> crate::error::Result<()> {
+        while self.is_paused() && !self.stop_requested() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if self.stop_requested() { Err(crate::error::Error::Stopped) } else { Ok(()) }
+    }
+}
+
+/// Where events go: the worker's channel, the CLI's renderer, or nowhere.
+pub type Sink<'a> = &'a mut dyn FnMut(Event);

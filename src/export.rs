@@ -1,0 +1,152 @@
+//! Exports: the model (.bpk and .safetensors), the report (markdown + JSON), the atypical list
+//! (CSV) and a contact sheet of atypical samples (PNG). Every file is written atomically.
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::fsio;
+use crate::model::Net;
+use crate::ood::Score;
+use crate::run::{best_by_validation, EpochRecord, Phase};
+use crate::unleash::AtypicalSet;
+use std::path::{Path, PathBuf};
+
+/// Writes the model as `<stem>.bpk` and `<stem>.safetensors` beside `path`.
+pub fn export_model(model: &Net, path: &Path) -> Result<Vec<PathBuf>> {
+    let bpk = path.with_extension("bpk");
+    let st = path.with_extension("safetensors");
+    model.save_bpk(&bpk)?;
+    model.save_safetensors(&st)?;
+    Ok(vec![bpk, st])
+}
+
+/// The report of a run: markdown for people, JSON for programs.
+pub fn report_markdown(records: &[EpochRecord], title: &str, device: &str) -> String {
+    let mut md = format!("# {title}\n\nDevice: {device}. ID is the positive class; AUROC/FPR95 x100. Validation OOD set selects; test OOD sets are reported only.\n\n");
+    let Some(last) = records.last() else {
+        md.push_str("No epochs yet.\n");
+        return md;
+    };
+    let best = best_by_validation(records, Score::Energy, Some(Phase::Base));
+    let mut stages: Vec<(String, &EpochRecord)> = Vec::new();
+    if let Some(b) = best {
+        stages.push((format!("best epoch by validation ({b})"), &records[b - 1]));
+    }
+    if let Some(f) = records.iter().rev().find(|r| r.phase == Phase::Base) {
+        stages.push((format!("final base epoch ({})", f.epoch), f));
+    }
+    for phase in [Phase::Control, Phase::Um, Phase::Umap] {
+        if let Some(r) = records.iter().rev().find(|r| r.phase == phase) {
+            stages.push((format!("{} (epoch {})", phase.name(), r.epoch), r));
+        }
+    }
+    if stages.is_empty() {
+        stages.push((format!("epoch {}", last.epoch), last));
+    }
+    md.push_str("| stage | ID acc | val AUROC (E) |");
+    let sets: Vec<String> = last.ood.keys().cloned().collect();
+    for s in &sets {
+        md.push_str(&format!(" {s} AUROC / FPR95 (E) |"));
+    }
+    md.push_str(" mean AUROC MSP / MaxLogit / Energy | mean FPR95 (E) |\n|---|---|---|");
+    md.push_str(&"---|".repeat(sets.len() + 2));
+    md.push('\n');
+    let g = |m: &crate::run::ScoreMetrics, s: Score| m.get(&s).copied();
+    for (name, r) in &stages {
+        md.push_str(&format!("| {name} | {:.2} | {:.2} |", r.test_acc * 100.0, g(&r.val, Score::Energy).map_or(f64::NAN, |m| m.auroc * 100.0)));
+        for s in &sets {
+            let m = r.ood.get(s).and_then(|m| g(m, Score::Energy));
+            md.push_str(&format!(" {:.2} / {:.2} |", m.map_or(f64::NAN, |m| m.auroc * 100.0), m.map_or(f64::NAN, |m| m.fpr95 * 100.0)));
+        }
+        let a = |s| g(&r.ood_mean, s).map_or(f64::NAN, |m| m.auroc * 100.0);
+        md.push_str(&format!(" {:.2} / {:.2} / {:.2} | {:.2} |\n", a(Score::Msp), a(Score::MaxLogit), a(Score::Energy), g(&r.ood_mean, Score::Energy).map_or(f64::NAN, |m| m.fpr95 * 100.0)));
+    }
+    md.push_str("\n## Every epoch\n\n| epoch | phase | gamma | train loss | train acc | test acc | val AUROC (E) | mean AUROC (E) | mean FPR95 (E) |\n|---|---|---|---|---|---|---|---|---|\n");
+    for r in records {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            r.epoch,
+            r.phase.name(),
+            r.gamma.map_or("-".to_string(), |g| format!("{g:.4}")),
+            r.train_loss,
+            r.train_acc,
+            r.test_acc,
+            g(&r.val, Score::Energy).map_or(f64::NAN, |m| m.auroc),
+            g(&r.ood_mean, Score::Energy).map_or(f64::NAN, |m| m.auroc),
+            g(&r.ood_mean, Score::Energy).map_or(f64::NAN, |m| m.fpr95),
+        ));
+    }
+    md
+}
+
+pub fn export_report(records: &[EpochRecord], device: &str, path: &Path) -> Result<Vec<PathBuf>> {
+    let md = path.with_extension("md");
+    let json = path.with_extension("json");
+    fsio::write_atomic(&md, report_markdown(records, "unleash report", device).as_bytes())?;
+    let body = serde_json::json!({"device": device, "best_epoch_by_validation": best_by_validation(records, Score::Energy, Some(Phase::Base)), "epochs": records});
+    fsio::write_atomic(&json, serde_json::to_string_pretty(&body).map_err(|e| Error::Other(e.to_string()))?.as_bytes())?;
+    Ok(vec![md, json])
+}
+
+pub fn export_atypical_csv(set: &AtypicalSet, path: &Path) -> Result<Vec<PathBuf>> {
+    let p = path.with_extension("csv");
+    fsio::write_atomic(&p, set.to_csv().as_bytes())?;
+    Ok(vec![p])
+}
+
+/// RGB pixels (HWC) of sample `i` of a set, for thumbnails and contact sheets.
+pub fn sample_rgb(ds: &Dataset, i: usize) -> Vec<u8> {
+    let img = ds.image(i);
+    let plane = ds.shape.height * ds.shape.width;
+    (0..plane)
+        .flat_map(|p| {
+            if ds.shape.channels >= 3 {
+                [img[p], img[plane + p], img[2 * plane + p]]
+            } else {
+                [img[p]; 3]
+            }
+        })
+        .collect()
+}
+
+/// A grid of the first `max` atypical samples, each upscaled `scale`x (nearest), with a coloured
+/// bar under each: its masked loss relative to the largest.
+pub fn contact_sheet(ds: &Dataset, set: &AtypicalSet, max: usize, scale: u32) -> Result<image::RgbImage> {
+    let n = set.samples.len().min(max);
+    if n == 0 {
+        return Err(Error::Other(format!("no atypical samples at mask ratio {} to draw", set.ratio)));
+    }
+    let (w, h) = (ds.shape.width as u32 * scale, ds.shape.height as u32 * scale);
+    let cols = (n as f64).sqrt().ceil() as u32;
+    let rows = (n as u32).div_ceil(cols);
+    let (cw, ch) = (w + 4, h + 8);
+    let mut sheet = image::RgbImage::from_pixel(cols * cw, rows * ch, image::Rgb([255, 255, 255]));
+    let max_loss = set.samples.iter().take(n).map(|a| a.masked_loss).fold(f32::MIN, f32::max).max(1e-6);
+    for (k, a) in set.samples.iter().take(n).enumerate() {
+        let (cx, cy) = ((k as u32 % cols) * cw + 2, (k as u32 / cols) * ch + 2);
+        let rgb = sample_rgb(ds, a.index);
+        for y in 0..h {
+            for x in 0..w {
+                let p = ((y / scale) as usize * ds.shape.width + (x / scale) as usize) * 3;
+                sheet.put_pixel(cx + x, cy + y, image::Rgb([rgb[p], rgb[p + 1], rgb[p + 2]]));
+            }
+        }
+        let bar = ((a.masked_loss / max_loss) * w as f32).round() as u32;
+        for x in 0..bar.min(w) {
+            for y in 0..3 {
+                sheet.put_pixel(cx + x, cy + h + 1 + y, image::Rgb([220, 60, 40]));
+            }
+        }
+    }
+    Ok(sheet)
+}
+
+pub fn export_contact_sheet(ds: &Dataset, set: &AtypicalSet, path: &Path) -> Result<Vec<PathBuf>> {
+    let p = path.with_extension("png");
+    let sheet = contact_sheet(ds, set, 400, 3)?;
+    let mut bytes = Vec::new();
+    sheet
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| Error::Other(format!("{}: cannot encode PNG: {e}", p.display())))?;
+    fsio::write_atomic(&p, &bytes)?;
+    Ok(vec![p])
+}

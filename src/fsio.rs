@@ -1,0 +1,142 @@
+//! Crash-safe file writing: every export and run file is written to a temporary file in the
+//! same folder, flushed to disk, then renamed over the target, so a reader sees the old file or
+//! the new one, never half of one. Also a tiny `.npy` writer/reader so that score arrays and loss
+//! matrices open directly in NumPy.
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically (temp file + fsync + rename). On failure the temp file is
+/// removed and the target is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::io(path, "write", std::io::Error::new(std::io::ErrorKind::NotFound, format!("folder {} does not exist", dir.display()))));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, "create a temporary file beside", e))?;
+        f.write_all(bytes).map_err(|e| Error::io(path, "write", e))?;
+        f.sync_all().map_err(|e| Error::io(path, "flush to disk", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "replace", e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes a file atomically by letting `fill` produce it at a temporary path (for libraries that
+/// only write to paths, like burn's recorders).
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::io(path, "write", std::io::Error::new(std::io::ErrorKind::NotFound, format!("folder {} does not exist", dir.display()))));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    // Keep the extension last: some writers append or check it.
+    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    let result = fill(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, "flush to disk", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "replace", e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Encodes a little-endian f32 array as `.npy` (version 1.0, C order).
+pub fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+    let dims = match shape {
+        [n] => format!("({n},)"),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    // Pad so that magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Reads an `.npy` file written by [`npy_f32`]: (shape, data).
+pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+    let bad = |p: &str| Error::bad_data(path, p.to_string());
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file (bad magic)"));
+    }
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = bytes.get(10..10 + hlen).ok_or_else(|| bad("truncated .npy header"))?;
+    let header = std::str::from_utf8(header).map_err(|_| bad(".npy header is not text"))?;
+    if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
+        return Err(bad("expected a little-endian float32 array in C order"));
+    }
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad(".npy header has no shape"))?;
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| bad(".npy shape is not numeric")))
+        .collect::<Result<_>>()?;
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad(".npy shape overflows"))?;
+    let body = &bytes[10 + hlen..];
+    if body.len() != count.saturating_mul(4) {
+        return Err(bad(&format!("truncated: shape {shape:?} needs {} bytes of data, the file holds {}", count * 4, body.len())));
+    }
+    Ok((shape, body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_and_alignment() {
+        let bytes = npy_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        assert_eq!((bytes.len() - 24) % 64, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write_atomic(&p, &bytes).unwrap();
+        let (shape, data) = read_npy_f32(&p).unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(data[5], 6.5);
+    }
+
+    #[test]
+    fn atomic_write_to_missing_folder_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing").join("a.txt");
+        let err = write_atomic(&p, b"x").unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

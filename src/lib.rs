@@ -1,0 +1,25 @@
+//! unleash: Unleashing Mask (ICML 2023) for OOD detection. The engine (data, models, training,
+//! the UM steps, OOD scores and metrics, run folders, export) knows nothing of the GUI; the GUI
+//! (`app`) and the CLI drive it through the same worker and events.
+
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod fsio;
+pub mod model;
+pub mod ood;
+pub mod run;
+pub mod train;
+pub mod export;
+pub mod worker;
+pub mod unleash;
+
+pub use error::{Error, Result};
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod plot;
+pub mod reproduce;

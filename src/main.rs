@@ -1,0 +1,206 @@
+//! `unleash`: with no arguments, the desktop app on the bundled sample data; with a subcommand,
+//! the same jobs headless.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use unleash::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind};
+use unleash::{commands, Error, Result};
+
+#[derive(Parser)]
+#[command(name = "unleash", version, about = "Unleashing Mask (ICML 2023): find the OOD detection a classifier loses late in training, and get it back")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open the desktop app (the default).
+    Gui {
+        /// A run folder to open.
+        #[arg(long)]
+        run: Option<PathBuf>,
+    },
+    /// Train an ID classifier, evaluating every epoch.
+    Train(TrainArgs),
+    /// Metric table of a saved model on an ID test set and OOD sets.
+    Eval(EvalArgs),
+    /// AUROC / FPR95 / AUPR-In / AUPR-Out from two files of scores (one per line; higher = more ID).
+    Metrics {
+        id_scores: PathBuf,
+        ood_scores: PathBuf,
+        /// Which comma-separated column to read (0-based).
+        #[arg(long, default_value_t = 0)]
+        column: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mask a snapshot at several ratios: gamma, atypical count and masked accuracy per ratio.
+    Mask(commands::MaskArgs),
+    /// Fine-tune with UM (flooded loss at gamma), continuing the run.
+    Um(commands::FinetuneArgs),
+    /// Prune with UMAP (edge-popup scores, frozen weights, flooded loss), continuing the run.
+    Umap(commands::FinetuneArgs),
+    /// Plain cross-entropy fine-tune of the same length (the control for UM).
+    Control(commands::FinetuneArgs),
+    /// Reproduce the paper's finding on the sample data over several seeds (table + plot).
+    Reproduce(commands::ReproduceArgs),
+    /// Measure throughput: train/eval samples/s, the per-sample-loss pass, metrics on 1M scores.
+    Bench(commands::BenchArgs),
+}
+
+#[derive(Args)]
+pub struct DataArgs {
+    /// A TOML experiment file ([data] and [train] tables); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// ID training set (IDX images file, CIFAR .bin batches comma-separated, or an image folder).
+    #[arg(long)]
+    train: Option<String>,
+    /// ID test set.
+    #[arg(long)]
+    test: Option<String>,
+    /// Test OOD set (repeatable): a path, or gaussian[:N[:SEED]] / uniform[:N[:SEED]].
+    #[arg(long = "ood")]
+    ood: Vec<String>,
+    /// Validation OOD set: chooses the best epoch and gamma (default: seeded Gaussian noise).
+    #[arg(long)]
+    val_ood: Option<String>,
+    /// Use only the first N training samples.
+    #[arg(long)]
+    train_limit: Option<usize>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto (GPU when a hardware adapter exists, else CPU), gpu, or cpu.
+    #[arg(long)]
+    device: Option<String>,
+    /// Run folder to write (default: runs/<model>-seed<seed>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the epoch records as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The model (.bpk).
+    #[arg(long)]
+    model: PathBuf,
+    /// Take architecture, data and normalisation from this run's config.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Architecture when no run is given.
+    #[arg(long, default_value = "small-cnn")]
+    arch: String,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+impl DataArgs {
+    /// The data config: the TOML file's, else the sample data, with flags on top.
+    fn resolve(&self, base: Option<ExperimentConfig>) -> Result<ExperimentConfig> {
+        let mut exp = match (&self.config, base) {
+            (Some(p), _) => ExperimentConfig::from_toml_file(p)?,
+            (None, Some(b)) => b,
+            (None, None) => ExperimentConfig { data: DataConfig::sample(), train: Default::default() },
+        };
+        if let Some(t) = &self.train {
+            exp.data.train = t.clone();
+        }
+        if let Some(t) = &self.test {
+            exp.data.test = t.clone();
+        }
+        if !self.ood.is_empty() {
+            exp.data.ood = self.ood.clone();
+        }
+        if let Some(v) = &self.val_ood {
+            exp.data.val_ood = v.clone();
+        }
+        if self.train_limit.is_some() {
+            exp.data.train_limit = self.train_limit;
+        }
+        Ok(exp)
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let mut exp = a.data.resolve(None)?;
+    let t = &mut exp.train;
+    if let Some(m) = &a.model {
+        t.model = ModelKind::parse(m)?;
+    }
+    if let Some(v) = a.epochs {
+        t.epochs = v;
+    }
+    if let Some(v) = a.lr {
+        t.lr = v;
+    }
+    if let Some(v) = a.batch {
+        t.batch_size = v;
+    }
+    if let Some(v) = a.seed {
+        t.seed = v;
+    }
+    if let Some(d) = &a.device {
+        t.device = DeviceChoice::parse(d)?;
+    }
+    commands::train(exp, a.out, a.json).map(|_| ())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let base = match &a.run {
+        Some(run) => Some(commands::run_experiment(run)?),
+        None => None,
+    };
+    let mut exp = a.data.resolve(base)?;
+    if a.run.is_none() {
+        exp.train.model = ModelKind::parse(&a.arch)?;
+    }
+    let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+    commands::eval(exp, &a.model, device, a.json)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => unleash::app::run_gui(None),
+        Some(Command::Gui { run }) => unleash::app::run_gui(run),
+        Some(Command::Train(a)) => train(a),
+        Some(Command::Eval(a)) => eval(a),
+        Some(Command::Metrics { id_scores, ood_scores, column, json }) => commands::metrics(&id_scores, &ood_scores, column, json),
+        Some(Command::Mask(a)) => commands::mask(a),
+        Some(Command::Um(a)) => commands::finetune(a, commands::Finetune::Um),
+        Some(Command::Umap(a)) => commands::finetune(a, commands::Finetune::Umap),
+        Some(Command::Control(a)) => commands::finetune(a, commands::Finetune::Control),
+        Some(Command::Reproduce(a)) => commands::reproduce(a),
+        Some(Command::Bench(a)) => commands::bench(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Stopped) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

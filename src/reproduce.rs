@@ -1,0 +1,195 @@
+//! `unleash reproduce`: the paper's finding on the sample data, over several seeds. Per seed: base
+//! training; then, each from the final base snapshot, UM with gamma from mask ratio 0.7, UM with
+//! the validation-chosen gamma, UMAP at r = 0.2, and a plain-CE control of the same length.
+//! Writes a markdown + JSON table (mean and sd over seeds) and a PNG of AUROC vs epoch.
+
+use crate::cli::Renderer;
+use crate::commands::open_session;
+use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
+use crate::error::{Error, Result};
+use crate::events::{Control, Event};
+use crate::fsio;
+use crate::ood::Score;
+use crate::run::{best_by_validation, EpochRecord, Phase};
+use crate::train::{Objective, PhaseSpec, Session};
+use crate::unleash::{atypical, MaskKind};
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct ReproduceArgs {
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    #[arg(long, default_value_t = 40)]
+    pub epochs: usize,
+    /// Epochs of each fine-tune (UM, UMAP, control).
+    #[arg(long, default_value_t = 10)]
+    pub finetune_epochs: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub finetune_lr: f64,
+    #[arg(long, default_value_t = 0.7)]
+    pub um_mask_ratio: f64,
+    #[arg(long, default_value_t = 0.2)]
+    pub umap_ratio: f64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Use only the first N training samples (quick checks).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    #[arg(long, default_value = "runs/reproduce")]
+    pub out: PathBuf,
+}
+
+/// The stages compared in the table.
+pub const STAGES: [&str; 6] = ["best epoch (val)", "final", "CE control", "UM (mask 0.7)", "UM (val gamma)", "UMAP"];
+
+/// One stage's numbers for one seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageResult {
+    pub stage: String,
+    pub epoch: usize,
+    pub gamma: Option<f64>,
+    pub id_acc: f64,
+    /// score -> set (incl. "mean") -> (AUROC, FPR95)
+    pub metrics: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
+}
+
+fn stage_result(stage: &str, r: &EpochRecord) -> StageResult {
+    let mut metrics = BTreeMap::new();
+    for s in Score::ALL {
+        let mut per = BTreeMap::new();
+        for (set, m) in &r.ood {
+            if let Some(v) = m.get(&s) {
+                per.insert(set.clone(), (v.auroc, v.fpr95));
+            }
+        }
+        if let Some(v) = r.ood_mean.get(&s) {
+            per.insert("mean".to_string(), (v.auroc, v.fpr95));
+        }
+        metrics.insert(s.name().to_string(), per);
+    }
+    StageResult { stage: stage.to_string(), epoch: r.epoch, gamma: r.gamma, id_acc: r.test_acc, metrics }
+}
+
+fn last_of(records: &[EpochRecord], phase: Phase, from: usize) -> Option<&EpochRecord> {
+    records.iter().rev().find(|r| r.phase == phase && r.from_epoch == from)
+}
+
+pub fn reproduce(a: ReproduceArgs) -> Result<()> {
+    if a.seeds.is_empty() {
+        return Err(Error::config("seeds", "give at least one seed"));
+    }
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, "create", e))?;
+    let device = DeviceChoice::parse(&a.device)?;
+    let mut all: Vec<(u64, Vec<StageResult>, Vec<EpochRecord>)> = Vec::new();
+    for &seed in &a.seeds {
+        let mut r = Renderer::new(false);
+        r.handle(&Event::Info(format!("=== seed {seed} ===")));
+        let mut data = DataConfig::sample();
+        data.train_limit = a.train_limit;
+        let exp = ExperimentConfig { data, train: TrainConfig { epochs: a.epochs, seed, device, ..TrainConfig::default() } };
+        let mut s = open_session(exp, device, &mut r)?;
+        let dir = a.out.join(format!("seed-{seed}"));
+        if dir.join("events.jsonl").exists() {
+            return Err(Error::run(&dir, "already holds a run; remove it or choose another --out"));
+        }
+        s.create_run(&dir)?;
+        let control = Control::new();
+        let run = |s: &mut Session, spec: PhaseSpec, r: &mut Renderer| s.run_phase(&spec, &control, &mut |e| r.handle(&e));
+        let base = PhaseSpec { phase: Phase::Base, epochs: a.epochs, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        run(&mut s, base, &mut r)?;
+        let final_epoch = a.epochs;
+        let best = best_by_validation(&s.records, Score::Energy, Some(Phase::Base)).unwrap_or(final_epoch);
+        // gamma from the mask ratio, on the final snapshot.
+        let model = s.inference_model();
+        let dev = s.inference_device().clone();
+        let bs = s.config.train.eval_batch_size;
+        let mut nop = |_, _| Ok(());
+        let full = atypical::full_pass(&model, final_epoch, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
+        let masked = atypical::analyze(&model, &full, a.um_mask_ratio, MaskKind::Magnitude, 0, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
+        let gamma_mask = masked.gamma;
+        // The validation-chosen gamma: the mean training loss at the best-by-validation epoch.
+        let gamma_val = s.records[best - 1].train_eval_loss;
+        r.handle(&Event::Info(format!(
+            "gamma: {gamma_mask:.4} from mask ratio {} ({} atypical); {gamma_val:.4} from the best-by-validation epoch {best}",
+            a.um_mask_ratio,
+            masked.samples.len()
+        )));
+        let ft = |phase, objective, umap_ratio| PhaseSpec { phase, epochs: a.finetune_epochs, lr: a.finetune_lr, objective, umap_ratio, from_epoch: Some(final_epoch) };
+        run(&mut s, ft(Phase::Control, Objective::CrossEntropy, None), &mut r)?;
+        let control_last = s.records.len();
+        run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_mask }, None), &mut r)?;
+        let um_mask_last = s.records.len();
+        run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_val }, None), &mut r)?;
+        let um_val_last = s.records.len();
+        run(&mut s, ft(Phase::Umap, Objective::Flooded { gamma: gamma_mask }, Some(a.umap_ratio)), &mut r)?;
+        r.finish();
+        let rec = |e: usize| &s.records[e - 1];
+        let stages = vec![
+            stage_result(STAGES[0], rec(best)),
+            stage_result(STAGES[1], rec(final_epoch)),
+            stage_result(STAGES[2], rec(control_last)),
+            stage_result(STAGES[3], rec(um_mask_last)),
+            stage_result(STAGES[4], rec(um_val_last)),
+            stage_result(STAGES[5], last_of(&s.records, Phase::Umap, final_epoch).unwrap_or(rec(s.records.len()))),
+        ];
+        all.push((seed, stages, s.records.clone()));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let md = markdown_table(&all, &a, wall);
+    fsio::write_atomic(&a.out.join("reproduction.md"), md.as_bytes())?;
+    let json = serde_json::json!({
+        "args": format!("{a:?}"),
+        "wall_seconds": wall,
+        "seeds": all.iter().map(|(seed, stages, _)| serde_json::json!({"seed": seed, "stages": stages})).collect::<Vec<_>>(),
+    });
+    fsio::write_atomic(&a.out.join("reproduction.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    let png = a.out.join("auroc_vs_epoch.png");
+    crate::plot::auroc_vs_epoch(&all.iter().map(|(s, _, r)| (*s, r.clone())).collect::<Vec<_>>(), &png)?;
+    println!("{md}");
+    println!("wrote {}, {}, {}", a.out.join("reproduction.md").display(), a.out.join("reproduction.json").display(), png.display());
+    Ok(())
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
+}
+
+fn markdown_table(all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], a: &ReproduceArgs, wall: f64) -> String {
+    let seeds: Vec<String> = all.iter().map(|(s, _, _)| s.to_string()).collect();
+    let sets: Vec<String> = all[0].1[0].metrics["Energy"].keys().filter(|k| *k != "mean").cloned().collect();
+    let mut md = format!(
+        "Reproduction on the sample data (SmallCNN, {} base epochs, fine-tunes of {} epochs at lr {}; seeds {}; mean ± sd over seeds; {} wall).\n\
+         Test OOD sets: {} (reported only). Best epoch and the validation gamma are chosen on the validation OOD set (Gaussian noise, its own seed).\n\
+         AUROC and FPR95 x100, ID positive.\n\n",
+        a.epochs, a.finetune_epochs, a.finetune_lr, seeds.join(", "), crate::cli::format_secs(wall), sets.join(", ")
+    );
+    for score in Score::ALL {
+        md.push_str(&format!("**{}**\n\n| stage | ID acc | mean AUROC | mean FPR95 |", score.name()));
+        for s in &sets {
+            md.push_str(&format!(" {s} AUROC | {s} FPR95 |"));
+        }
+        md.push_str("\n|---|---|---|---|");
+        md.push_str(&"---|---|".repeat(sets.len()));
+        md.push('\n');
+        for (k, stage) in STAGES.iter().enumerate() {
+            let pick = |f: &dyn Fn(&StageResult) -> f64| mean_sd(&all.iter().map(|(_, st, _)| f(&st[k])).collect::<Vec<_>>());
+            let fmt = |(m, sd): (f64, f64)| format!("{:.1} ± {:.1}", m * 100.0, sd * 100.0);
+            md.push_str(&format!("| {stage} | {} |", fmt(pick(&|r| r.id_acc))));
+            for set in std::iter::once("mean".to_string()).chain(sets.iter().cloned()) {
+                let auroc = pick(&|r| r.metrics[score.name()].get(&set).map_or(f64::NAN, |v| v.0));
+                let fpr = pick(&|r| r.metrics[score.name()].get(&set).map_or(f64::NAN, |v| v.1));
+                md.push_str(&format!(" {} | {} |", fmt(auroc), fmt(fpr)));
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+    }
+    md
+}

@@ -1,0 +1,404 @@
+//! A training session: the data, the device, the current model and its history. Base training,
+//! UM fine-tuning, UMAP pruning and the plain-CE control are all phases of one loop; every epoch
+//! of every phase is evaluated and written the same way, so the curves continue across phases.
+
+use super::eval::{self, LabelledPass, PreparedSet};
+use super::cosine_lr;
+use crate::config::{ExperimentConfig, ModelKind};
+use crate::data::DataBundle;
+use crate::device::ComputeDevice;
+use crate::error::{Error, Result};
+use crate::events::{BatchProgress, Control, Event, Sink};
+use crate::model::Net;
+use crate::ood::{metrics, Score};
+use crate::run::{self, EpochRecord, Phase, RunWriter, ScoreMetrics};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::prelude::*;
+use burn::tensor::activation;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The training objective of a phase.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    CrossEntropy,
+    /// UM's flooding: L = |CE_mean(batch) - gamma| + gamma.
+    Flooded { gamma: f64 },
+}
+
+impl Objective {
+    pub fn gamma(self) -> Option<f64> {
+        match self {
+            Objective::CrossEntropy => None,
+            Objective::Flooded { gamma } => Some(gamma),
+        }
+    }
+}
+
+/// One phase to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseSpec {
+    pub phase: Phase,
+    pub epochs: usize,
+    pub lr: f64,
+    pub objective: Objective,
+    /// UMAP: prune this fraction of every conv/linear weight with learned scores; weights frozen.
+    pub umap_ratio: Option<f64>,
+    /// Start from this epoch's snapshot (None: from the current model).
+    pub from_epoch: Option<usize>,
+}
+
+/// The evaluation sets, normalised once.
+#[derive(Debug, Clone)]
+pub struct Sets {
+    pub train: PreparedSet,
+    pub test: PreparedSet,
+    pub val: PreparedSet,
+    pub ood: Vec<PreparedSet>,
+}
+
+pub struct Session {
+    pub config: ExperimentConfig,
+    pub data: Arc<DataBundle>,
+    pub sets: Arc<Sets>,
+    pub device: ComputeDevice,
+    pub classes: usize,
+    /// The current model, on the autodiff device.
+    pub model: Net,
+    pub records: Vec<EpochRecord>,
+    /// Per-sample training loss of every epoch so far.
+    pub loss_rows: Vec<Arc<Vec<f32>>>,
+    pub writer: Option<RunWriter>,
+    /// Whether `model` carries UMAP score reparameterizations.
+    umap_active: bool,
+    /// The snapshot the current model descends from, for the records.
+    current_from: usize,
+}
+
+/// Everything an eval pass over all sets gives.
+pub struct EpochEval {
+    pub train: LabelledPass,
+    pub test: LabelledPass,
+    pub test_scores: BTreeMap<Score, Vec<f32>>,
+    pub val_scores: BTreeMap<Score, Vec<f32>>,
+    pub ood_scores: Vec<BTreeMap<Score, Vec<f32>>>,
+}
+
+impl Session {
+    /// Loads the data, picks the device and builds a fresh model (seeded).
+    pub fn new(config: ExperimentConfig, device: ComputeDevice, data: Arc<DataBundle>) -> Result<Session> {
+        config.train.validate()?;
+        let classes = data.train.num_classes;
+        let sets = Arc::new(Sets {
+            train: PreparedSet::new(&data.train, &data.norm),
+            test: PreparedSet::new(&data.test, &data.norm),
+            val: PreparedSet::new(&data.val_ood, &data.norm),
+            ood: data.ood.iter().map(|d| PreparedSet::new(d, &data.norm)).collect(),
+        });
+        let model = fresh_model(config.train.model, &data, classes, &device, config.train.seed)?;
+        Ok(Session {
+            config,
+            data,
+            sets,
+            device,
+            classes,
+            model,
+            records: Vec::new(),
+            loss_rows: Vec::new(),
+            writer: None,
+            umap_active: false,
+            current_from: 0,
+        })
+    }
+
+    /// Reopens a run folder to continue it (UM, UMAP, control): same data, history and writer;
+    /// the model is the snapshot of `epoch` (the last one by default).
+    pub fn resume(dir: &std::path::Path, device: Option<crate::config::DeviceChoice>, epoch: Option<usize>) -> Result<Session> {
+        let reader = run::RunReader::open(dir)?;
+        let exp: ExperimentConfig = serde_json::from_value(reader.config["experiment"].clone())
+            .map_err(|e| Error::run(dir, format!("config.json does not describe an experiment: {e}")))?;
+        let device = crate::device::resolve(device.unwrap_or(exp.train.device))?;
+        let data = Arc::new(exp.data.load()?);
+        let mut s = Session::new(exp, device, data)?;
+        let rows = reader.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
+        s.loss_rows = rows.into_iter().map(Arc::new).collect();
+        s.records = reader.records.clone();
+        s.writer = Some(RunWriter::append_to(dir)?);
+        let last = reader.last_epoch().ok_or_else(|| Error::run(dir, "has no complete epoch yet"))?;
+        let start = epoch.unwrap_or(last);
+        s.load_snapshot(start)?;
+        s.current_from = start;
+        Ok(s)
+    }
+
+    /// Starts writing a new run folder.
+    pub fn create_run(&mut self, dir: &std::path::Path) -> Result<()> {
+        let cfg = serde_json::json!({
+            "experiment": self.config,
+            "device": self.device.description,
+            "classes": self.classes,
+            "shape": self.data.train.shape,
+            "normalization": self.data.norm,
+            "train_samples": self.data.train.len(),
+            "val_ood": self.data.val_ood.name,
+            "ood": self.data.ood.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+            "unleash_version": env!("CARGO_PKG_VERSION"),
+        });
+        self.writer = Some(RunWriter::create(dir, &cfg)?);
+        Ok(())
+    }
+
+    pub fn autodiff_device(&self) -> Device {
+        self.device.device.clone().autodiff()
+    }
+
+    pub fn inference_device(&self) -> &Device {
+        &self.device.device
+    }
+
+    /// The current model for inference (UMAP masks applied and baked in).
+    pub fn inference_model(&self) -> Net {
+        let m = self.model.valid();
+        if self.umap_active { m.materialize() } else { m }
+    }
+
+    /// Replaces the current model with a snapshot of this run.
+    pub fn load_snapshot(&mut self, epoch: usize) -> Result<()> {
+        let writer = self.writer.as_ref().ok_or_else(|| Error::Other("no run folder to load snapshots from".into()))?;
+        let reader = run::RunReader::open(&writer.dir)?;
+        let path = reader.snapshot(epoch)?;
+        let net = Net::load_bpk(self.config.train.model, self.data.train.shape, self.classes, &path, self.inference_device())?;
+        self.model = net.train_on(&self.autodiff_device());
+        self.umap_active = false;
+        Ok(())
+    }
+
+    /// Runs a phase: its epochs, each followed by a full evaluation and a commit to the run folder.
+    pub fn run_phase(&mut self, spec: &PhaseSpec, control: &Control, sink: Sink) -> Result<()> {
+        validate_phase(spec)?;
+        if let Some(e) = spec.from_epoch {
+            self.load_snapshot(e)?;
+            self.current_from = e;
+        } else {
+            // Continuing from the current model: the last epoch (0 for a fresh base run).
+            self.current_from = self.records.len();
+        }
+        let from_epoch = self.current_from;
+        let train_cfg = self.config.train.clone();
+        let ad = self.autodiff_device();
+        if let Some(r) = spec.umap_ratio {
+            let scored = crate::unleash::umap::attach_scores(self.inference_model(), r);
+            self.model = scored.train_on(&ad);
+            self.umap_active = true;
+        } else if self.umap_active {
+            // A non-UMAP phase after UMAP continues from the pruned weights.
+            self.model = self.inference_model().train_on(&ad);
+            self.umap_active = false;
+        }
+        let n = self.sets.train.len();
+        let batch = train_cfg.batch_size.min(n);
+        let batches = n.div_ceil(batch);
+        let total_steps = spec.epochs * batches;
+        let first_epoch = self.records.len() + 1;
+        sink(Event::PhaseStarted { phase: spec.phase, first_epoch, epochs: spec.epochs, batches, samples: n });
+        let mut optim = SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_momentum(train_cfg.momentum).with_dampening(0.0).with_nesterov(false)))
+            .with_weight_decay((train_cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(train_cfg.weight_decay as f32)))
+            .init();
+        let phase_start = Instant::now();
+        let mut samples_done = 0usize;
+        for phase_epoch in 1..=spec.epochs {
+            let epoch = self.records.len() + 1;
+            let epoch_start = Instant::now();
+            let mut order: Vec<usize> = (0..n).collect();
+            // One stream per (seed, epoch): the same seed reshuffles the same way, phase after phase.
+            let mut rng = ChaCha8Rng::seed_from_u64(train_cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+            order.shuffle(&mut rng);
+            let (mut loss_sum, mut correct) = (0f64, 0usize);
+            let mut lr = spec.lr;
+            for (b, idx) in order.chunks(batch).enumerate() {
+                control.checkpoint()?;
+                let step = (phase_epoch - 1) * batches + b;
+                lr = cosine_lr(spec.lr, step, total_steps);
+                let (x, y, labels) = self.sets.train.gather(idx, &ad);
+                let logits = self.model.logits(x);
+                let host = eval::to_vec(logits.clone().detach())?;
+                let pass = LabelledPass::from_logits(&host, self.classes, &labels)?;
+                if !pass.mean_loss.is_finite() {
+                    return Err(Error::Diverged { epoch, batch: b + 1, loss: pass.mean_loss as f32 });
+                }
+                loss_sum += pass.mean_loss * idx.len() as f64;
+                correct += (pass.accuracy * idx.len() as f64).round() as usize;
+                let loss = objective_loss(logits, y, idx.len(), spec.objective);
+                let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+                self.model = optim.step(lr, self.model.clone(), grads);
+                samples_done += idx.len();
+                let elapsed = phase_start.elapsed().as_secs_f64().max(1e-9);
+                let rate = samples_done as f64 / elapsed;
+                sink(Event::Batch(BatchProgress {
+                    phase: spec.phase,
+                    epoch,
+                    phase_epoch,
+                    phase_epochs: spec.epochs,
+                    batch: b + 1,
+                    batches,
+                    loss: pass.mean_loss,
+                    samples_per_sec: rate,
+                    eta_secs: (total_steps * batch).saturating_sub(samples_done) as f64 / rate,
+                }));
+            }
+            let train_secs = epoch_start.elapsed().as_secs_f64();
+            let evaluated = self.evaluate(epoch, control, sink)?;
+            let record = self.record(spec, from_epoch, epoch, phase_epoch, lr, loss_sum / n as f64, correct as f64 / n as f64, &evaluated, train_secs, n)?;
+            self.commit(record, evaluated, train_cfg.snapshot_every_epoch || phase_epoch == spec.epochs, sink)?;
+        }
+        sink(Event::PhaseDone { phase: spec.phase, stopped: false });
+        Ok(())
+    }
+
+    /// Full evaluation of the current model on every set.
+    pub fn evaluate(&self, epoch: usize, control: &Control, sink: Sink) -> Result<EpochEval> {
+        let model = self.inference_model();
+        let dev = self.inference_device().clone();
+        let bs = self.config.train.eval_batch_size;
+        let pass = |set: &PreparedSet, sink: &mut dyn FnMut(Event)| -> Result<Vec<f32>> {
+            let total = set.len();
+            let name = set.name.clone();
+            eval::logits(&model, set, bs, &dev, &mut |done| {
+                sink(Event::Evaluating { epoch, set: name.clone(), done, total });
+                control.checkpoint()
+            })
+        };
+        let train_logits = pass(&self.sets.train, sink)?;
+        let train = LabelledPass::from_logits(&train_logits, self.classes, &self.sets.train.labels)?;
+        let test_logits = pass(&self.sets.test, sink)?;
+        let test = LabelledPass::from_logits(&test_logits, self.classes, &self.sets.test.labels)?;
+        let test_scores = eval::all_scores(&test_logits, self.classes);
+        let val_scores = eval::all_scores(&pass(&self.sets.val, sink)?, self.classes);
+        let mut ood_scores = Vec::new();
+        for set in &self.sets.ood {
+            ood_scores.push(eval::all_scores(&pass(set, sink)?, self.classes));
+        }
+        Ok(EpochEval { train, test, test_scores, val_scores, ood_scores })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(&self, spec: &PhaseSpec, from_epoch: usize, epoch: usize, phase_epoch: usize, lr_end: f64, train_loss: f64, train_acc: f64, ev: &EpochEval, train_secs: f64, n: usize) -> Result<EpochRecord> {
+        let val = score_metrics(&ev.test_scores, &ev.val_scores)?;
+        let mut ood = BTreeMap::new();
+        for (set, scores) in self.sets.ood.iter().zip(&ev.ood_scores) {
+            ood.insert(set.name.clone(), score_metrics(&ev.test_scores, scores)?);
+        }
+        let ood_mean = Score::ALL
+            .iter()
+            .filter_map(|&s| {
+                let all: Vec<_> = ood.values().filter_map(|m: &ScoreMetrics| m.get(&s).copied()).collect();
+                metrics::Metrics::mean(&all).map(|m| (s, m))
+            })
+            .collect();
+        if !ev.train.mean_loss.is_finite() {
+            return Err(Error::Diverged { epoch, batch: 0, loss: ev.train.mean_loss as f32 });
+        }
+        Ok(EpochRecord {
+            epoch,
+            phase: spec.phase,
+            phase_epoch,
+            from_epoch,
+            gamma: spec.objective.gamma(),
+            lr_end,
+            train_loss,
+            train_acc,
+            train_eval_loss: ev.train.mean_loss,
+            test_loss: ev.test.mean_loss,
+            test_acc: ev.test.accuracy,
+            val_name: self.sets.val.name.clone(),
+            val,
+            ood,
+            ood_mean,
+            seconds: train_secs,
+            samples_per_sec: n as f64 / train_secs.max(1e-9),
+        })
+    }
+
+    /// Writes an epoch (snapshot, scores, loss row, events line) and reports it.
+    fn commit(&mut self, record: EpochRecord, ev: EpochEval, snapshot: bool, sink: Sink) -> Result<()> {
+        let epoch = record.epoch;
+        let model = (snapshot && self.writer.is_some()).then(|| self.inference_model());
+        if let Some(w) = &mut self.writer {
+            if let Some(model) = model {
+                w.epoch_dir(epoch)?;
+                model.save_bpk(&run::snapshot_path(&w.dir, epoch))?;
+            }
+            w.write_scores(epoch, "id_test", &ev.test_scores)?;
+            w.write_scores(epoch, &format!("val_{}", self.sets.val.name), &ev.val_scores)?;
+            for (set, scores) in self.sets.ood.iter().zip(&ev.ood_scores) {
+                w.write_scores(epoch, &set.name, scores)?;
+            }
+            w.commit_epoch(&record, ev.train.per_sample_loss.clone())?;
+        }
+        let losses = Arc::new(ev.train.per_sample_loss);
+        self.loss_rows.push(losses.clone());
+        self.records.push(record.clone());
+        sink(Event::EpochDone { record: Box::new(record), per_sample_loss: losses });
+        Ok(())
+    }
+}
+
+/// Metrics of every score: ID test scores against one OOD set's.
+pub fn score_metrics(id: &BTreeMap<Score, Vec<f32>>, ood: &BTreeMap<Score, Vec<f32>>) -> Result<ScoreMetrics> {
+    Score::ALL.iter().map(|&s| Ok((s, metrics::compute(&id[&s], &ood[&s])?))).collect()
+}
+
+fn validate_phase(spec: &PhaseSpec) -> Result<()> {
+    let mut bad = Vec::new();
+    if spec.epochs == 0 {
+        bad.push("epochs must be at least 1".to_string());
+    }
+    if !(spec.lr.is_finite() && spec.lr > 0.0) {
+        bad.push(format!("lr must be a positive number (got {})", spec.lr));
+    }
+    if let Objective::Flooded { gamma } = spec.objective {
+        if !(gamma.is_finite() && gamma >= 0.0) {
+            bad.push(format!("gamma must be >= 0 (got {gamma})"));
+        }
+    }
+    if let Some(r) = spec.umap_ratio {
+        if let Err(e) = crate::config::check_mask_ratio(r) {
+            bad.push(e.to_string());
+        }
+    }
+    crate::config::check(bad)
+}
+
+/// The batch loss to differentiate: mean CE, or UM's flooded CE.
+pub fn objective_loss(logits: Tensor<2>, y: Tensor<1, Int>, n: usize, objective: Objective) -> Tensor<1> {
+    let logp = activation::log_softmax(logits, 1);
+    let ce = logp.gather(1, y.reshape([n, 1])).neg().mean();
+    match objective {
+        Objective::CrossEntropy => ce,
+        Objective::Flooded { gamma } => ce.sub_scalar(gamma).abs().add_scalar(gamma),
+    }
+}
+
+/// A seeded, fully initialised model on the autodiff device.
+pub fn fresh_model(kind: ModelKind, data: &DataBundle, classes: usize, device: &ComputeDevice, seed: u64) -> Result<Net> {
+    let ad = device.device.clone().autodiff();
+    ad.seed(seed);
+    let model = Net::new(kind, data.train.shape, classes, &ad)?;
+    // Parameters initialise lazily, in access order: touch them all now, in module order, so the
+    // seed alone fixes the initial weights.
+    Ok(crate::unleash::mask::force_init(model))
+}
+
+impl Net {
+    /// Moves a model onto an autodiff device for training.
+    pub fn train_on(self, device: &Device) -> Net {
+        self.to_device(device).train()
+    }
+}

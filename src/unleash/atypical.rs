@@ -1,0 +1,157 @@
+//! The loss constraint gamma and the atypical samples a mask reveals: training samples the full
+//! model classifies correctly and the masked model does not.
+
+use super::mask::{masked_copy, MaskKind};
+use crate::error::Result;
+use crate::model::Net;
+use crate::train::eval::{self, LabelledPass, PreparedSet};
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+
+/// One atypical training sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AtypicalSample {
+    pub index: usize,
+    pub label: u32,
+    pub full_prediction: u32,
+    pub masked_prediction: u32,
+    pub full_loss: f32,
+    pub masked_loss: f32,
+}
+
+impl AtypicalSample {
+    pub fn loss_increase(&self) -> f32 {
+        self.masked_loss - self.full_loss
+    }
+}
+
+/// What one mask ratio gives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtypicalSet {
+    pub ratio: f64,
+    pub kind: MaskKind,
+    /// The snapshot the mask was applied to.
+    pub epoch: usize,
+    /// gamma(r): mean CE of the masked model over the ID training set (eval mode).
+    pub gamma: f64,
+    pub full_train_loss: f64,
+    pub full_test_acc: f64,
+    pub masked_test_acc: f64,
+    pub masked_train_acc: f64,
+    /// Sorted by masked loss, highest first.
+    pub samples: Vec<AtypicalSample>,
+    /// The masked model's loss on every training sample (for histograms).
+    #[serde(skip)]
+    pub masked_losses: Vec<f32>,
+}
+
+impl AtypicalSet {
+    pub fn sweep_point(&self) -> MaskSweepPoint {
+        MaskSweepPoint {
+            ratio: self.ratio,
+            gamma: self.gamma,
+            atypical: self.samples.len(),
+            masked_test_acc: self.masked_test_acc,
+        }
+    }
+
+    /// CSV: index,label,full_prediction,masked_prediction,full_loss,masked_loss,loss_increase.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from("index,label,full_prediction,masked_prediction,full_loss,masked_loss,loss_increase\n");
+        for a in &self.samples {
+            s.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                a.index, a.label, a.full_prediction, a.masked_prediction, a.full_loss, a.masked_loss, a.loss_increase()
+            ));
+        }
+        s
+    }
+}
+
+/// One point of the gamma-vs-ratio curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MaskSweepPoint {
+    pub ratio: f64,
+    pub gamma: f64,
+    pub atypical: usize,
+    pub masked_test_acc: f64,
+}
+
+/// The full model's passes, computed once per snapshot and reused for every ratio.
+#[derive(Debug, Clone)]
+pub struct FullPass {
+    pub epoch: usize,
+    pub train: LabelledPass,
+    pub test_acc: f64,
+}
+
+/// Runs the full model over the training and test sets.
+pub fn full_pass(model: &Net, epoch: usize, train: &PreparedSet, test: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<FullPass> {
+    let total = train.len() + test.len();
+    let tl = eval::logits(model, train, batch, device, &mut |d| progress(d, total))?;
+    let train_pass = LabelledPass::from_logits(&tl, classes, &train.labels)?;
+    let vl = eval::logits(model, test, batch, device, &mut |d| progress(train.len() + d, total))?;
+    let test_pass = LabelledPass::from_logits(&vl, classes, &test.labels)?;
+    Ok(FullPass { epoch, train: train_pass, test_acc: test_pass.accuracy })
+}
+
+/// Masks `model` at `ratio` and compares it with the full model's pass.
+#[allow(clippy::too_many_arguments)]
+pub fn analyze(model: &Net, full: &FullPass, ratio: f64, kind: MaskKind, seed: u64, train: &PreparedSet, test: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
+    crate::config::check_mask_ratio(ratio)?;
+    let masked = masked_copy(model, ratio, kind, seed);
+    let total = train.len() + test.len();
+    let tl = eval::logits(&masked, train, batch, device, &mut |d| progress(d, total))?;
+    let m_train = LabelledPass::from_logits(&tl, classes, &train.labels)?;
+    let vl = eval::logits(&masked, test, batch, device, &mut |d| progress(train.len() + d, total))?;
+    let m_test = LabelledPass::from_logits(&vl, classes, &test.labels)?;
+    let mut samples: Vec<AtypicalSample> = (0..train.len())
+        .filter(|&i| full.train.predictions[i] == train.labels[i] && m_train.predictions[i] != train.labels[i])
+        .map(|i| AtypicalSample {
+            index: i,
+            label: train.labels[i],
+            full_prediction: full.train.predictions[i],
+            masked_prediction: m_train.predictions[i],
+            full_loss: full.train.per_sample_loss[i],
+            masked_loss: m_train.per_sample_loss[i],
+        })
+        .collect();
+    samples.sort_by(|a, b| b.masked_loss.total_cmp(&a.masked_loss).then(a.index.cmp(&b.index)));
+    Ok(AtypicalSet {
+        ratio,
+        kind,
+        epoch: full.epoch,
+        gamma: m_train.mean_loss,
+        full_train_loss: full.train.mean_loss,
+        full_test_acc: full.test_acc,
+        masked_test_acc: m_test.accuracy,
+        masked_train_acc: m_train.accuracy,
+        samples,
+        masked_losses: m_train.per_sample_loss,
+    })
+}
+
+/// gamma as the q-quantile of per-sample losses (linear interpolation, as numpy's default).
+pub fn gamma_from_quantile(losses: &[f32], q: f64) -> Option<f64> {
+    if losses.is_empty() || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let mut v: Vec<f64> = losses.iter().map(|&l| f64::from(l)).collect();
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_matches_numpy_linear() {
+        let l = [1.0f32, 2.0, 3.0, 4.0];
+        assert_eq!(gamma_from_quantile(&l, 0.5), Some(2.5));
+        assert_eq!(gamma_from_quantile(&l, 1.0), Some(4.0));
+        assert_eq!(gamma_from_quantile(&[], 0.5), None);
+    }
+}

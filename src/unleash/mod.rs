@@ -1,0 +1,10 @@
+//! The Unleashing Mask method: masking a ratio of the weights, the loss constraint gamma and the
+//! atypical samples it reveals, UM fine-tuning (a flooded phase of the training loop) and UMAP
+//! (edge-popup scores with frozen weights).
+
+pub mod atypical;
+pub mod mask;
+pub mod umap;
+
+pub use atypical::{AtypicalSample, AtypicalSet, MaskSweepPoint};
+pub use mask::MaskKind;
