@@ -17,6 +17,8 @@ pub struct Renderer {
 
 impl Renderer {
     pub fn new(quiet: bool) -> Renderer {
+        // Without a terminal (pipes, CI) the bar is hidden and lines go straight to stderr.
+        let quiet = quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = ProgressBar::with_draw_target(Some(0), if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
         bar.set_style(
             ProgressStyle::with_template("{prefix:>14} [{bar:28}] {pos}/{len} {msg}")

@@ -80,7 +80,7 @@ struct TrainArgs {
     model: Option<String>,
     #[arg(long)]
     epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     #[arg(long)]
     batch: Option<usize>,

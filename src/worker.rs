@@ -32,6 +32,8 @@ pub enum Command {
     Sweep { ratios: Vec<f64>, kind: MaskKind, epoch: Option<usize> },
     /// Reopen a run folder (from the CLI or the app).
     OpenRun(PathBuf),
+    /// Find out which device a choice resolves to (reported as an Info "device: ..." event).
+    ProbeDevice(crate::config::DeviceChoice),
     Export(ExportRequest),
     /// Panics on purpose (tests of the error path).
     #[doc(hidden)]
@@ -187,6 +189,11 @@ impl Worker {
                 Ok(())
             }
             Command::OpenRun(dir) => self.open_run(dir),
+            Command::ProbeDevice(choice) => {
+                let d = crate::device::resolve(choice)?;
+                self.engine(Event::Info(format!("device: {}", d.description)));
+                Ok(())
+            }
             Command::Export(req) => self.export(req),
             Command::Crash => panic!("crash requested"),
             Command::Shutdown => Ok(()),

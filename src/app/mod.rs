@@ -1,7 +1,309 @@
-//! The desktop app (eframe). Filled in by the GUI work; see `run_gui`.
-use crate::error::Result;
-use std::path::PathBuf;
+//! The desktop app: a plain state updated by the worker's events, and one panel per view. The UI
+//! thread never waits on the worker: commands go out over a channel, events come back over another,
+//! and pause/stop are atomics.
 
-pub fn run_gui(_run: Option<PathBuf>) -> Result<()> {
-    Err(crate::error::Error::Other("the desktop app is not built yet in this revision; use the CLI subcommands (unleash --help)".into()))
+mod atypical;
+mod compare;
+mod losses;
+mod mask;
+mod setup;
+pub mod state;
+mod training;
+mod widgets;
+
+use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
+use crate::error::{Error, Result};
+use crate::worker::{self, Command, ExportRequest, WorkerHandle};
+use eframe::egui;
+use state::{AppState, Tab};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How the app starts.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// A run folder to open at start.
+    pub run: Option<PathBuf>,
+    /// Overrides the device of the default config (tests use the CPU).
+    pub device: Option<DeviceChoice>,
+}
+
+/// A file dialog running on its own thread (rfd blocks the calling thread).
+struct PendingDialog {
+    purpose: DialogPurpose,
+    rx: crossbeam_channel::Receiver<Option<Vec<PathBuf>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DialogPurpose {
+    OpenRun,
+    TrainSet,
+    TestSet,
+    AddOod,
+    AddOodFolder,
+    ValSet,
+    ExportModel,
+    ExportReport,
+    ExportCsv,
+    ExportSheet,
+}
+
+pub struct UnleashApp {
+    pub state: AppState,
+    worker: WorkerHandle,
+    dialog: Option<PendingDialog>,
+    textures: widgets::Thumbnails,
+    compare_cache: compare::ScoreCache,
+    /// Seconds spent in `ui` per frame, for the frame-time figures (UNLEASH_FRAME_STATS).
+    pub frame_times: Vec<f64>,
+}
+
+impl UnleashApp {
+    pub fn new(ctx: &egui::Context, options: AppOptions) -> UnleashApp {
+        let repaint_ctx = ctx.clone();
+        let worker = worker::spawn(move || repaint_ctx.request_repaint());
+        let mut config = ExperimentConfig { data: DataConfig::sample(), train: TrainConfig { epochs: 10, ..TrainConfig::default() } };
+        if let Some(d) = options.device {
+            config.train.device = d;
+        }
+        let mut app = UnleashApp {
+            state: AppState::new(config),
+            worker,
+            dialog: None,
+            textures: widgets::Thumbnails::default(),
+            compare_cache: compare::ScoreCache::default(),
+            frame_times: Vec::new(),
+        };
+        app.probe_device();
+        if let Some(run) = options.run {
+            app.send(Command::OpenRun(run));
+        }
+        app
+    }
+
+    fn probe_device(&mut self) {
+        // The probe may take seconds (GPU drivers); the worker does it and reports the name.
+        let choice = self.state.config.train.device;
+        match choice {
+            DeviceChoice::Cpu => self.state.device = crate::device::cpu().description,
+            _ => self.send(Command::ProbeDevice(choice)),
+        }
+    }
+
+    pub fn send(&mut self, cmd: Command) {
+        if self.worker.commands.send(cmd).is_err() {
+            self.state.worker_alive = false;
+            self.state.log(true, "the worker thread is gone; restart the app (finished epochs are on disk)");
+        }
+    }
+
+    /// Starts base training with the current setup.
+    pub fn start_training(&mut self) {
+        if self.state.is_busy() {
+            self.state.log(true, "a job is running; stop it before starting another");
+            return;
+        }
+        if let Err(e) = self.state.config.train.validate() {
+            self.state.log(true, e.to_string());
+            return;
+        }
+        let out = PathBuf::from(&self.state.out_dir);
+        if out.join("events.jsonl").exists() {
+            self.state.out_dir = format!("{}-{}", self.state.out_dir, self.state.records.len() + 1);
+        }
+        self.state.busy = Some("starting".into());
+        self.state.last_error = None;
+        self.state.records.clear();
+        self.state.loss_rows.clear();
+        self.compare_cache.clear();
+        self.send(Command::Train { config: self.state.config.clone(), out: PathBuf::from(&self.state.out_dir) });
+    }
+
+    pub fn pause(&mut self, paused: bool) {
+        self.worker.control.set_paused(paused);
+        self.state.paused = paused;
+    }
+
+    pub fn stop(&mut self) {
+        self.worker.control.request_stop();
+    }
+
+    /// Asks for the atypical set at the slider's ratio (the worker coalesces a drag's requests).
+    pub fn request_mask(&mut self) {
+        self.state.mask_requested_at = Some(Instant::now());
+        self.state.mask_pending = true;
+        self.send(Command::Mask { ratio: self.state.mask_ratio, kind: self.state.mask_kind, epoch: None });
+    }
+
+    /// Exports straight to the given paths (the dialogs end here; tests call it directly).
+    pub fn export_to(&mut self, req: ExportRequest) {
+        self.send(Command::Export(req));
+    }
+
+    fn open_dialog(&mut self, purpose: DialogPurpose, ctx: &egui::Context) {
+        if self.dialog.is_some() {
+            return;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let ctx = ctx.clone();
+        let start_dir = std::env::current_dir().unwrap_or_default();
+        std::thread::spawn(move || {
+            let d = rfd::FileDialog::new().set_directory(start_dir);
+            let picked = match purpose {
+                DialogPurpose::OpenRun | DialogPurpose::AddOodFolder => d.pick_folder().map(|p| vec![p]),
+                DialogPurpose::TrainSet | DialogPurpose::TestSet | DialogPurpose::ValSet => {
+                    d.add_filter("datasets", &["gz", "ubyte", "idx", "bin"]).pick_file().map(|p| vec![p])
+                }
+                DialogPurpose::AddOod => d.add_filter("datasets", &["gz", "ubyte", "idx", "bin"]).pick_files(),
+                DialogPurpose::ExportModel => d.set_file_name("model.bpk").save_file().map(|p| vec![p]),
+                DialogPurpose::ExportReport => d.set_file_name("report.md").save_file().map(|p| vec![p]),
+                DialogPurpose::ExportCsv => d.set_file_name("atypical.csv").save_file().map(|p| vec![p]),
+                DialogPurpose::ExportSheet => d.set_file_name("atypical.png").save_file().map(|p| vec![p]),
+            };
+            let _ = tx.send(picked);
+            ctx.request_repaint();
+        });
+        self.dialog = Some(PendingDialog { purpose, rx });
+    }
+
+    fn poll_dialog(&mut self) {
+        let Some(d) = &self.dialog else { return };
+        let Ok(picked) = d.rx.try_recv() else { return };
+        let purpose = d.purpose;
+        self.dialog = None;
+        let Some(paths) = picked else { return };
+        let first = paths[0].clone();
+        let s = |p: &PathBuf| p.display().to_string();
+        match purpose {
+            DialogPurpose::OpenRun => {
+                self.compare_cache.clear();
+                self.send(Command::OpenRun(first));
+            }
+            DialogPurpose::TrainSet => self.state.config.data.train = s(&first),
+            DialogPurpose::TestSet => self.state.config.data.test = s(&first),
+            DialogPurpose::ValSet => self.state.config.data.val_ood = s(&first),
+            DialogPurpose::AddOod | DialogPurpose::AddOodFolder => self.state.config.data.ood.extend(paths.iter().map(s)),
+            DialogPurpose::ExportModel => self.export_to(ExportRequest { model: Some(first), ..Default::default() }),
+            DialogPurpose::ExportReport => self.export_to(ExportRequest { report: Some(first), ..Default::default() }),
+            DialogPurpose::ExportCsv => self.export_to(ExportRequest { atypical_csv: Some(first), ..Default::default() }),
+            DialogPurpose::ExportSheet => self.export_to(ExportRequest { contact_sheet: Some(first), ..Default::default() }),
+        }
+    }
+
+    /// Applies every event the worker has sent since the last frame.
+    pub fn drain_events(&mut self) {
+        while let Ok(ev) = self.worker.events.try_recv() {
+            self.state.apply(ev);
+        }
+    }
+
+    fn menu(&mut self, ui: &mut egui::Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open run...").clicked() {
+                    self.open_dialog(DialogPurpose::OpenRun, ui.ctx());
+                    ui.close();
+                }
+                ui.separator();
+                let has_model = self.state.data.is_some() && !self.state.records.is_empty();
+                if ui.add_enabled(has_model, egui::Button::new("Export model (.bpk + .safetensors)...")).clicked() {
+                    self.open_dialog(DialogPurpose::ExportModel, ui.ctx());
+                    ui.close();
+                }
+                if ui.add_enabled(!self.state.records.is_empty(), egui::Button::new("Export report (markdown + JSON)...")).clicked() {
+                    self.open_dialog(DialogPurpose::ExportReport, ui.ctx());
+                    ui.close();
+                }
+                let has_mask = self.state.mask_result.is_some();
+                if ui.add_enabled(has_mask, egui::Button::new("Export atypical list (CSV)...")).clicked() {
+                    self.open_dialog(DialogPurpose::ExportCsv, ui.ctx());
+                    ui.close();
+                }
+                if ui.add_enabled(has_mask, egui::Button::new("Export contact sheet (PNG)...")).clicked() {
+                    self.open_dialog(DialogPurpose::ExportSheet, ui.ctx());
+                    ui.close();
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.separator();
+            ui.label(egui::RichText::new(&self.state.device).strong()).on_hover_text("The compute device: a GPU adapter name, or CPU");
+            if let Some(dir) = &self.state.run_dir {
+                ui.separator();
+                ui.label(format!("run: {}", dir.display()));
+            }
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if let Some(e) = &self.state.last_error {
+                ui.colored_label(egui::Color32::from_rgb(220, 60, 50), format!("Error: {e}"));
+                if ui.small_button("Dismiss").clicked() {
+                    self.state.last_error = None;
+                }
+            } else if let Some((_, m)) = self.state.messages.last() {
+                ui.label(m);
+            } else {
+                ui.label("Ready. Set up the data on the left and press Start.");
+            }
+        });
+    }
+}
+
+impl eframe::App for UnleashApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let t0 = Instant::now();
+        self.drain_events();
+        self.poll_dialog();
+        egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::Panel::left("setup").default_size(330.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| setup::show(self, ui));
+        });
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                for (tab, name) in Tab::ALL {
+                    ui.selectable_value(&mut self.state.tab, tab, name);
+                }
+            });
+            ui.separator();
+            match self.state.tab {
+                Tab::Training => training::show(self, ui),
+                Tab::Losses => losses::show(self, ui),
+                Tab::Atypical => atypical::show(self, ui),
+                Tab::Mask => mask::show(self, ui),
+                Tab::Compare => compare::show(self, ui),
+            }
+        });
+        if self.state.selected_sample.is_some() {
+            atypical::sample_window(self, ui.ctx());
+        }
+        self.frame_times.push(t0.elapsed().as_secs_f64());
+        if self.state.is_busy() {
+            // Progress keeps moving even between events (a slow batch), without spinning.
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));
+        }
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        if let Ok(path) = std::env::var("UNLEASH_FRAME_STATS") {
+            let json = serde_json::json!({"frame_seconds": self.frame_times, "mask_latency_secs": self.state.last_mask_latency.map(|d| d.as_secs_f64())});
+            let _ = crate::fsio::write_atomic(std::path::Path::new(&path), json.to_string().as_bytes());
+        }
+    }
+}
+
+/// Opens the app window (glow renderer: runs on any OpenGL, including software).
+pub fn run_gui(run: Option<PathBuf>) -> Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default().with_title("unleash - Unleashing Mask for OOD detection").with_inner_size([1400.0, 900.0]).with_min_inner_size([900.0, 600.0]),
+        renderer: eframe::Renderer::Glow,
+        ..Default::default()
+    };
+    let device = std::env::var("UNLEASH_DEVICE").ok().map(|d| DeviceChoice::parse(&d)).transpose()?;
+    eframe::run_native("unleash", options, Box::new(move |cc| Ok(Box::new(UnleashApp::new(&cc.egui_ctx, AppOptions { run, device })))))
+        .map_err(|e| Error::Other(format!("cannot open the window: {e} (is a display available? the CLI subcommands work without one)")))
 }

@@ -196,7 +196,10 @@ impl DataSource {
                 .iter()
                 .find_map(|s| name.find(s))
                 .unwrap_or(name.len());
-            name[..cut].to_string()
+            let stem = &name[..cut];
+            // "mnist-t10k" -> "mnist": the split suffix says nothing about the set.
+            let stem = ["-t10k", "-train", "-test"].iter().find_map(|s| stem.strip_suffix(s)).unwrap_or(stem);
+            stem.to_string()
         }
         match self {
             DataSource::Idx { images, .. } => stem(images),
@@ -278,7 +281,9 @@ impl DataBundle {
                 test.origin, test.num_classes, train.origin, train.num_classes
             )));
         }
-        let val_ood = val_ood.load(Some(&train))?;
+        let mut val_ood = val_ood.load(Some(&train))?;
+        // Its own name, so it is never mistaken for a test set of the same kind.
+        val_ood.name = format!("{}-val", val_ood.name);
         train.check_same_shape(&val_ood)?;
         let mut ood_sets = Vec::with_capacity(ood.len());
         for src in ood {
@@ -343,6 +348,6 @@ mod tests {
         assert!(matches!(DataSource::parse("gaussian:100").unwrap(), DataSource::Noise { count: 100, .. }));
         assert!(matches!(DataSource::parse("a.bin,b.bin").unwrap(), DataSource::Cifar { files } if files.len() == 2));
         let idx = DataSource::parse("sample_data/mnist-t10k-images-idx3-ubyte.gz").unwrap();
-        assert_eq!(idx.short_name(), "mnist-t10k");
+        assert_eq!(idx.short_name(), "mnist");
     }
 }

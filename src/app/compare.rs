@@ -1,0 +1,186 @@
+//! Compare two stages (best epoch by validation, final, UM, UMAP, CE control): score histograms of
+//! ID vs an OOD set, ROC curves, and the metric tables side by side. Scores come from the run
+//! folder's per-epoch score arrays, so this works on any reopened run.
+
+use super::UnleashApp;
+use crate::ood::{metrics, Score};
+use crate::run::{best_by_validation, EpochRecord, Phase};
+use eframe::egui;
+use egui_plot::{Bar, BarChart, Legend, Line, Plot};
+use std::collections::{BTreeMap, HashMap};
+
+type Scores = BTreeMap<Score, Vec<f32>>;
+
+#[derive(Default)]
+pub struct ScoreCache {
+    map: HashMap<(usize, String), Option<Scores>>,
+}
+
+impl ScoreCache {
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    fn get(&mut self, run: &std::path::Path, epoch: usize, set: &str) -> Option<&Scores> {
+        self.map
+            .entry((epoch, set.to_string()))
+            .or_insert_with(|| {
+                let p = crate::run::scores_path(run, epoch, set);
+                let (shape, data) = crate::fsio::read_npy_f32(&p).ok()?;
+                let k = Score::ALL.len();
+                (shape.len() == 2 && shape[1] == k).then(|| Score::ALL.iter().enumerate().map(|(j, &s)| (s, data.iter().skip(j).step_by(k).copied().collect())).collect())
+            })
+            .as_ref()
+    }
+}
+
+/// Named stages of a run and their epochs.
+pub fn stages(records: &[EpochRecord]) -> Vec<(String, usize)> {
+    let mut v = Vec::new();
+    if let Some(b) = best_by_validation(records, Score::Energy, Some(Phase::Base)) {
+        v.push(("best epoch".to_string(), b));
+    }
+    if let Some(r) = records.iter().rev().find(|r| r.phase == Phase::Base) {
+        v.push(("final".to_string(), r.epoch));
+    }
+    for (name, phase) in [("UM", Phase::Um), ("UMAP", Phase::Umap), ("CE control", Phase::Control)] {
+        if let Some(r) = records.iter().rev().find(|r| r.phase == phase) {
+            v.push((name.to_string(), r.epoch));
+        }
+    }
+    v
+}
+
+pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
+    let st = &mut app.state;
+    let stages = stages(&st.records);
+    let Some(run) = st.run_dir.clone() else {
+        ui.label("No run yet.");
+        return;
+    };
+    if stages.is_empty() {
+        ui.label("Stages appear after the first epoch.");
+        return;
+    }
+    let sets: Vec<String> = st.records.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default();
+    if sets.is_empty() {
+        ui.label("This run has no test OOD sets.");
+        return;
+    }
+    st.compare_set = st.compare_set.min(sets.len() - 1);
+    ui.horizontal(|ui| {
+        for (k, label) in ["stage A", "stage B"].iter().enumerate() {
+            egui::ComboBox::from_label(*label).selected_text(st.compare[k].clone()).show_ui(ui, |ui| {
+                for (name, e) in &stages {
+                    ui.selectable_value(&mut st.compare[k], name.clone(), format!("{name} (epoch {e})"));
+                }
+            });
+        }
+        egui::ComboBox::from_label("OOD set").selected_text(sets[st.compare_set].clone()).show_ui(ui, |ui| {
+            for (i, s) in sets.iter().enumerate() {
+                ui.selectable_value(&mut st.compare_set, i, s);
+            }
+        });
+        egui::ComboBox::from_label("score").selected_text(st.compare_score.name()).show_ui(ui, |ui| {
+            for s in Score::ALL {
+                ui.selectable_value(&mut st.compare_score, s, s.name());
+            }
+        });
+    });
+    let epoch_of = |name: &str| stages.iter().find(|(n, _)| n == name).map(|(_, e)| *e).unwrap_or(stages[0].1);
+    let picked: Vec<(String, usize)> = st.compare.iter().map(|n| (n.clone(), epoch_of(n))).collect();
+    let set = sets[st.compare_set].clone();
+    let score = st.compare_score;
+    let mut loaded = Vec::new();
+    for (name, e) in &picked {
+        let id = app.compare_cache.get(&run, *e, "id_test").and_then(|s| s.get(&score)).cloned();
+        let ood = app.compare_cache.get(&run, *e, &set).and_then(|s| s.get(&score)).cloned();
+        match (id, ood) {
+            (Some(i), Some(o)) => loaded.push((format!("{name} (epoch {e})"), *e, i, o)),
+            _ => {
+                ui.label(format!("{name}: score arrays of epoch {e} are missing from {}", run.display()));
+            }
+        }
+    }
+    if loaded.is_empty() {
+        return;
+    }
+    let w = (ui.available_width() / 3.0 - 8.0).max(180.0);
+    let h = (ui.available_height() * 0.62).max(180.0);
+    ui.horizontal(|ui| {
+        for (name, _, id, ood) in &loaded {
+            ui.vertical(|ui| {
+                ui.label(egui::RichText::new(format!("{name}: {} ID test vs {set}", score.name())).strong());
+                let (bi, bo) = twin_histograms(id, ood, 40);
+                Plot::new(format!("hist-{name}")).width(w).height(h).legend(Legend::default()).x_axis_label(score.name()).y_axis_label("share").show(ui, |pu| {
+                    pu.bar_chart(BarChart::new("ID test", bi).color(egui::Color32::from_rgba_unmultiplied(90, 160, 230, 160)));
+                    pu.bar_chart(BarChart::new(set.clone(), bo).color(egui::Color32::from_rgba_unmultiplied(230, 110, 60, 160)));
+                });
+            });
+        }
+        ui.vertical(|ui| {
+            ui.label(egui::RichText::new(format!("ROC ({set}, ID positive)")).strong());
+            Plot::new("roc").width(w).height(h).data_aspect(1.0).legend(Legend::default()).x_axis_label("FPR").y_axis_label("TPR").show(ui, |pu| {
+                for (name, _, id, ood) in &loaded {
+                    if let Ok(curve) = metrics::roc_curve(id, ood) {
+                        pu.line(Line::new(name.clone(), curve.iter().map(|&(x, y)| [x, y]).collect::<Vec<_>>()));
+                    }
+                }
+                pu.line(Line::new("chance", vec![[0.0, 0.0], [1.0, 1.0]]).color(egui::Color32::GRAY));
+            });
+        });
+    });
+    table(ui, &app.state.records, &picked);
+}
+
+fn twin_histograms(a: &[f32], b: &[f32], bins: usize) -> (Vec<Bar>, Vec<Bar>) {
+    let lo = a.iter().chain(b).copied().fold(f32::INFINITY, f32::min) as f64;
+    let hi = a.iter().chain(b).copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let width = ((hi - lo) / bins as f64).max(1e-9);
+    let bars = |v: &[f32]| {
+        let mut c = vec![0usize; bins];
+        for &x in v {
+            c[(((f64::from(x) - lo) / width) as usize).min(bins - 1)] += 1;
+        }
+        c.iter().enumerate().map(|(i, &n)| Bar::new(lo + (i as f64 + 0.5) * width, n as f64 / v.len().max(1) as f64).width(width)).collect::<Vec<_>>()
+    };
+    (bars(a), bars(b))
+}
+
+fn table(ui: &mut egui::Ui, records: &[EpochRecord], picked: &[(String, usize)]) {
+    egui::ScrollArea::vertical().id_salt("compare_table").show(ui, |ui| {
+        egui::Grid::new("compare_grid").striped(true).num_columns(2 + picked.len() * 2).show(ui, |ui| {
+            ui.label("OOD set");
+            ui.label("score");
+            for (name, e) in picked {
+                ui.label(format!("{name} ({e}) AUROC"));
+                ui.label("FPR95");
+            }
+            ui.end_row();
+            let Some(r0) = records.get(picked[0].1 - 1) else { return };
+            let mut names: Vec<String> = r0.ood.keys().cloned().collect();
+            names.push("mean".into());
+            names.push(format!("{} (validation)", r0.val_name));
+            for set in &names {
+                for s in Score::ALL {
+                    ui.label(set);
+                    ui.label(s.name());
+                    for (_, e) in picked {
+                        let r = &records[e - 1];
+                        let m = if set == "mean" { r.ood_mean.get(&s) } else if set.ends_with("(validation)") { r.val.get(&s) } else { r.ood.get(set).and_then(|m| m.get(&s)) };
+                        ui.label(m.map_or("-".into(), |m| format!("{:.2}", m.auroc * 100.0)));
+                        ui.label(m.map_or("-".into(), |m| format!("{:.2}", m.fpr95 * 100.0)));
+                    }
+                    ui.end_row();
+                }
+            }
+            ui.label("ID test acc");
+            ui.label("");
+            for (_, e) in picked {
+                ui.label(format!("{:.2}", records[e - 1].test_acc * 100.0));
+                ui.label("");
+            }
+            ui.end_row();
+        });
+    });
+}

@@ -1,0 +1,60 @@
+//! Shared helpers of the end-to-end tests: small, fast runs on the bundled sample data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use unleash::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
+use unleash::train::Session;
+
+pub fn sample(path: &str) -> String {
+    format!("{}/sample_data/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Sample data cut down for tests: 600 training samples, small OOD sets.
+pub fn small_data() -> DataConfig {
+    DataConfig {
+        train: sample("fashion-train-images-idx3-ubyte.gz"),
+        test: sample("fashion-t10k-images-idx3-ubyte.gz"),
+        val_ood: "uniform:300:9".into(),
+        ood: vec![sample("textures-images-idx3-ubyte.gz"), "gaussian:300".into()],
+        train_limit: Some(600),
+    }
+}
+
+pub fn small_experiment(epochs: usize, seed: u64) -> ExperimentConfig {
+    ExperimentConfig { data: small_data(), train: TrainConfig { epochs, seed, device: DeviceChoice::Cpu, ..TrainConfig::default() } }
+}
+
+pub fn session(exp: ExperimentConfig) -> Session {
+    let data = Arc::new(exp.data.load().unwrap());
+    Session::new(exp, unleash::device::cpu(), data).unwrap()
+}
+
+/// The CLI flags of [`small_data`].
+pub fn small_args() -> Vec<String> {
+    let d = small_data();
+    let mut v = vec!["--train".into(), d.train, "--test".into(), d.test, "--val-ood".into(), d.val_ood, "--train-limit".into(), "600".into(), "--device".into(), "cpu".into()];
+    for o in d.ood {
+        v.push("--ood".into());
+        v.push(o);
+    }
+    v
+}
+
+pub fn unleash(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unleash")).args(args).output().expect("running the unleash binary")
+}
+
+pub fn unleash_ok(args: &[String]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_unleash")).args(args).output().expect("running the unleash binary");
+    assert!(out.status.success(), "unleash {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+pub fn train_run(dir: &Path, epochs: usize, seed: u64) -> PathBuf {
+    let mut args: Vec<String> = vec!["train".into(), "--epochs".into(), epochs.to_string(), "--seed".into(), seed.to_string(), "--out".into(), dir.display().to_string()];
+    args.extend(small_args());
+    unleash_ok(&args);
+    dir.to_path_buf()
+}

@@ -1,0 +1,133 @@
+//! End-to-end runs of the CLI on the sample data: the run folder holds every metric of every
+//! epoch, score arrays that reproduce them, per-sample losses; the same seed gives the same
+//! numbers; masking, UM, UMAP and the control continue the run; errors name what is wrong.
+
+mod common;
+use common::*;
+use unleash::ood::{metrics, Score};
+use unleash::run::{Phase, RunReader};
+
+fn strip_timing(mut v: serde_json::Value) -> serde_json::Value {
+    v["seconds"] = 0.into();
+    v["samples_per_sec"] = 0.into();
+    v
+}
+
+#[test]
+fn train_writes_a_complete_reproducible_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train_run(&dir.path().join("a"), 2, 3);
+    let run = RunReader::open(&a).unwrap();
+    assert_eq!(run.records.len(), 2);
+    for r in &run.records {
+        assert_eq!(r.phase, Phase::Base);
+        assert!(r.test_acc > 0.1 && r.test_acc <= 1.0);
+        assert_eq!(r.val_name, "uniform-val");
+        assert_eq!(r.ood.keys().cloned().collect::<Vec<_>>(), vec!["gaussian".to_string(), "textures".to_string()]);
+        for m in r.ood.values().chain([&r.val, &r.ood_mean]) {
+            for s in Score::ALL {
+                let v = m[&s];
+                for x in [v.auroc, v.fpr95, v.aupr_in, v.aupr_out] {
+                    assert!((0.0..=1.0).contains(&x), "{s:?}: {v:?}");
+                }
+            }
+        }
+        // The saved score arrays reproduce the recorded metrics exactly.
+        let id = run.scores(r.epoch, "id_test").unwrap();
+        assert_eq!(id[&Score::Energy].len(), 2000);
+        for set in ["textures", "gaussian"] {
+            let ood = run.scores(r.epoch, set).unwrap();
+            for s in Score::ALL {
+                assert_eq!(metrics::compute(&id[&s], &ood[&s]).unwrap(), r.ood[set][&s], "{set} {s:?}");
+            }
+        }
+        assert!(run.snapshot(r.epoch).unwrap().exists());
+    }
+    let (n, rows) = run.loss_matrix().unwrap().unwrap();
+    assert_eq!((n, rows.len()), (600, 2));
+    // Per-sample losses average to the recorded eval loss.
+    let mean = rows[1].iter().map(|&l| f64::from(l)).sum::<f64>() / 600.0;
+    assert!((mean - run.records[1].train_eval_loss).abs() < 1e-4);
+
+    // Determinism: the same seed on the same device gives identical numbers.
+    let b = train_run(&dir.path().join("b"), 2, 3);
+    let text = |p: &std::path::Path| std::fs::read_to_string(p.join("events.jsonl")).unwrap();
+    let parse = |t: String| t.lines().map(|l| strip_timing(serde_json::from_str(l).unwrap())).collect::<Vec<_>>();
+    assert_eq!(parse(text(&a)), parse(text(&b)));
+    assert_eq!(std::fs::read(a.join("per_sample_loss.npy")).unwrap(), std::fs::read(b.join("per_sample_loss.npy")).unwrap());
+    // Another seed gives other numbers.
+    let c = train_run(&dir.path().join("c"), 1, 4);
+    assert_ne!(parse(text(&c))[0]["train_loss"], parse(text(&a))[0]["train_loss"]);
+
+    // mask, UM, UMAP and the control continue the run.
+    let arg = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = unleash_ok(&arg(&["mask", "--run", a.to_str().unwrap(), "--ratios", "0.3,0.7", "--json", "--device", "cpu"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ratios = v["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 2);
+    assert!(ratios[1]["gamma"].as_f64().unwrap() >= ratios[0]["gamma"].as_f64().unwrap() - 1e-3);
+    assert!(std::path::Path::new(ratios[1]["csv"].as_str().unwrap()).exists());
+    unleash_ok(&arg(&["um", "--run", a.to_str().unwrap(), "--mask-ratio", "0.7", "--epochs", "1", "--device", "cpu"]));
+    unleash_ok(&arg(&["umap", "--run", a.to_str().unwrap(), "--gamma", "0.4", "--prune-ratio", "0.2", "--epochs", "1", "--device", "cpu"]));
+    unleash_ok(&arg(&["control", "--run", a.to_str().unwrap(), "--epochs", "1", "--device", "cpu"]));
+    let run = RunReader::open(&a).unwrap();
+    let phases: Vec<(Phase, usize)> = run.records.iter().map(|r| (r.phase, r.from_epoch)).collect();
+    assert_eq!(phases, vec![(Phase::Base, 0), (Phase::Base, 0), (Phase::Um, 2), (Phase::Umap, 2), (Phase::Control, 2)]);
+    assert_eq!(run.records[3].gamma, Some(0.4));
+    assert_eq!(run.loss_matrix().unwrap().unwrap().1.len(), 5);
+
+    // Clear errors: unknown epoch, bad ratio, missing snapshot.
+    let err = |args: &[&str]| {
+        let out = unleash(args);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let a_s = a.to_str().unwrap();
+    assert!(err(&["um", "--run", a_s, "--epoch", "9", "--gamma", "0.1"]).contains("has no epoch 9"));
+    assert!(err(&["mask", "--run", a_s, "--ratios", "1.0"]).contains("outside [0, 0.99]"));
+    assert!(err(&["mask", "--run", a_s, "--ratios", "-0.2"]).contains("outside [0, 0.99]"));
+    std::fs::remove_file(a.join("epochs/0001/model.bpk")).unwrap();
+    assert!(err(&["um", "--run", a_s, "--epoch", "1", "--gamma", "0.1"]).contains("snapshot of epoch 1 is missing"));
+    assert!(err(&["mask", "--run", "/nonexistent/run"]).contains("/nonexistent/run"));
+}
+
+#[test]
+fn a_killed_run_stays_readable_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("killed");
+    let mut args: Vec<String> = vec!["train".into(), "--epochs".into(), "30".into(), "--out".into(), out.display().to_string()];
+    args.extend(small_args());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_unleash")).args(&args).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let events = out.join("events.jsonl");
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&events).map_or(0, |s| s.lines().count()) < 1 {
+        assert!(t.elapsed().as_secs() < 300, "no epoch finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Somewhere inside the next epoch: SIGKILL.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = RunReader::open(&out).unwrap();
+    let n = run.records.len();
+    assert!(n >= 1 && n < 30);
+    assert_eq!(run.loss_matrix().unwrap().unwrap().1.len(), n);
+    assert!(run.snapshot(n).unwrap().exists());
+    // No temp files count as data; reopening and continuing works.
+    unleash_ok(&["control", "--run", out.to_str().unwrap(), "--epochs", "1", "--device", "cpu"].map(String::from));
+    assert_eq!(RunReader::open(&out).unwrap().records.len(), n + 1);
+}
+
+#[test]
+fn a_half_written_events_line_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train_run(&dir.path().join("a"), 1, 0);
+    let mut text = std::fs::read_to_string(a.join("events.jsonl")).unwrap();
+    text.push_str("{\"epoch\":2,\"phase\":\"ba");
+    std::fs::write(a.join("events.jsonl"), &text).unwrap();
+    assert_eq!(RunReader::open(&a).unwrap().records.len(), 1);
+    // Damage in the middle is an error that names the file and line.
+    std::fs::write(a.join("events.jsonl"), format!("garbage\n{text}")).unwrap();
+    let e = RunReader::open(&a).unwrap_err().to_string();
+    assert!(e.contains("events.jsonl") && e.contains("line 1"), "{e}");
+}

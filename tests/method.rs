@@ -1,0 +1,210 @@
+//! The Unleashing Mask steps: the flooded loss flips the gradient below gamma; magnitude masks
+//! remove exactly round(r*n) of the smallest weights per layer; UMAP leaves weights bit-identical
+//! and prunes exactly r; UM drives the training loss towards gamma; a diverging phase stops with
+//! an error and keeps every earlier epoch; models that cannot load say why.
+
+mod common;
+use burn::module::Module;
+use burn::prelude::*;
+use common::*;
+use unleash::config::ModelKind;
+use unleash::data::ImageShape;
+use unleash::events::Control;
+use unleash::model::Net;
+use unleash::run::{Phase, RunReader};
+use unleash::train::session::objective_loss;
+use unleash::train::{Objective, PhaseSpec};
+use unleash::unleash::mask::{masked_copy, masked_count, prunable_weights, MaskKind};
+use unleash::unleash::umap::attach_scores;
+
+fn tiny_shape() -> ImageShape {
+    ImageShape { channels: 1, height: 4, width: 4 }
+}
+
+#[test]
+fn flooded_gradient_flips_sign_below_gamma() {
+    let dev = unleash::device::cpu().device.autodiff();
+    dev.seed(1);
+    let net = unleash::unleash::mask::force_init(Net::new(ModelKind::Mlp, tiny_shape(), 3, &dev).unwrap());
+    let x = Tensor::<4>::from_data(TensorData::new((0..32).map(|i| (i as f32 / 7.0).sin()).collect::<Vec<_>>(), [2, 1, 4, 4]), &dev);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &dev);
+    let grad_of = |objective| {
+        let loss = objective_loss(net.logits(x.clone()), y.clone(), 2, objective);
+        let value = loss.clone().into_scalar::<f32>();
+        let grads = loss.backward();
+        let Net::Mlp(m) = &net else { unreachable!() };
+        (value, m.fc2.weight.val().grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap())
+    };
+    let (ce, g_ce) = grad_of(Objective::CrossEntropy);
+    let (above, g_above) = grad_of(Objective::Flooded { gamma: f64::from(ce) * 0.5 });
+    let (below, g_below) = grad_of(Objective::Flooded { gamma: f64::from(ce) * 2.0 });
+    assert!((above - ce).abs() < 1e-5, "loss above gamma is CE");
+    assert!((below - 3.0 * ce).abs() < 1e-4, "|ce - 2ce| + 2ce = 3ce");
+    let mut nonzero = 0;
+    for ((a, b), c) in g_above.iter().zip(&g_below).zip(&g_ce) {
+        assert!((a - c).abs() < 1e-6, "above gamma the gradient is CE's");
+        assert!((a + b).abs() < 1e-6, "below gamma it is the negative: {a} vs {b}");
+        nonzero += usize::from(a.abs() > 1e-7);
+    }
+    assert!(nonzero > 0);
+}
+
+#[test]
+fn magnitude_mask_zeroes_exactly_the_smallest_per_layer() {
+    let dev = unleash::device::cpu().device;
+    dev.seed(2);
+    let net = Net::new(ModelKind::SmallCnn, ImageShape { channels: 1, height: 28, width: 28 }, 10, &dev).unwrap();
+    let before = prunable_weights(&net);
+    let masked = masked_copy(&net, 0.3, MaskKind::Magnitude, 0);
+    let after = prunable_weights(&masked);
+    assert_eq!(before.len(), 4, "conv1, conv2, fc1, fc2");
+    for ((name, dims, w), (_, _, m)) in before.iter().zip(&after) {
+        let n = w.len();
+        let zeros: Vec<usize> = (0..n).filter(|&i| m[i] == 0.0).collect();
+        assert_eq!(zeros.len(), masked_count(n, 0.3), "{name} {dims:?}");
+        let max_removed = zeros.iter().map(|&i| w[i].abs()).fold(0f32, f32::max);
+        let min_kept = (0..n).filter(|&i| m[i] != 0.0).map(|i| w[i].abs()).fold(f32::INFINITY, f32::min);
+        assert!(max_removed <= min_kept, "{name}: removed {max_removed} > kept {min_kept}");
+        for i in 0..n {
+            assert!(m[i] == 0.0 || m[i] == w[i], "kept weights are untouched");
+        }
+    }
+    // The original is untouched.
+    assert_eq!(prunable_weights(&net), before);
+    // Random masks remove the same count at other places.
+    let random = prunable_weights(&masked_copy(&net, 0.3, MaskKind::Random, 7));
+    for ((_, _, w), (_, _, r)) in before.iter().zip(&random) {
+        assert_eq!(r.iter().filter(|&&v| v == 0.0).count(), masked_count(w.len(), 0.3));
+    }
+}
+
+#[test]
+fn umap_keeps_weights_bit_identical_and_prunes_exactly_r() {
+    let mut s = session(small_experiment(1, 5));
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let before = prunable_weights(&s.inference_model());
+    let umap = PhaseSpec { phase: Phase::Umap, epochs: 1, lr: 0.05, objective: Objective::Flooded { gamma: 0.3 }, umap_ratio: Some(0.2), from_epoch: None };
+    s.run_phase(&umap, &Control::new(), &mut |_| {}).unwrap();
+    let pruned = prunable_weights(&s.inference_model());
+    let mut scores_moved = false;
+    for ((name, _, w), (_, _, p)) in before.iter().zip(&pruned) {
+        let zeros = p.iter().filter(|&&v| v == 0.0).count();
+        assert_eq!(zeros, masked_count(w.len(), 0.2), "{name}");
+        for (a, b) in w.iter().zip(p) {
+            assert!(*b == 0.0 || a.to_bits() == b.to_bits(), "{name}: weight changed {a} -> {b}");
+        }
+        // Learned masks are not just the magnitude mask: at least one layer's choice moved.
+        let magnitude = unleash::unleash::mask::keep_mask(w, 0.2, MaskKind::Magnitude, 0);
+        scores_moved |= magnitude.iter().zip(p).any(|(k, v)| (*k == 0.0) != (*v == 0.0));
+    }
+    assert!(scores_moved, "edge-popup scores never changed the mask");
+    // Biases are frozen too.
+    let Net::SmallCnn(m) = s.inference_model() else { panic!() };
+    assert!(m.conv1.bias.is_some());
+}
+
+#[test]
+fn um_drives_the_training_loss_towards_gamma() {
+    let mut s = session(small_experiment(4, 0));
+    let base = PhaseSpec { phase: Phase::Base, epochs: 4, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let base_loss = s.records.last().unwrap().train_eval_loss;
+    let gamma = base_loss * 2.0 + 0.2;
+    let um = PhaseSpec { phase: Phase::Um, epochs: 3, lr: 0.05, objective: Objective::Flooded { gamma }, umap_ratio: None, from_epoch: None };
+    s.run_phase(&um, &Control::new(), &mut |_| {}).unwrap();
+    let last = s.records.last().unwrap();
+    assert_eq!(last.gamma, Some(gamma));
+    assert!((last.train_loss - gamma).abs() < 0.35 * gamma, "train loss {} should end near gamma {gamma} (base {base_loss})", last.train_loss);
+    assert!(last.train_loss > base_loss + 0.5 * (gamma - base_loss), "UM did not raise the loss: {} (base {base_loss}, gamma {gamma})", last.train_loss);
+}
+
+#[test]
+fn a_diverging_phase_stops_with_an_error_and_keeps_earlier_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = session(small_experiment(1, 0));
+    s.create_run(&dir.path().join("run")).unwrap();
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let wild = PhaseSpec { phase: Phase::Control, epochs: 2, lr: 1e6, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    let e = s.run_phase(&wild, &Control::new(), &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("diverged") && e.contains("last good snapshot"), "{e}");
+    let run = RunReader::open(&dir.path().join("run")).unwrap();
+    assert_eq!(run.records.len(), 1);
+    let snap = run.snapshot(1).unwrap();
+    let net = Net::load_bpk(ModelKind::SmallCnn, s.data.train.shape, 10, &snap, s.inference_device()).unwrap();
+    assert_eq!(net.num_params(), s.inference_model().num_params());
+}
+
+#[test]
+fn stop_requested_before_a_job_ends_it_at_the_first_checkpoint() {
+    let mut s = session(small_experiment(1, 0));
+    let control = Control::new();
+    control.request_stop();
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    assert!(matches!(s.run_phase(&base, &control, &mut |_| {}), Err(unleash::Error::Stopped)));
+    assert!(s.records.is_empty());
+}
+
+#[test]
+fn corrupt_foreign_or_mismatched_models_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = unleash::device::cpu().device;
+    let shape = ImageShape { channels: 1, height: 28, width: 28 };
+    let net = Net::new(ModelKind::SmallCnn, shape, 10, &dev).unwrap();
+    let good = dir.path().join("m.bpk");
+    net.save_bpk(&good).unwrap();
+    assert!(Net::load_bpk(ModelKind::SmallCnn, shape, 10, &good, &dev).is_ok());
+    // Truncated.
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.bpk");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Net::load_bpk(ModelKind::SmallCnn, shape, 10, &cut, &dev).unwrap_err().to_string();
+    assert!(e.contains("cut.bpk"), "{e}");
+    // Foreign bytes.
+    let junk = dir.path().join("junk.bpk");
+    std::fs::write(&junk, b"this is not a model at all, just text").unwrap();
+    assert!(Net::load_bpk(ModelKind::SmallCnn, shape, 10, &junk, &dev).unwrap_err().to_string().contains("junk.bpk"));
+    // Another architecture.
+    let e = Net::load_bpk(ModelKind::Mlp, shape, 10, &good, &dev).unwrap_err().to_string();
+    assert!(e.contains("m.bpk") && e.contains("mlp"), "{e}");
+    // Missing.
+    assert!(Net::load_bpk(ModelKind::SmallCnn, shape, 10, &dir.path().join("none.bpk"), &dev).unwrap_err().to_string().contains("not found"));
+    // Safetensors export writes PyTorch-style names.
+    let st = dir.path().join("m.safetensors");
+    net.save_safetensors(&st).unwrap();
+    let raw = std::fs::read(&st).unwrap();
+    let header_len = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&raw[8..8 + header_len]).unwrap();
+    for name in ["conv1.weight", "conv1.bias", "conv2.weight", "fc1.weight", "fc2.bias"] {
+        assert!(header.contains(name), "{name} missing in {header}");
+    }
+}
+
+#[test]
+fn export_to_a_missing_or_read_only_folder_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = unleash::device::cpu().device;
+    let net = Net::new(ModelKind::Mlp, tiny_shape(), 3, &dev).unwrap();
+    let e = unleash::export::export_model(&net, &dir.path().join("missing/model")).unwrap_err().to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o555);
+    std::fs::set_permissions(&ro, perm).unwrap();
+    // root ignores permissions; only check when the folder really is read-only to us.
+    if std::fs::write(ro.join("probe"), b"x").is_err() {
+        let e = unleash::export::export_model(&net, &ro.join("model")).unwrap_err().to_string();
+        assert!(e.contains("model.bpk"), "{e}");
+        assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0, "nothing half-written");
+    } else {
+        let _ = std::fs::remove_file(ro.join("probe"));
+    }
+    // A name clash with a folder: refused, the folder untouched.
+    std::fs::create_dir(dir.path().join("clash.bpk")).unwrap();
+    assert!(unleash::export::export_model(&net, &dir.path().join("clash")).is_err());
+    assert!(dir.path().join("clash.bpk").is_dir());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("tmp")).collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
