@@ -60,7 +60,7 @@ fn result_rows(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let st = &app.state;
     match &st.mask_result {
         Some(m) => {
-            ui.label(egui::RichText::new(format!("gamma = {:.5}", m.gamma)).size(18.0).strong());
+            ui.label(egui::RichText::new(format!("Loss constraint gamma = {:.5}", m.gamma)).size(18.0).strong());
             ui.label(format!(
                 "atypical samples: {}   |   masked ID test accuracy {:.4} (full {:.4})   |   full-model train loss {:.5}   |   ratio {:.3}, {}, epoch {}",
                 m.samples.len(),
@@ -79,7 +79,7 @@ fn result_rows(app: &mut UnleashApp, ui: &mut egui::Ui) {
             }
         }
         None => {
-            ui.label("gamma = (move the slider)");
+            ui.label("Loss constraint gamma = (move the slider)");
         }
     }
     if st.mask_pending {

@@ -120,8 +120,8 @@ fn recipe(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let before = app.state.config.train.device;
     let t = &mut app.state.config.train;
     egui::Grid::new("recipe").num_columns(2).show(ui, |ui| {
-        ui.label("Model");
-        egui::ComboBox::from_label("model").selected_text(t.model.key()).show_ui(ui, |ui| {
+        ui.label("");
+        egui::ComboBox::from_label("Model").selected_text(t.model.key()).show_ui(ui, |ui| {
             for m in ModelKind::ALL {
                 ui.selectable_value(&mut t.model, m, m.key());
             }
@@ -136,8 +136,8 @@ fn recipe(app: &mut UnleashApp, ui: &mut egui::Ui) {
         num(ui, "Learning rate", egui::DragValue::new(&mut t.lr).range(1e-5..=10.0).speed(0.001).max_decimals(5));
         num(ui, "Batch size", egui::DragValue::new(&mut t.batch_size).range(1..=8192));
         num(ui, "Seed", egui::DragValue::new(&mut t.seed));
-        ui.label("Device");
-        egui::ComboBox::from_label("device").selected_text(format!("{:?}", t.device).to_lowercase()).show_ui(ui, |ui| {
+        ui.label("");
+        egui::ComboBox::from_label("Device").selected_text(format!("{:?}", t.device).to_lowercase()).show_ui(ui, |ui| {
             ui.selectable_value(&mut t.device, DeviceChoice::Auto, "auto");
             ui.selectable_value(&mut t.device, DeviceChoice::Gpu, "gpu");
             ui.selectable_value(&mut t.device, DeviceChoice::Cpu, "cpu");

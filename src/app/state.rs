@@ -83,6 +83,9 @@ pub struct AppState {
     pub compare_set: usize,
     pub compare_score: crate::ood::Score,
     pub worker_alive: bool,
+    /// Which scores the OOD curves show (MSP, MaxLogit, Energy) and whether per-set lines too.
+    pub plot_scores: [bool; 3],
+    pub plot_per_set: bool,
 }
 
 impl AppState {
@@ -124,6 +127,8 @@ impl AppState {
             compare_set: 0,
             compare_score: crate::ood::Score::Energy,
             worker_alive: true,
+            plot_scores: [false, false, true],
+            plot_per_set: true,
         }
     }
 

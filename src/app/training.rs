@@ -33,25 +33,35 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
             energy(last).auroc
         ));
     }
+    ui.horizontal(|ui| {
+        ui.label("OOD curves for:");
+        for (k, s) in Score::ALL.iter().enumerate() {
+            ui.checkbox(&mut app.state.plot_scores[k], s.name());
+        }
+        ui.checkbox(&mut app.state.plot_per_set, "each OOD set (thin lines)");
+    });
+    let shown: Vec<Score> = Score::ALL.iter().zip(app.state.plot_scores).filter(|(_, on)| *on).map(|(s, _)| *s).collect();
+    let per_set = app.state.plot_per_set;
+    let records = &app.state.records;
     let h = ((ui.available_height() - 40.0) / 2.0).max(150.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
         curve_plot(ui, "loss", "Loss", w, h, records, best, |pu, recs| {
-            pu.line(Line::new("train loss", pts(recs, |r| r.train_loss)));
-            pu.line(Line::new("train loss (eval pass)", pts(recs, |r| r.train_eval_loss)));
-            pu.line(Line::new("ID test loss", pts(recs, |r| r.test_loss)));
+            pu.line(Line::new("train loss", pts(recs, |r| r.train_loss)).color(SCORE_COLORS[0]));
+            pu.line(Line::new("train loss (eval pass)", pts(recs, |r| r.train_eval_loss)).color(SCORE_COLORS[2]));
+            pu.line(Line::new("ID test loss", pts(recs, |r| r.test_loss)).color(SCORE_COLORS[1]));
             if let Some(g) = recs.iter().rev().find_map(|r| r.gamma) {
                 pu.hline(egui_plot::HLine::new("gamma", g).color(egui::Color32::from_rgb(220, 60, 50)));
             }
         });
         curve_plot(ui, "accuracy", "ID accuracy", w, h, records, best, |pu, recs| {
-            pu.line(Line::new("train accuracy", pts(recs, |r| r.train_acc)));
-            pu.line(Line::new("ID test accuracy", pts(recs, |r| r.test_acc)));
+            pu.line(Line::new("train accuracy", pts(recs, |r| r.train_acc)).color(SCORE_COLORS[0]));
+            pu.line(Line::new("ID test accuracy", pts(recs, |r| r.test_acc)).color(SCORE_COLORS[1]));
         });
     });
     ui.horizontal(|ui| {
-        curve_plot(ui, "auroc", "OOD AUROC (test sets; dashed = validation)", w, h, records, best, |pu, recs| metric_lines(pu, recs, |m| m.auroc));
-        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", w, h, records, best, |pu, recs| metric_lines(pu, recs, |m| m.fpr95));
+        curve_plot(ui, "auroc", "OOD AUROC (test sets; dashed = validation)", w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.auroc));
+        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.fpr95));
     });
 }
 
@@ -63,10 +73,10 @@ fn pts(recs: &[EpochRecord], f: impl Fn(&EpochRecord) -> f64) -> PlotPoints<'sta
     recs.iter().map(|r| [r.epoch as f64, f(r)]).collect()
 }
 
-fn metric_lines(pu: &mut PlotUi, recs: &[EpochRecord], f: fn(&Metrics) -> f64) {
-    let sets: Vec<String> = recs.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default();
-    for (k, score) in Score::ALL.iter().enumerate() {
-        let color = SCORE_COLORS[k];
+fn metric_lines(pu: &mut PlotUi, recs: &[EpochRecord], shown: &[Score], per_set: bool, f: fn(&Metrics) -> f64) {
+    let sets: Vec<String> = if per_set { recs.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default() } else { Vec::new() };
+    for score in shown {
+        let color = SCORE_COLORS[Score::ALL.iter().position(|s| s == score).unwrap_or(0)];
         pu.line(
             Line::new(format!("{} mean", score.name()), pts(recs, |r| r.ood_mean.get(score).map_or(f64::NAN, f)))
                 .color(color)
@@ -91,7 +101,7 @@ fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, recs: &[
         let resp = Plot::new(id)
             .width(w)
             .height(h - 20.0)
-            .legend(Legend::default().position(Corner::RightTop))
+            .legend(Legend::default().position(Corner::LeftBottom).background_alpha(0.6))
             .x_axis_label("epoch")
             .show(ui, |pu| {
                 for (label, _, block) in phase_blocks(recs) {
@@ -110,6 +120,6 @@ fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, recs: &[
                 }
                 draw(pu, recs);
             });
-        resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, title));
+        resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}")));
     });
 }

@@ -1,0 +1,127 @@
+//! The real app, driven through egui_kittest: it opens on the sample data; Start trains a short
+//! run on the CPU and the accuracy label and plots fill; moving the mask slider changes the gamma
+//! label; exports through injected paths write files that load back; a worker panic shows in the
+//! UI and a new run can start after it.
+
+mod common;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use std::time::{Duration, Instant};
+use unleash::app::{AppOptions, UnleashApp};
+use unleash::config::DeviceChoice;
+use unleash::worker::{Command, ExportRequest};
+
+fn harness() -> Harness<'static, UnleashApp> {
+    Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { run: None, device: Some(DeviceChoice::Cpu) }))
+}
+
+/// Steps the UI until `done` holds (the worker runs on its own thread).
+fn step_until(h: &mut Harness<'static, UnleashApp>, what: &str, secs: u64, done: impl Fn(&UnleashApp) -> bool) {
+    let t = Instant::now();
+    while !done(h.state()) {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}; last error: {:?}", h.state().state.last_error);
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.step();
+}
+
+fn small_setup(h: &mut Harness<'static, UnleashApp>, out: &std::path::Path, epochs: usize) {
+    let st = &mut h.state_mut().state;
+    st.config.data = common::small_data();
+    st.config.train.epochs = epochs;
+    st.out_dir = out.display().to_string();
+}
+
+#[test]
+fn train_watch_mask_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness();
+    h.step();
+    // Opens on the bundled sample data, with the device named.
+    assert!(h.state().state.config.data.train.ends_with("fashion-train-images-idx3-ubyte.gz"));
+    h.get_by_label_contains("CPU (burn flex");
+    h.get_by_label("Start");
+
+    small_setup(&mut h, &dir.path().join("run"), 2);
+    h.get_by_label("Start").click();
+    step_until(&mut h, "two epochs", 300, |a| a.state.records.len() == 2 && !a.state.is_busy());
+    assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+    let acc = h.get_by_label_contains("): ID test accuracy").value().unwrap_or_default();
+    assert!(acc.contains("epoch 2"), "{acc}");
+    // The plots are there and their data came from the epochs.
+    h.get_by_label("plot: OOD AUROC (test sets; dashed = validation)");
+    assert_eq!(h.state().state.loss_rows.len(), 2);
+    assert_eq!(h.state().state.loss_rows[1].len(), 600);
+
+    // Every tab draws without error.
+    for tab in ["Per-sample loss", "Compare stages", "Atypical samples", "Training"] {
+        h.get_by_label(tab).click();
+        h.step();
+        h.step();
+    }
+
+    // Mask ratio: moving the slider changes the gamma label.
+    h.get_by_label("Mask ratio & UM").click();
+    h.step();
+    h.get_by_role_and_label(eframe::egui::accesskit::Role::Slider, "mask ratio").set_value_accesskit(0.3);
+    step_until(&mut h, "gamma at 0.3", 120, |a| a.state.mask_result.as_ref().is_some_and(|m| (m.ratio - 0.3).abs() < 1e-9));
+    let g1 = h.get_by_label_contains("Loss constraint gamma = ").value().unwrap();
+    h.get_by_role_and_label(eframe::egui::accesskit::Role::Slider, "mask ratio").set_value_accesskit(0.8);
+    step_until(&mut h, "gamma at 0.8", 120, |a| a.state.mask_result.as_ref().is_some_and(|m| (m.ratio - 0.8).abs() < 1e-9));
+    let g2 = h.get_by_label_contains("Loss constraint gamma = ").value().unwrap();
+    assert_ne!(g1, g2);
+    assert!(h.state().state.last_mask_latency.is_some());
+
+    // Export through injected paths; the files load back.
+    let model = dir.path().join("exported-model");
+    let report = dir.path().join("report");
+    let csv = dir.path().join("atypical");
+    let sheet = dir.path().join("sheet");
+    h.state_mut().export_to(ExportRequest { model: Some(model.clone()), report: Some(report.clone()), atypical_csv: Some(csv.clone()), contact_sheet: Some(sheet.clone()) });
+    step_until(&mut h, "export", 60, |a| !a.state.exported.is_empty() || a.state.last_error.is_some());
+    assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+    let shape = unleash::data::ImageShape { channels: 1, height: 28, width: 28 };
+    unleash::model::Net::load_bpk(unleash::config::ModelKind::SmallCnn, shape, 10, &model.with_extension("bpk"), &unleash::device::cpu().device).unwrap();
+    assert!(model.with_extension("safetensors").exists());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(report.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(json["epochs"].as_array().unwrap().len(), 2);
+    assert!(std::fs::read_to_string(report.with_extension("md")).unwrap().contains("ID acc"));
+    let rows = std::fs::read_to_string(csv.with_extension("csv")).unwrap();
+    let n_atypical = h.state().state.mask_result.as_ref().unwrap().samples.len();
+    assert_eq!(rows.lines().count(), n_atypical + 1);
+    if n_atypical > 0 {
+        image::open(sheet.with_extension("png")).unwrap();
+    }
+
+    // A bad export path is an error in the UI, and the app goes on.
+    h.state_mut().export_to(ExportRequest { report: Some(dir.path().join("no/such/folder/report")), ..Default::default() });
+    step_until(&mut h, "export error", 60, |a| a.state.last_error.is_some());
+    assert!(h.state().state.last_error.as_ref().unwrap().contains("does not exist"));
+}
+
+#[test]
+fn a_worker_panic_shows_and_the_app_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness();
+    h.step();
+    h.state_mut().send(Command::Crash);
+    step_until(&mut h, "the panic report", 30, |a| a.state.last_error.is_some());
+    h.get_by_label_contains("the worker failed");
+    // Stop before Start is a no-op; a bad setup is refused with the field named; then a run starts.
+    h.state_mut().stop();
+    small_setup(&mut h, &dir.path().join("bad"), 1);
+    // (The lr field clamps what a person types; a config from elsewhere can still be bad.)
+    h.state_mut().state.config.train.lr = -1.0;
+    h.state_mut().start_training();
+    assert!(h.state().state.last_error.as_ref().unwrap().contains("lr"));
+    h.state_mut().state.config.train.lr = 0.05;
+    h.state_mut().state.config.data.ood = vec!["/no/such/ood-images-idx3-ubyte.gz".into()];
+    h.get_by_label("Start").click();
+    step_until(&mut h, "the data error", 60, |a| a.state.last_error.as_ref().is_some_and(|e| e.contains("/no/such/ood")) && !a.state.is_busy());
+    small_setup(&mut h, &dir.path().join("ok"), 1);
+    h.get_by_label("Start").click();
+    step_until(&mut h, "one epoch", 300, |a| a.state.records.len() == 1 && !a.state.is_busy());
+}
