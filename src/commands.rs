@@ -340,3 +340,69 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
 
 pub use crate::reproduce::{reproduce, ReproduceArgs};
 pub use crate::bench::{bench, BenchArgs};
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Snapshot epoch (default: the last).
+    #[arg(long)]
+    pub epoch: Option<usize>,
+    /// Model path: writes <path>.bpk and <path>.safetensors.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Report path: writes <path>.md and <path>.json.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Atypical list path (<path>.csv), at --ratio.
+    #[arg(long)]
+    pub atypical: Option<PathBuf>,
+    /// Contact sheet of atypical samples (<path>.png), at --ratio.
+    #[arg(long)]
+    pub contact_sheet: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.7)]
+    pub ratio: f64,
+    #[arg(long, default_value = "magnitude")]
+    pub mask: String,
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// `unleash export`: what the app's File menu exports, headless.
+pub fn export(a: ExportArgs) -> Result<()> {
+    let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+    let mut written = Vec::new();
+    if let Some(p) = &a.report {
+        let r = RunReader::open(&a.run)?;
+        let device = r.config["device"].as_str().unwrap_or("?").to_string();
+        written.extend(crate::export::export_report(&r.records, &device, p)?);
+    }
+    if a.model.is_some() || a.atypical.is_some() || a.contact_sheet.is_some() {
+        let s = Session::resume(&a.run, device, a.epoch)?;
+        let model = s.inference_model();
+        if let Some(p) = &a.model {
+            written.extend(crate::export::export_model(&model, p)?);
+        }
+        if a.atypical.is_some() || a.contact_sheet.is_some() {
+            let epoch = a.epoch.unwrap_or(s.records.len());
+            let dev = s.inference_device().clone();
+            let bs = s.config.train.eval_batch_size;
+            let mut nop = |_, _| Ok(());
+            let full = atypical::full_pass(&model, epoch, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
+            let set = atypical::analyze(&model, &full, a.ratio, MaskKind::parse(&a.mask)?, 0, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
+            if let Some(p) = &a.atypical {
+                written.extend(crate::export::export_atypical_csv(&set, p)?);
+            }
+            if let Some(p) = &a.contact_sheet {
+                written.extend(crate::export::export_contact_sheet(&s.data.train, &set, p)?);
+            }
+        }
+    }
+    if written.is_empty() {
+        return Err(Error::config("export", "nothing to export: give --model, --report, --atypical or --contact-sheet"));
+    }
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

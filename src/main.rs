@@ -44,6 +44,8 @@ enum Command {
     Umap(commands::FinetuneArgs),
     /// Plain cross-entropy fine-tune of the same length (the control for UM).
     Control(commands::FinetuneArgs),
+    /// Export a run's model (.bpk + .safetensors), report, atypical list or contact sheet.
+    Export(commands::ExportArgs),
     /// Reproduce the paper's finding on the sample data over several seeds (table + plot).
     Reproduce(commands::ReproduceArgs),
     /// Measure throughput: train/eval samples/s, the per-sample-loss pass, metrics on 1M scores.
@@ -192,6 +194,7 @@ fn main() -> ExitCode {
         Some(Command::Um(a)) => commands::finetune(a, commands::Finetune::Um),
         Some(Command::Umap(a)) => commands::finetune(a, commands::Finetune::Umap),
         Some(Command::Control(a)) => commands::finetune(a, commands::Finetune::Control),
+        Some(Command::Export(a)) => commands::export(a),
         Some(Command::Reproduce(a)) => commands::reproduce(a),
         Some(Command::Bench(a)) => commands::bench(a),
     };

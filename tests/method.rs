@@ -177,8 +177,12 @@ fn corrupt_foreign_or_mismatched_models_are_errors() {
     let header_len = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&raw[8..8 + header_len]).unwrap();
     for name in ["conv1.weight", "conv1.bias", "conv2.weight", "fc1.weight", "fc2.bias"] {
-        assert!(header.contains(name), "{name} missing in {header}");
+        assert!(header.contains(&format!("\"{name}\"")), "{name} missing in {header}");
     }
+    assert!(!header.contains("SmallCnn."), "PyTorch names carry no enum prefix: {header}");
+    // PyTorch's nn.Linear layout: [out, in].
+    let meta: serde_json::Value = serde_json::from_str(header).unwrap();
+    assert_eq!(meta["fc1.weight"]["shape"], serde_json::json!([128, 3136]));
 }
 
 #[test]

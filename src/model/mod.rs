@@ -66,7 +66,12 @@ impl Net {
     /// Saves as safetensors with PyTorch-style names (see README: Export), atomically.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         crate::fsio::write_atomic_with(path, |tmp| {
-            let mut store = SafetensorsStore::from_file(tmp).overwrite(true);
+            // PyTorch layout: linear weights [out, in], BatchNorm weight/bias (see README: Export).
+            // The enum variant ("SmallCnn.") is not part of a PyTorch module's names.
+            let names = burn::store::KeyRemapper::new()
+                .add_pattern(r"^(SmallCnn|Mlp|Resnet18)\.", "")
+                .map_err(|e| Error::model(path, format!("name pattern: {e}")))?;
+            let mut store = SafetensorsStore::from_file(tmp).overwrite(true).with_to_adapter(burn::store::BurnToPyTorchAdapter).remap(names);
             self.save_into(&mut store).map_err(|e| Error::model(path, format!("cannot save: {e}")))
         })
     }
