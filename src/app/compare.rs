@@ -120,7 +120,7 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
         }
         ui.vertical(|ui| {
             ui.label(egui::RichText::new(format!("ROC ({set}, ID positive)")).strong());
-            Plot::new("roc").width(w).height(h).data_aspect(1.0).legend(Legend::default()).x_axis_label("FPR").y_axis_label("TPR").show(ui, |pu| {
+            Plot::new("roc").width(w).height(h).include_x(0.0).include_x(1.0).include_y(0.0).include_y(1.0).legend(Legend::default()).x_axis_label("FPR").y_axis_label("TPR").show(ui, |pu| {
                 for (name, _, id, ood) in &loaded {
                     if let Ok(curve) = metrics::roc_curve(id, ood) {
                         pu.line(Line::new(name.clone(), curve.iter().map(|&(x, y)| [x, y]).collect::<Vec<_>>()));

@@ -35,6 +35,7 @@ fn slider_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         let st = &mut app.state;
         let before = (st.mask_ratio, st.mask_kind);
+        ui.spacing_mut().slider_width = 320.0;
         let resp = ui.add(
             egui::Slider::new(&mut st.mask_ratio, 0.0..=0.95)
                 .logarithmic(true)
@@ -162,19 +163,41 @@ fn finetune_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
 
 fn sweep_plot(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let st = &app.state;
-    ui.label(egui::RichText::new("gamma vs mask ratio (log scale; right axis: atypical count / 1000)").strong());
-    let h = (ui.available_height() - 10.0).max(160.0);
-    Plot::new("gamma_curve").height(h).legend(Legend::default()).x_axis_label("mask ratio").y_axis_label("log10 gamma").show(ui, |pu| {
-        let g: Vec<[f64; 2]> = st.sweep.iter().map(|p| [p.ratio, p.gamma.max(1e-6).log10()]).collect();
-        let a: Vec<[f64; 2]> = st.sweep.iter().map(|p| [p.ratio, p.atypical as f64 / 1000.0]).collect();
-        if !g.is_empty() {
-            pu.line(Line::new("log10 gamma", g.clone()).width(2.0));
-            pu.points(Points::new("log10 gamma", g).radius(3.0));
-            pu.line(Line::new("atypical / 1000", a));
-        }
-        if let Some(m) = &st.mask_result {
-            pu.points(Points::new("current ratio", vec![[m.ratio, m.gamma.max(1e-6).log10()]]).radius(5.0).color(egui::Color32::from_rgb(220, 60, 50)));
-        }
-        pu.vline(VLine::new("slider", st.mask_ratio).color(egui::Color32::GRAY));
+    if st.sweep.is_empty() && st.mask_result.is_none() {
+        ui.label("Press \"Compute gamma curve\" to see how gamma and the atypical set grow with the mask ratio.");
+        return;
+    }
+    let h = (ui.available_height() - 30.0).max(160.0);
+    let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
+    let current = st.mask_result.as_ref().map(|m| (m.ratio, m.gamma, m.samples.len()));
+    ui.horizontal(|ui| {
+        ui.vertical(|ui| {
+            ui.label(egui::RichText::new("gamma vs mask ratio (log10)").strong());
+            Plot::new("gamma_curve").width(w).height(h).legend(Legend::default()).x_axis_label("mask ratio").y_axis_label("log10 gamma").show(ui, |pu| {
+                let g: Vec<[f64; 2]> = st.sweep.iter().map(|p| [p.ratio, p.gamma.max(1e-6).log10()]).collect();
+                if !g.is_empty() {
+                    pu.line(Line::new("gamma", g.clone()).width(2.0).color(egui::Color32::from_rgb(90, 160, 230)));
+                    pu.points(Points::new("gamma", g).radius(3.0).color(egui::Color32::from_rgb(90, 160, 230)));
+                }
+                if let Some((r, g, _)) = current {
+                    pu.points(Points::new("current ratio", vec![[r, g.max(1e-6).log10()]]).radius(6.0).color(egui::Color32::from_rgb(220, 60, 50)));
+                }
+                pu.vline(VLine::new("slider", st.mask_ratio).color(egui::Color32::GRAY));
+            });
+        });
+        ui.vertical(|ui| {
+            ui.label(egui::RichText::new("atypical samples vs mask ratio").strong());
+            Plot::new("atypical_curve").width(w).height(h).legend(Legend::default()).x_axis_label("mask ratio").y_axis_label("atypical samples").show(ui, |pu| {
+                let a: Vec<[f64; 2]> = st.sweep.iter().map(|p| [p.ratio, p.atypical as f64]).collect();
+                if !a.is_empty() {
+                    pu.line(Line::new("atypical", a.clone()).width(2.0).color(egui::Color32::from_rgb(230, 150, 60)));
+                    pu.points(Points::new("atypical", a).radius(3.0).color(egui::Color32::from_rgb(230, 150, 60)));
+                }
+                if let Some((r, _, n)) = current {
+                    pu.points(Points::new("current ratio", vec![[r, n as f64]]).radius(6.0).color(egui::Color32::from_rgb(220, 60, 50)));
+                }
+                pu.vline(VLine::new("slider", st.mask_ratio).color(egui::Color32::GRAY));
+            });
+        });
     });
 }
