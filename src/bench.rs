@@ -5,9 +5,7 @@
 
 use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind, TrainConfig};
 use crate::error::{Error, Result};
-use crate::events::Control;
 use crate::ood::metrics;
-use crate::run::Phase;
 use crate::train::{eval, Objective, Session};
 use crate::unleash::{atypical, MaskKind};
 use burn::module::Module;
@@ -129,13 +127,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         "metrics_1m_1m_secs": median(metric_secs),
     });
     let reference = if a.pytorch { Some(run_pytorch_reference()?) } else { None };
-    let out = serde_json::json!({"unleash": ours, "pytorch_reference": reference, "phase": Phase::Base});
+    let out = serde_json::json!({"unleash": ours, "pytorch_reference": reference});
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         print_bench(&ours, reference.as_ref());
     }
-    let _ = Control::new();
     Ok(())
 }
 
