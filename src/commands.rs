@@ -170,7 +170,7 @@ pub struct MaskArgs {
     /// Snapshot epoch (default: the last).
     #[arg(long)]
     pub epoch: Option<usize>,
-    #[arg(long, value_delimiter = ',', default_value = "0.01,0.05,0.1,0.3,0.5,0.7")]
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.05,0.1,0.3,0.5,0.7", allow_negative_numbers = true)]
     pub ratios: Vec<f64>,
     #[arg(long, default_value = "magnitude")]
     pub mask: String,
@@ -255,19 +255,19 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub epoch: Option<usize>,
     /// gamma given directly.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f64>,
     /// gamma = mean training loss of the model masked at this ratio (default 0.7).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub mask_ratio: Option<f64>,
     /// gamma = this quantile of the start snapshot's per-sample training losses.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub quantile: Option<f64>,
     /// gamma = the mean training loss at this earlier epoch ("best" = best by validation).
     #[arg(long)]
     pub gamma_epoch: Option<String>,
     /// UMAP prune ratio.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub prune_ratio: f64,
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,

@@ -169,19 +169,24 @@ fn fpr_at_tpr_from_groups(groups: &[TieGroup], p: u64, n: u64, min_tpr: f64) -> 
 }
 
 /// sklearn's `average_precision_score`: sum over thresholds (descending) of
-/// (recall_k - recall_{k-1}) * precision_k, from (positives, negatives) per tie group.
+/// (recall_k - recall_{k-1}) * precision_k, from (positives, negatives) per tie group, with recall
+/// differences taken as sklearn takes them. Rounding can push a perfect score a few ulps past 1;
+/// it is clamped to the true range.
 fn average_precision(groups: impl Iterator<Item = (u64, u64)>, total_pos: u64) -> f64 {
     let (mut tps, mut fps) = (0u64, 0u64);
     let mut ap = 0.0f64;
+    let mut prev_recall = 0.0f64;
     for (pos, neg) in groups {
         tps += pos;
         fps += neg;
         if pos > 0 {
+            let recall = tps as f64 / total_pos as f64;
             let precision = tps as f64 / (tps + fps) as f64;
-            ap += (pos as f64 / total_pos as f64) * precision;
+            ap += (recall - prev_recall) * precision;
+            prev_recall = recall;
         }
     }
-    ap
+    ap.clamp(0.0, 1.0)
 }
 
 #[cfg(test)]
@@ -204,6 +209,14 @@ mod tests {
         assert_eq!(m.fpr95, 1.0);
         assert!((m.aupr_in - 3.0 / 8.0).abs() < 1e-12);
         assert!((m.aupr_out - 5.0 / 8.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn perfect_aupr_stays_within_one() {
+        // Found by proptest: summing recall steps of 1/n overshot 1 by an ulp.
+        let ood: Vec<f32> = (0..31).map(|i| if i % 3 == 0 { 0.25 } else { 0.0 }).collect();
+        let m = compute(&[10.5], &ood).unwrap();
+        assert!(m.aupr_out <= 1.0 && (m.aupr_out - 1.0).abs() < 1e-12, "{}", m.aupr_out);
     }
 
     #[test]
