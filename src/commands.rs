@@ -105,10 +105,7 @@ pub fn eval(exp: ExperimentConfig, model: &Path, device_choice: Option<DeviceCho
         rows.insert(set.name.clone(), crate::train::session::score_metrics(&ev.test_scores, scores)?);
     }
     let val = crate::train::session::score_metrics(&ev.test_scores, &ev.val_scores)?;
-    let mean: ScoreMetrics = Score::ALL
-        .iter()
-        .filter_map(|&sc| metrics::Metrics::mean(&rows.values().filter_map(|m| m.get(&sc).copied()).collect::<Vec<_>>()).map(|m| (sc, m)))
-        .collect();
+    let mean = crate::run::mean_over_sets(&rows);
     if json {
         let out = serde_json::json!({
             "model": model, "id_test_accuracy": ev.test.accuracy, "id_test_loss": ev.test.mean_loss,
@@ -316,7 +313,7 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     let reader = RunReader::open(&a.run)?;
     let start = match a.epoch {
         Some(e) => e,
-        None => reader.records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch).ok_or_else(|| Error::run(&a.run, "has no base epochs"))?,
+        None => crate::run::last_base_epoch(&reader.records).ok_or_else(|| Error::run(&a.run, "has no base epochs"))?,
     };
     reader.snapshot(start)?;
     let mut s = Session::resume(&a.run, device, Some(start))?;

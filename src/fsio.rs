@@ -5,31 +5,15 @@
 
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename). On failure the temp file is
 /// removed and the target is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::io(path, "write", std::io::Error::new(std::io::ErrorKind::NotFound, format!("folder {} does not exist", dir.display()))));
-    }
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, "create a temporary file beside", e))?;
-        f.write_all(bytes).map_err(|e| Error::io(path, "write", e))?;
-        f.sync_all().map_err(|e| Error::io(path, "flush to disk", e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "replace", e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    write_atomic_with(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(path, "create a temporary file beside", e))?;
+        f.write_all(bytes).map_err(|e| Error::io(path, "write", e))
+    })
 }
 
 /// Writes a file atomically by letting `fill` produce it at a temporary path (for libraries that

@@ -258,6 +258,22 @@ impl RunReader {
     }
 }
 
+/// The last epoch of base training (what masks and fine-tunes start from by default).
+pub fn last_base_epoch(records: &[EpochRecord]) -> Option<usize> {
+    records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch)
+}
+
+/// Plain mean of each score's metrics over the test OOD sets.
+pub fn mean_over_sets(per_set: &BTreeMap<String, ScoreMetrics>) -> ScoreMetrics {
+    Score::ALL
+        .iter()
+        .filter_map(|&s| {
+            let all: Vec<Metrics> = per_set.values().filter_map(|m| m.get(&s).copied()).collect();
+            Metrics::mean(&all).map(|m| (s, m))
+        })
+        .collect()
+}
+
 /// The epoch whose validation-OOD AUROC for `score` is highest (first on ties).
 pub fn best_by_validation(records: &[EpochRecord], score: Score, phase: Option<Phase>) -> Option<usize> {
     records

@@ -236,7 +236,7 @@ impl Worker {
         let s = self.session()?;
         let start = match from_epoch {
             Some(e) => e,
-            None => s.records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch).ok_or_else(|| Error::Other("train a base model first".into()))?,
+            None => crate::run::last_base_epoch(&s.records).ok_or_else(|| Error::Other("train a base model first".into()))?,
         };
         let (phase, objective, umap_ratio) = match kind {
             Finetune::Um => (Phase::Um, Objective::Flooded { gamma }, None),
@@ -253,7 +253,7 @@ impl Worker {
         let s = self.session.as_mut().ok_or_else(|| Error::Other("no model yet: train one or open a run with its data".into()))?;
         let epoch = match epoch {
             Some(e) => e,
-            None => s.records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch).unwrap_or(s.records.len()),
+            None => crate::run::last_base_epoch(&s.records).unwrap_or(s.records.len()),
         };
         if epoch == 0 {
             return Err(Error::Other("no trained epoch to mask yet".into()));

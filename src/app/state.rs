@@ -161,7 +161,7 @@ impl AppState {
     }
 
     pub fn last_base_epoch(&self) -> Option<usize> {
-        self.records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch)
+        crate::run::last_base_epoch(&self.records)
     }
 
     pub fn apply(&mut self, ev: WorkerEvent) {

@@ -295,13 +295,7 @@ impl Session {
         for (set, scores) in self.sets.ood.iter().zip(&ev.ood_scores) {
             ood.insert(set.name.clone(), score_metrics(&ev.test_scores, scores)?);
         }
-        let ood_mean = Score::ALL
-            .iter()
-            .filter_map(|&s| {
-                let all: Vec<_> = ood.values().filter_map(|m: &ScoreMetrics| m.get(&s).copied()).collect();
-                metrics::Metrics::mean(&all).map(|m| (s, m))
-            })
-            .collect();
+        let ood_mean = run::mean_over_sets(&ood);
         if !ev.train.mean_loss.is_finite() {
             return Err(Error::Diverged { epoch, batch: 0, loss: ev.train.mean_loss as f32 });
         }
