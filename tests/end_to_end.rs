@@ -49,6 +49,13 @@ fn train_writes_a_complete_reproducible_run() {
     let mean = rows[1].iter().map(|&l| f64::from(l)).sum::<f64>() / 600.0;
     assert!((mean - run.records[1].train_eval_loss).abs() < 1e-4);
 
+    // eval of a snapshot reproduces that epoch's numbers.
+    let snap = a.join("epochs/0002/model.bpk");
+    let out = unleash_ok(&["eval".into(), "--model".into(), snap.display().to_string(), "--run".into(), a.display().to_string(), "--json".into(), "--device".into(), "cpu".into()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id_test_accuracy"].as_f64().unwrap(), run.records[1].test_acc);
+    assert_eq!(v["ood"]["textures"]["energy"]["auroc"].as_f64().unwrap(), run.records[1].ood["textures"][&Score::Energy].auroc);
+
     // Determinism: the same seed on the same device gives identical numbers.
     let b = train_run(&dir.path().join("b"), 2, 3);
     let text = |p: &std::path::Path| std::fs::read_to_string(p.join("events.jsonl")).unwrap();

@@ -212,3 +212,31 @@ fn export_to_a_missing_or_read_only_folder_fails_cleanly() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("tmp")).collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
+
+#[test]
+fn resnet18_and_mlp_give_logits_and_features() {
+    let dev = unleash::device::cpu().device;
+    let shape = ImageShape { channels: 3, height: 32, width: 32 };
+    for kind in [ModelKind::Resnet18, ModelKind::Mlp, ModelKind::SmallCnn] {
+        let net = Net::new(kind, shape, 10, &dev).unwrap();
+        let x = Tensor::<4>::zeros([2, 3, 32, 32], &dev);
+        let out = net.valid().forward(x);
+        assert_eq!(out.logits.dims(), [2, 10], "{kind:?}");
+        assert_eq!(out.features.dims()[0], 2);
+    }
+    assert!(Net::new(ModelKind::SmallCnn, shape, 1, &dev).unwrap_err().to_string().contains("at least 2 classes"));
+}
+
+#[test]
+fn device_choices_answer_without_hanging_or_panicking() {
+    use unleash::config::DeviceChoice;
+    let t = std::time::Instant::now();
+    let auto = unleash::device::resolve(DeviceChoice::Auto).unwrap();
+    assert!(!auto.description.is_empty());
+    match unleash::device::resolve(DeviceChoice::Gpu) {
+        Ok(d) => assert!(d.is_gpu && d.description.starts_with("GPU")),
+        Err(e) => assert!(e.to_string().starts_with("device: "), "{e}"),
+    }
+    assert!(!unleash::device::resolve(DeviceChoice::Cpu).unwrap().is_gpu);
+    assert!(t.elapsed().as_secs() < 90);
+}
