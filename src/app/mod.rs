@@ -54,8 +54,11 @@ pub struct UnleashApp {
     dialog: Option<PendingDialog>,
     textures: widgets::Thumbnails,
     compare_cache: compare::ScoreCache,
-    /// Seconds spent in `ui` per frame, for the frame-time figures (UNLEASH_FRAME_STATS).
+    /// Seconds spent in `ui` per frame, for the frame-time figures.
     pub frame_times: Vec<f64>,
+    /// UNLEASH_FRAME_STATS=path: frame times and the last mask latency are written there (JSON)
+    /// every 100 frames and at exit.
+    frame_stats: Option<PathBuf>,
 }
 
 impl UnleashApp {
@@ -73,6 +76,7 @@ impl UnleashApp {
             textures: widgets::Thumbnails::default(),
             compare_cache: compare::ScoreCache::default(),
             frame_times: Vec::new(),
+            frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
         };
         app.probe_device();
         if let Some(run) = options.run {
@@ -237,6 +241,13 @@ impl UnleashApp {
         });
     }
 
+    fn write_frame_stats(&self) {
+        if let Some(path) = &self.frame_stats {
+            let json = serde_json::json!({"frame_seconds": self.frame_times, "mask_latency_secs": self.state.last_mask_latency.map(|d| d.as_secs_f64())});
+            let _ = crate::fsio::write_atomic(path, json.to_string().as_bytes());
+        }
+    }
+
     fn status_bar(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             if let Some(e) = &self.state.last_error {
@@ -244,6 +255,8 @@ impl UnleashApp {
                 if ui.small_button("Dismiss").clicked() {
                     self.state.last_error = None;
                 }
+            } else if let Some(b) = &self.state.busy {
+                ui.label(format!("Working: {b}"));
             } else if let Some((_, m)) = self.state.messages.last() {
                 ui.label(m);
             } else {
@@ -282,6 +295,9 @@ impl eframe::App for UnleashApp {
             atypical::sample_window(self, ui.ctx());
         }
         self.frame_times.push(t0.elapsed().as_secs_f64());
+        if self.frame_times.len() % 100 == 0 {
+            self.write_frame_stats();
+        }
         if self.state.is_busy() {
             // Progress keeps moving even between events (a slow batch), without spinning.
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));
@@ -289,10 +305,7 @@ impl eframe::App for UnleashApp {
     }
 
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
-        if let Ok(path) = std::env::var("UNLEASH_FRAME_STATS") {
-            let json = serde_json::json!({"frame_seconds": self.frame_times, "mask_latency_secs": self.state.last_mask_latency.map(|d| d.as_secs_f64())});
-            let _ = crate::fsio::write_atomic(std::path::Path::new(&path), json.to_string().as_bytes());
-        }
+        self.write_frame_stats();
     }
 }
 

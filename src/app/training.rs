@@ -47,16 +47,16 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
         curve_plot(ui, "loss", "Loss", w, h, records, best, |pu, recs| {
-            pu.line(Line::new("train loss", pts(recs, |r| r.train_loss)).color(SCORE_COLORS[0]));
-            pu.line(Line::new("train loss (eval pass)", pts(recs, |r| r.train_eval_loss)).color(SCORE_COLORS[2]));
-            pu.line(Line::new("ID test loss", pts(recs, |r| r.test_loss)).color(SCORE_COLORS[1]));
+            series(pu, "train loss", recs, |r| r.train_loss, SCORE_COLORS[0], |l| l);
+            series(pu, "train loss (eval pass)", recs, |r| r.train_eval_loss, SCORE_COLORS[2], |l| l);
+            series(pu, "ID test loss", recs, |r| r.test_loss, SCORE_COLORS[1], |l| l);
             if let Some(g) = recs.iter().rev().find_map(|r| r.gamma) {
                 pu.hline(egui_plot::HLine::new("gamma", g).color(egui::Color32::from_rgb(220, 60, 50)));
             }
         });
         curve_plot(ui, "accuracy", "ID accuracy", w, h, records, best, |pu, recs| {
-            pu.line(Line::new("train accuracy", pts(recs, |r| r.train_acc)).color(SCORE_COLORS[0]));
-            pu.line(Line::new("ID test accuracy", pts(recs, |r| r.test_acc)).color(SCORE_COLORS[1]));
+            series(pu, "train accuracy", recs, |r| r.train_acc, SCORE_COLORS[0], |l| l);
+            series(pu, "ID test accuracy", recs, |r| r.test_acc, SCORE_COLORS[1], |l| l);
         });
     });
     ui.horizontal(|ui| {
@@ -69,28 +69,23 @@ fn energy(r: &EpochRecord) -> Metrics {
     r.ood_mean.get(&Score::Energy).copied().unwrap_or(Metrics { auroc: f64::NAN, fpr95: f64::NAN, aupr_in: f64::NAN, aupr_out: f64::NAN })
 }
 
-fn pts(recs: &[EpochRecord], f: impl Fn(&EpochRecord) -> f64) -> PlotPoints<'static> {
-    recs.iter().map(|r| [r.epoch as f64, f(r)]).collect()
+/// A line with small markers (so that a single epoch already shows), styled by `style`.
+fn series(pu: &mut PlotUi, name: &str, recs: &[EpochRecord], f: impl Fn(&EpochRecord) -> f64, color: egui::Color32, style: impl FnOnce(Line<'static>) -> Line<'static>) {
+    let points: Vec<[f64; 2]> = recs.iter().map(|r| [r.epoch as f64, f(r)]).collect();
+    pu.line(style(Line::new(name.to_string(), PlotPoints::from(points.clone())).color(color)));
+    pu.points(egui_plot::Points::new(name.to_string(), points).radius(2.0).color(color));
 }
 
 fn metric_lines(pu: &mut PlotUi, recs: &[EpochRecord], shown: &[Score], per_set: bool, f: fn(&Metrics) -> f64) {
     let sets: Vec<String> = if per_set { recs.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default() } else { Vec::new() };
     for score in shown {
         let color = SCORE_COLORS[Score::ALL.iter().position(|s| s == score).unwrap_or(0)];
-        pu.line(
-            Line::new(format!("{} mean", score.name()), pts(recs, |r| r.ood_mean.get(score).map_or(f64::NAN, f)))
-                .color(color)
-                .width(2.5),
-        );
+        series(pu, &format!("{} mean", score.name()), recs, |r| r.ood_mean.get(score).map_or(f64::NAN, f), color, |l| l.width(2.5));
         for set in &sets {
-            pu.line(Line::new(format!("{} {set}", score.name()), pts(recs, |r| r.ood.get(set).and_then(|m| m.get(score)).map_or(f64::NAN, f))).color(color.gamma_multiply(0.55)).width(1.0));
+            series(pu, &format!("{} {set}", score.name()), recs, |r| r.ood.get(set).and_then(|m| m.get(score)).map_or(f64::NAN, f), color.gamma_multiply(0.55), |l| l.width(1.0));
         }
         let val = recs.last().map(|r| r.val_name.clone()).unwrap_or_default();
-        pu.line(
-            Line::new(format!("{} {val} (validation)", score.name()), pts(recs, |r| r.val.get(score).map_or(f64::NAN, f)))
-                .color(color)
-                .style(egui_plot::LineStyle::dashed_loose()),
-        );
+        series(pu, &format!("{} {val} (validation)", score.name()), recs, |r| r.val.get(score).map_or(f64::NAN, f), color, |l| l.style(egui_plot::LineStyle::dashed_loose()));
     }
 }
 
