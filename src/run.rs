@@ -119,7 +119,8 @@ impl RunWriter {
     pub fn append_to(dir: &Path) -> Result<RunWriter> {
         let run = RunReader::open(dir)?;
         let loss_rows = run.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
-        // Drop files of epochs past the last complete one (a killed run), so numbering stays honest.
+        // Loss rows past the last complete epoch (a run killed between writing them and its events
+        // line) are dropped; that epoch's files are overwritten when its number is written again.
         Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: loss_rows.into_iter().take(run.records.len()).collect() })
     }
 
