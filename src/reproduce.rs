@@ -40,10 +40,50 @@ pub struct ReproduceArgs {
     pub train_limit: Option<usize>,
     #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
+    /// Only rebuild the table and plot from the run folders already in --out (seed-N).
+    #[arg(long)]
+    pub report_only: bool,
 }
 
-/// The stages compared in the table.
-pub const STAGES: [&str; 6] = ["best epoch (val)", "final", "CE control", "UM (mask 0.7)", "UM (val gamma)", "UMAP"];
+/// The stages compared in the table. Each fine-tune is reported at its last epoch and at its
+/// best epoch by the validation OOD set (the same honest selection the base run gets).
+pub const STAGES: [&str; 10] = [
+    "best epoch (val)",
+    "final",
+    "CE control: last",
+    "CE control: best (val)",
+    "UM (gamma from mask 0.7): last",
+    "UM (gamma from mask 0.7): best (val)",
+    "UM (val-chosen gamma): last",
+    "UM (val-chosen gamma): best (val)",
+    "UMAP (r 0.2): last",
+    "UMAP (r 0.2): best (val)",
+];
+
+/// The table's stages from a reproduction run's records: the base run, then the fine-tune blocks
+/// in the order `reproduce` runs them (control, UM with the mask gamma, UM with the validation
+/// gamma, UMAP).
+pub fn stages_from_records(records: &[EpochRecord]) -> Result<Vec<StageResult>> {
+    let blocks = crate::plot::phase_blocks(records);
+    let bad = || Error::Other("a reproduction run holds base, control, UM, UM and UMAP phases, in that order".into());
+    let [base, control, um_mask, um_val, umap] = blocks.as_slice() else { return Err(bad()) };
+    let expected = [Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap];
+    if [base, control, um_mask, um_val, umap].iter().zip(expected).any(|(b, p)| b.2[0].phase != p) {
+        return Err(bad());
+    }
+    let best_in = |recs: &Vec<&EpochRecord>| -> EpochRecord {
+        let owned: Vec<EpochRecord> = recs.iter().map(|r| (*r).clone()).collect();
+        let e = best_by_validation(&owned, Score::Energy, None).unwrap_or(owned[owned.len() - 1].epoch);
+        owned.into_iter().find(|r| r.epoch == e).expect("epoch of the block")
+    };
+    let last = |recs: &Vec<&EpochRecord>| (*recs[recs.len() - 1]).clone();
+    let mut out = vec![stage_result(STAGES[0], &best_in(&base.2)), stage_result(STAGES[1], &last(&base.2))];
+    for (k, block) in [control, um_mask, um_val, umap].iter().enumerate() {
+        out.push(stage_result(STAGES[2 + 2 * k], &last(&block.2)));
+        out.push(stage_result(STAGES[3 + 2 * k], &best_in(&block.2)));
+    }
+    Ok(out)
+}
 
 /// One stage's numbers for one seed.
 #[derive(Debug, Clone, Serialize)]
@@ -73,13 +113,17 @@ fn stage_result(stage: &str, r: &EpochRecord) -> StageResult {
     StageResult { stage: stage.to_string(), epoch: r.epoch, gamma: r.gamma, id_acc: r.test_acc, metrics }
 }
 
-fn last_of(records: &[EpochRecord], phase: Phase, from: usize) -> Option<&EpochRecord> {
-    records.iter().rev().find(|r| r.phase == phase && r.from_epoch == from)
-}
-
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
     if a.seeds.is_empty() {
         return Err(Error::config("seeds", "give at least one seed"));
+    }
+    if a.report_only {
+        let mut all = Vec::new();
+        for &seed in &a.seeds {
+            let run = crate::run::RunReader::open(&a.out.join(format!("seed-{seed}")))?;
+            all.push((seed, stages_from_records(&run.records)?, run.records));
+        }
+        return write_report(&a, &all, None);
     }
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, "create", e))?;
@@ -120,26 +164,19 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         )));
         let ft = |phase, objective, umap_ratio| PhaseSpec { phase, epochs: a.finetune_epochs, lr: a.finetune_lr, objective, umap_ratio, from_epoch: Some(final_epoch) };
         run(&mut s, ft(Phase::Control, Objective::CrossEntropy, None), &mut r)?;
-        let control_last = s.records.len();
         run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_mask }, None), &mut r)?;
-        let um_mask_last = s.records.len();
         run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_val }, None), &mut r)?;
-        let um_val_last = s.records.len();
         run(&mut s, ft(Phase::Umap, Objective::Flooded { gamma: gamma_mask }, Some(a.umap_ratio)), &mut r)?;
         r.finish();
-        let rec = |e: usize| &s.records[e - 1];
-        let stages = vec![
-            stage_result(STAGES[0], rec(best)),
-            stage_result(STAGES[1], rec(final_epoch)),
-            stage_result(STAGES[2], rec(control_last)),
-            stage_result(STAGES[3], rec(um_mask_last)),
-            stage_result(STAGES[4], rec(um_val_last)),
-            stage_result(STAGES[5], last_of(&s.records, Phase::Umap, final_epoch).unwrap_or(rec(s.records.len()))),
-        ];
+        let stages = stages_from_records(&s.records)?;
         all.push((seed, stages, s.records.clone()));
     }
-    let wall = started.elapsed().as_secs_f64();
-    let md = markdown_table(&all, &a, wall);
+    write_report(&a, &all, Some(started.elapsed().as_secs_f64()))
+}
+
+/// The markdown + JSON table and the AUROC-vs-epoch plot.
+fn write_report(a: &ReproduceArgs, all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], wall: Option<f64>) -> Result<()> {
+    let md = markdown_table(all, a, wall);
     fsio::write_atomic(&a.out.join("reproduction.md"), md.as_bytes())?;
     let json = serde_json::json!({
         "args": format!("{a:?}"),
@@ -161,14 +198,14 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-fn markdown_table(all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], a: &ReproduceArgs, wall: f64) -> String {
+fn markdown_table(all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], a: &ReproduceArgs, wall: Option<f64>) -> String {
     let seeds: Vec<String> = all.iter().map(|(s, _, _)| s.to_string()).collect();
     let sets: Vec<String> = all[0].1[0].metrics["Energy"].keys().filter(|k| *k != "mean").cloned().collect();
     let mut md = format!(
-        "Reproduction on the sample data (SmallCNN, {} base epochs, fine-tunes of {} epochs at lr {}; seeds {}; mean ± sd over seeds; {} wall).\n\
+        "Reproduction on the sample data (SmallCNN, {} base epochs, fine-tunes of {} epochs at lr {}; seeds {}; mean ± sd over seeds; {}).\n\
          Test OOD sets: {} (reported only). Best epoch and the validation gamma are chosen on the validation OOD set (Gaussian noise, its own seed).\n\
          AUROC and FPR95 x100, ID positive.\n\n",
-        a.epochs, a.finetune_epochs, a.finetune_lr, seeds.join(", "), crate::cli::format_secs(wall), sets.join(", ")
+        a.epochs, a.finetune_epochs, a.finetune_lr, seeds.join(", "), wall.map_or("wall time not measured in this call".to_string(), |w| format!("{} wall", crate::cli::format_secs(w))), sets.join(", ")
     );
     for score in Score::ALL {
         md.push_str(&format!("**{}**\n\n| stage | ID acc | mean AUROC | mean FPR95 |", score.name()));

@@ -138,3 +138,28 @@ fn a_half_written_events_line_is_ignored() {
     let e = RunReader::open(&a).unwrap_err().to_string();
     assert!(e.contains("events.jsonl") && e.contains("line 1"), "{e}");
 }
+
+#[test]
+fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("repro");
+    let o = out.display().to_string();
+    let args = ["reproduce", "--seeds", "0", "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "300", "--out", &o];
+    unleash_ok(&args.map(String::from));
+    let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
+    for stage in unleash::reproduce::STAGES {
+        assert!(md.contains(stage), "{stage} missing from\n{md}");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
+    assert_eq!(json["seeds"][0]["stages"].as_array().unwrap().len(), unleash::reproduce::STAGES.len());
+    let png = image::open(out.join("auroc_vs_epoch.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (1000, 560));
+    let run = RunReader::open(&out.join("seed-0")).unwrap();
+    let phases: Vec<Phase> = run.records.iter().map(|r| r.phase).collect();
+    assert_eq!(phases, vec![Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap]);
+    // The table is rebuilt from the run folders alone, with the same numbers.
+    std::fs::remove_file(out.join("reproduction.json")).unwrap();
+    unleash_ok(&["reproduce", "--seeds", "0", "--report-only", "--out", &o].map(String::from));
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
+    assert_eq!(again["seeds"][0]["stages"], json["seeds"][0]["stages"]);
+}
