@@ -38,7 +38,8 @@ const COLORS: [RGBColor; 6] = [RGBColor(40, 40, 40), RGBColor(230, 120, 20), RGB
 
 /// AUROC (mean over test OOD sets, Energy score) vs epoch; one line per phase block, averaged over
 /// the runs given (seeds). Fine-tunes start at their snapshot's epoch.
-pub fn auroc_vs_epoch(runs: &[(u64, Vec<EpochRecord>)], path: &Path) -> Result<()> {
+/// `labels` names the phase blocks in order (else each block's own label, from the first run).
+pub fn auroc_vs_epoch(runs: &[(u64, Vec<EpochRecord>)], labels: Option<&[&str]>, path: &Path) -> Result<()> {
     register_font();
     let err = |e: String| Error::Other(format!("{}: cannot draw the plot: {e}", path.display()));
     let per_run: Vec<Vec<(String, usize, Vec<&EpochRecord>)>> = runs.iter().map(|(_, r)| phase_blocks(r)).collect();
@@ -73,7 +74,8 @@ pub fn auroc_vs_epoch(runs: &[(u64, Vec<EpochRecord>)], path: &Path) -> Result<(
                     }
                 }
             }
-            lines.push((label.clone(), pts));
+            let label = labels.and_then(|l| l.get(k)).map_or_else(|| label.clone(), |l| l.to_string());
+            lines.push((label, pts));
         }
         let y0 = (ymin - 0.05).clamp(0.0, 0.95);
         let mut chart = ChartBuilder::on(&root)

@@ -185,7 +185,8 @@ fn write_report(a: &ReproduceArgs, all: &[(u64, Vec<StageResult>, Vec<EpochRecor
     });
     fsio::write_atomic(&a.out.join("reproduction.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
     let png = a.out.join("auroc_vs_epoch.png");
-    crate::plot::auroc_vs_epoch(&all.iter().map(|(s, _, r)| (*s, r.clone())).collect::<Vec<_>>(), &png)?;
+    let labels = ["base training", "CE control", "UM (gamma from mask 0.7)", "UM (val-chosen gamma)", "UMAP (r 0.2)"];
+    crate::plot::auroc_vs_epoch(&all.iter().map(|(s, _, r)| (*s, r.clone())).collect::<Vec<_>>(), Some(&labels), &png)?;
     println!("{md}");
     println!("wrote {}, {}, {}", a.out.join("reproduction.md").display(), a.out.join("reproduction.json").display(), png.display());
     Ok(())
