@@ -7,7 +7,7 @@ use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind, Train
 use crate::error::{Error, Result};
 use crate::ood::metrics;
 use crate::train::{eval, Objective, Session};
-use crate::unleash::{atypical, MaskKind};
+use crate::unleash::MaskKind;
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -93,11 +93,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 
     // One new mask ratio -> gamma + atypical set (full pass cached, as in the app).
     let mut p = |_, _| -> Result<()> { Ok(()) };
-    let full = atypical::full_pass(&inf, 0, &s.sets.train, &s.sets.test, s.classes, &dev, eb, &mut p)?;
+    let full = s.full_pass(&inf, 0, &mut p)?;
     let mut mask_secs = Vec::new();
     for _ in 0..a.repeats {
         let t = Instant::now();
-        let _ = atypical::analyze(&inf, &full, 0.5, MaskKind::Magnitude, 0, &s.sets.train, &s.sets.test, s.classes, &dev, eb, &mut p)?;
+        let _ = s.mask_analysis(&inf, &full, 0.5, MaskKind::Magnitude, 0, &mut p)?;
         mask_secs.push(t.elapsed().as_secs_f64());
     }
 

@@ -193,19 +193,17 @@ pub fn mask(a: MaskArgs) -> Result<()> {
     let s = Session::resume(&a.run, device, a.epoch)?;
     let epoch = a.epoch.unwrap_or(s.records.len());
     let model = s.inference_model();
-    let dev = s.inference_device().clone();
-    let bs = s.config.train.eval_batch_size;
     let mut r = Renderer::new(a.json);
     let mut progress = |d: usize, t: usize| {
         r.handle(&Event::Evaluating { epoch, set: "train+test".into(), done: d, total: t });
         Ok(())
     };
-    let full = atypical::full_pass(&model, epoch, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+    let full = s.full_pass(&model, epoch, &mut progress)?;
     let out_dir = a.out.clone().unwrap_or_else(|| a.run.join("mask"));
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, "create", e))?;
     let mut rows = Vec::new();
     for &ratio in &a.ratios {
-        let set = atypical::analyze(&model, &full, ratio, kind, a.seed, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+        let set = s.mask_analysis(&model, &full, ratio, kind, a.seed, &mut progress)?;
         let csv = out_dir.join(format!("atypical_e{epoch}_{}_r{ratio}.csv", kind.key()));
         fsio::write_atomic(&csv, set.to_csv().as_bytes())?;
         rows.push((set.sweep_point(), csv));
@@ -295,14 +293,12 @@ pub fn resolve_gamma(a: &FinetuneArgs, s: &Session, start: usize, r: &mut Render
     }
     let ratio = a.mask_ratio.unwrap_or(0.7);
     let model = s.inference_model();
-    let dev = s.inference_device().clone();
-    let bs = s.config.train.eval_batch_size;
     let mut progress = |d: usize, t: usize| {
         r.handle(&Event::Evaluating { epoch: start, set: format!("mask {ratio}"), done: d, total: t });
         Ok(())
     };
-    let full = atypical::full_pass(&model, start, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
-    let set = atypical::analyze(&model, &full, ratio, MaskKind::Magnitude, 0, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+    let full = s.full_pass(&model, start, &mut progress)?;
+    let set = s.mask_analysis(&model, &full, ratio, MaskKind::Magnitude, 0, &mut progress)?;
     r.handle(&Event::Info(format!("gamma from magnitude mask ratio {ratio}: {:.5} ({} atypical samples)", set.gamma, set.samples.len())));
     Ok(set.gamma)
 }
@@ -382,11 +378,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
         }
         if a.atypical.is_some() || a.contact_sheet.is_some() {
             let epoch = a.epoch.unwrap_or(s.records.len());
-            let dev = s.inference_device().clone();
-            let bs = s.config.train.eval_batch_size;
             let mut nop = |_, _| Ok(());
-            let full = atypical::full_pass(&model, epoch, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
-            let set = atypical::analyze(&model, &full, a.ratio, MaskKind::parse(&a.mask)?, 0, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
+            let full = s.full_pass(&model, epoch, &mut nop)?;
+            let set = s.mask_analysis(&model, &full, a.ratio, MaskKind::parse(&a.mask)?, 0, &mut nop)?;
             if let Some(p) = &a.atypical {
                 written.extend(crate::export::export_atypical_csv(&set, p)?);
             }

@@ -12,7 +12,7 @@ use crate::fsio;
 use crate::ood::Score;
 use crate::run::{best_by_validation, EpochRecord, Phase};
 use crate::train::{Objective, PhaseSpec, Session};
-use crate::unleash::{atypical, MaskKind};
+use crate::unleash::MaskKind;
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -149,11 +149,9 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         let best = best_by_validation(&s.records, Score::Energy, Some(Phase::Base)).unwrap_or(final_epoch);
         // gamma from the mask ratio, on the final snapshot.
         let model = s.inference_model();
-        let dev = s.inference_device().clone();
-        let bs = s.config.train.eval_batch_size;
         let mut nop = |_, _| Ok(());
-        let full = atypical::full_pass(&model, final_epoch, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
-        let masked = atypical::analyze(&model, &full, a.um_mask_ratio, MaskKind::Magnitude, 0, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut nop)?;
+        let full = s.full_pass(&model, final_epoch, &mut nop)?;
+        let masked = s.mask_analysis(&model, &full, a.um_mask_ratio, MaskKind::Magnitude, 0, &mut nop)?;
         let gamma_mask = masked.gamma;
         // The validation-chosen gamma: the mean training loss at the best-by-validation epoch.
         let gamma_val = s.records[best - 1].train_eval_loss;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::run::{EpochRecord, Phase, RunReader};
 use crate::train::{Objective, PhaseSpec, Session};
-use crate::unleash::atypical::{self, FullPass};
+use crate::unleash::atypical::FullPass;
 use crate::unleash::{AtypicalSet, MaskKind};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::PathBuf;
@@ -264,8 +264,6 @@ impl Worker {
             let path = RunReader::open(&s.writer.as_ref().ok_or_else(|| Error::Other("no run folder".into()))?.dir)?.snapshot(epoch)?;
             crate::model::Net::load_bpk(s.config.train.model, s.data.train.shape, s.classes, &path, s.inference_device())?
         };
-        let dev = s.inference_device().clone();
-        let bs = s.config.train.eval_batch_size;
         let repaint = &self.repaint;
         let control = self.control.clone();
         let mut progress = |d: usize, t: usize| {
@@ -276,12 +274,12 @@ impl Worker {
         let full = match &self.full {
             Some((e, f)) if *e == epoch => f.clone(),
             _ => {
-                let f = atypical::full_pass(&model, epoch, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)?;
+                let f = s.full_pass(&model, epoch, &mut progress)?;
                 self.full = Some((epoch, f.clone()));
                 f
             }
         };
-        atypical::analyze(&model, &full, ratio, kind, 0, &s.sets.train, &s.sets.test, s.classes, &dev, bs, &mut progress)
+        s.mask_analysis(&model, &full, ratio, kind, 0, &mut progress)
     }
 
     fn open_run(&mut self, dir: PathBuf) -> Result<()> {

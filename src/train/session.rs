@@ -12,6 +12,8 @@ use crate::events::{BatchProgress, Control, Event, Sink};
 use crate::model::Net;
 use crate::ood::{metrics, Score};
 use crate::run::{self, EpochRecord, Phase, RunWriter, ScoreMetrics};
+use crate::unleash::atypical::{self, FullPass};
+use crate::unleash::{AtypicalSet, MaskKind};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -166,6 +168,20 @@ impl Session {
     pub fn inference_model(&self) -> Net {
         let m = self.model.valid();
         if self.umap_active { m.materialize() } else { m }
+    }
+
+    /// The full model's pass over the training and test sets, for the mask analyses (computed once
+    /// per snapshot and reused for every ratio).
+    pub fn full_pass(&self, model: &Net, epoch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<FullPass> {
+        let bs = self.config.train.eval_batch_size;
+        atypical::full_pass(model, epoch, &self.sets.train, &self.sets.test, self.classes, self.inference_device(), bs, progress)
+    }
+
+    /// gamma, the atypical set and the masked accuracy of `model` masked at `ratio`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mask_analysis(&self, model: &Net, full: &FullPass, ratio: f64, kind: MaskKind, seed: u64, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
+        let bs = self.config.train.eval_batch_size;
+        atypical::analyze(model, full, ratio, kind, seed, &self.sets.train, &self.sets.test, self.classes, self.inference_device(), bs, progress)
     }
 
     /// Replaces the current model with a snapshot of this run.
