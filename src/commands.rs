@@ -311,6 +311,7 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
         Some(e) => e,
         None => crate::run::last_base_epoch(&reader.records).ok_or_else(|| Error::run(&a.run, "has no base epochs"))?,
     };
+    // Fail fast on a bad epoch, before the data is loaded.
     reader.snapshot(start)?;
     let mut s = Session::resume(&a.run, device, Some(start))?;
     let mut r = Renderer::new(false);

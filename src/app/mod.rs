@@ -96,7 +96,6 @@ impl UnleashApp {
 
     pub fn send(&mut self, cmd: Command) {
         if self.worker.commands.send(cmd).is_err() {
-            self.state.worker_alive = false;
             self.state.log(true, "the worker thread is gone; restart the app (finished epochs are on disk)");
         }
     }

@@ -52,7 +52,6 @@ pub struct AppState {
     pub paused: bool,
     pub batch: Option<BatchProgress>,
     pub evaluating: Option<(String, usize, usize)>,
-    pub phase_epochs: Option<(Phase, usize, usize)>,
     pub records: Vec<EpochRecord>,
     pub loss_rows: Vec<Arc<Vec<f32>>>,
     pub run_dir: Option<PathBuf>,
@@ -82,7 +81,6 @@ pub struct AppState {
     pub compare: [String; 2],
     pub compare_set: usize,
     pub compare_score: crate::ood::Score,
-    pub worker_alive: bool,
     /// Which scores the OOD curves show (MSP, MaxLogit, Energy) and whether per-set lines too.
     pub plot_scores: [bool; 3],
     pub plot_per_set: bool,
@@ -99,7 +97,6 @@ impl AppState {
             paused: false,
             batch: None,
             evaluating: None,
-            phase_epochs: None,
             records: Vec::new(),
             loss_rows: Vec::new(),
             run_dir: None,
@@ -126,7 +123,6 @@ impl AppState {
             compare: ["best epoch".into(), "final".into()],
             compare_set: 0,
             compare_score: crate::ood::Score::Energy,
-            worker_alive: true,
             plot_scores: [false, false, true],
             plot_per_set: true,
         }
@@ -196,14 +192,13 @@ impl AppState {
                 }
                 self.log(false, s);
             }
-            Event::PhaseStarted { phase, first_epoch, epochs, .. } => {
+            Event::PhaseStarted { phase, first_epoch, .. } => {
                 if phase == Phase::Base && first_epoch == 1 {
                     self.records.clear();
                     self.loss_rows.clear();
                     self.mask_result = None;
                     self.sweep.clear();
                 }
-                self.phase_epochs = Some((phase, first_epoch, epochs));
             }
             Event::Batch(b) => {
                 self.batch = Some(b);
