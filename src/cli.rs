@@ -72,12 +72,13 @@ impl Renderer {
             }
             Event::PhaseDone { .. } | Event::Idle => self.bar.set_message(""),
             Event::MaskResult(a) => self.line(&format!(
-                "ratio {:.3}: gamma {:.5}, {} atypical, masked test acc {:.4}",
+                "ratio {:.3}: gamma {:.5}, {} atypical{}",
                 a.ratio,
                 a.gamma,
                 a.samples.len(),
-                a.masked_test_acc
+                a.masked_test_acc.map(|acc| format!(", masked test acc {acc:.4}")).unwrap_or_default()
             )),
+            Event::MaskTestAccuracy { ratio, accuracy, .. } => self.line(&format!("ratio {ratio:.3}: masked test acc {accuracy:.4}")),
             Event::MaskSweep(_) => {}
             Event::Exported(paths) => {
                 for p in paths {
@@ -91,6 +92,13 @@ impl Renderer {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// This process's peak resident memory (VmHWM) in MiB, where the OS reports it (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 pub fn format_secs(s: f64) -> String {
@@ -170,4 +178,17 @@ pub fn metrics_table(rows: &BTreeMap<String, ScoreMetrics>, mean: Option<&ScoreM
     }
     s.push_str("(x100; ID is the positive class; FPR95 = OOD accepted at 95% ID recall)\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let mib = peak_rss_mib().expect("VmHWM in /proc/self/status");
+            assert!(mib > 1.0 && mib < 1e6, "{mib}");
+        }
+    }
 }

@@ -71,6 +71,9 @@ pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<
     r.finish();
     result?;
     print_summary(&s, &mut r);
+    if let Some(mib) = crate::cli::peak_rss_mib() {
+        r.handle(&Event::Info(format!("peak memory (resident): {mib:.0} MiB")));
+    }
     Ok(out)
 }
 
@@ -96,7 +99,7 @@ fn print_summary(s: &Session, r: &mut Renderer) {
 pub fn eval(exp: ExperimentConfig, model: &Path, device_choice: Option<DeviceChoice>, json: bool) -> Result<()> {
     let mut r = Renderer::new(json);
     let mut s = open_session(exp.clone(), device_choice.unwrap_or(exp.train.device), &mut r)?;
-    let net = crate::model::Net::load_bpk(exp.train.model, s.data.train.shape, s.classes, model, s.inference_device())?;
+    let net = crate::model::Net::load(exp.train.model, s.data.train.shape, s.classes, model, s.inference_device())?;
     s.model = net.train_on(&s.autodiff_device());
     let ev = s.evaluate(0, &Control::new(), &mut |e| r.handle(&e))?;
     r.finish();

@@ -8,8 +8,8 @@
 use crate::config::DeviceChoice;
 use crate::error::{Error, Result};
 use burn::prelude::*;
-use std::sync::OnceLock;
-use std::time::Duration;
+#[cfg(feature = "wgpu")]
+use std::{sync::OnceLock, time::Duration};
 
 /// A device ready to use, with what to tell the user about it.
 #[derive(Debug, Clone)]
@@ -23,6 +23,7 @@ pub struct ComputeDevice {
 
 /// What the wgpu probe found: an initialised device with its adapter, or why there is none.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
 struct GpuProbe {
     device: Device,
     name: String,
@@ -30,9 +31,17 @@ struct GpuProbe {
     software: bool,
 }
 
+#[cfg(feature = "wgpu")]
 static PROBE: OnceLock<std::result::Result<GpuProbe, String>> = OnceLock::new();
+#[cfg(feature = "wgpu")]
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[cfg(not(feature = "wgpu"))]
+fn probe_gpu() -> std::result::Result<GpuProbe, String> {
+    Err("this build has no GPU support (built without the `wgpu` feature)".to_string())
+}
+
+#[cfg(feature = "wgpu")]
 fn probe_gpu() -> std::result::Result<GpuProbe, String> {
     PROBE
         .get_or_init(|| {

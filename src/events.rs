@@ -16,8 +16,10 @@ pub enum Event {
     Evaluating { epoch: usize, set: String, done: usize, total: usize },
     EpochDone { record: Box<EpochRecord>, per_sample_loss: Arc<Vec<f32>> },
     PhaseDone { phase: Phase, stopped: bool },
-    /// A mask ratio's gamma, atypical set and masked accuracy.
+    /// A mask ratio's gamma and atypical set (the masked test accuracy may follow).
     MaskResult(Arc<AtypicalSet>),
+    /// The masked test accuracy of the mask last reported by `MaskResult`.
+    MaskTestAccuracy { ratio: f64, epoch: usize, accuracy: f64 },
     MaskSweep(Vec<MaskSweepPoint>),
     /// A finished export: what was written where.
     Exported(Vec<std::path::PathBuf>),

@@ -26,7 +26,13 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) ->
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
     // Keep the extension last: some writers append or check it.
     let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    // The mode a plain new file gets here (0644 under the usual umask), to restore it after
+    // writers that make private files (safetensors makes 0600).
+    let mode = std::fs::File::create(&tmp).and_then(|f| f.metadata()).map(|m| m.permissions()).ok();
     let result = fill(&tmp).and_then(|()| {
+        if let Some(mode) = mode {
+            let _ = std::fs::set_permissions(&tmp, mode);
+        }
         std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, "flush to disk", e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "replace", e))
     });
@@ -61,6 +67,11 @@ pub fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
 /// Reads an `.npy` file written by [`npy_f32`]: (shape, data).
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+    parse_npy_f32(path, &bytes)
+}
+
+/// Parses `.npy` bytes already in memory; `path` names the file in errors.
+pub fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
     let bad = |p: &str| Error::bad_data(path, p.to_string());
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("not a .npy file (bad magic)"));
@@ -114,6 +125,29 @@ mod tests {
         assert!(err.contains("does not exist"), "{err}");
     }
 
+    /// Disk full: the kernel's own ENOSPC (from /dev/full) while filling the temp file leaves the
+    /// old file intact, no temp file behind, and an error naming the target and the cause.
+    #[test]
+    fn atomic_write_on_a_full_disk_keeps_the_old_file() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return; // not Linux
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("report.md");
+        write_atomic(&p, b"old").unwrap();
+        let err = write_atomic_with(&p, |tmp| {
+            std::fs::write(tmp, b"half of the new").map_err(|e| Error::io(&p, "write", e))?;
+            let mut f = std::fs::OpenOptions::new().write(true).open(full).unwrap();
+            f.write_all(&[0u8; 4096]).and_then(|()| f.flush()).map_err(|e| Error::io(&p, "write", e))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("report.md") && err.to_lowercase().contains("no space"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temp file was left behind");
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
@@ -122,5 +156,17 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            // Even when the writer made a private file, the result has a new file's usual mode.
+            let q = dir.path().join("b.bin");
+            write_atomic_with(&q, |tmp| {
+                std::fs::write(tmp, b"x").map_err(|e| Error::io(&q, "write", e))?;
+                std::fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(|e| Error::io(&q, "chmod", e))
+            })
+            .unwrap();
+            let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions());
+            assert_eq!(mode(&q), mode(&p));
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod worker;
 pub mod unleash;
 
 pub use error::{Error, Result};
+#[cfg(feature = "gui")]
 pub mod app;
 pub mod bench;
 pub mod cli;

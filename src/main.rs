@@ -17,6 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Open the desktop app (the default).
+    #[cfg(feature = "gui")]
     Gui {
         /// A run folder to open.
         #[arg(long)]
@@ -101,7 +102,7 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// The model (.bpk).
+    /// The model: .bpk, or .safetensors with PyTorch names and layout (as `unleash export` writes).
     #[arg(long)]
     model: PathBuf,
     /// Take architecture, data and normalisation from this run's config.
@@ -185,7 +186,11 @@ fn eval(a: EvalArgs) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        #[cfg(feature = "gui")]
         None => unleash::app::run_gui(None),
+        #[cfg(not(feature = "gui"))]
+        None => Err(Error::Other("this build has no desktop app (built without the `gui` feature); run `unleash --help` for the CLI".into())),
+        #[cfg(feature = "gui")]
         Some(Command::Gui { run }) => unleash::app::run_gui(run),
         Some(Command::Train(a)) => train(a),
         Some(Command::Eval(a)) => eval(a),

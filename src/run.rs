@@ -188,25 +188,7 @@ impl RunReader {
             .map_err(|e| Error::bad_data(&cfg_path, format!("not valid JSON: {e}")))?;
         let ev_path = dir.join("events.jsonl");
         let text = std::fs::read(&ev_path).map_err(|e| Error::io(&ev_path, "read", e))?;
-        let text = String::from_utf8_lossy(&text);
-        let mut records = Vec::new();
-        let lines: Vec<&str> = text.split('\n').collect();
-        for (i, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<EpochRecord>(line) {
-                Ok(r) => records.push(r),
-                // Only the last line may be partial (a kill mid-append); anything else is damage.
-                Err(_) if i + 1 == lines.len() => break,
-                Err(e) => return Err(Error::bad_data(&ev_path, format!("line {} is not a valid epoch record: {e}", i + 1))),
-            }
-        }
-        for (i, r) in records.iter().enumerate() {
-            if r.epoch != i + 1 {
-                return Err(Error::bad_data(&ev_path, format!("line {} holds epoch {} (expected {})", i + 1, r.epoch, i + 1)));
-            }
-        }
+        let records = parse_events(&ev_path, &text)?;
         Ok(RunReader { dir: dir.to_path_buf(), config, records })
     }
 
@@ -260,6 +242,31 @@ impl RunReader {
 }
 
 /// The last epoch of base training (what masks and fine-tunes start from by default).
+/// The complete epoch records of an `events.jsonl` (`path` names it in errors). A partial last
+/// line (a kill mid-append) is dropped; any other damage is an error.
+pub fn parse_events(ev_path: &Path, bytes: &[u8]) -> Result<Vec<EpochRecord>> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut records = Vec::new();
+    let lines: Vec<&str> = text.split('\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<EpochRecord>(line) {
+            Ok(r) => records.push(r),
+            // Only the last line may be partial (a kill mid-append); anything else is damage.
+            Err(_) if i + 1 == lines.len() => break,
+            Err(e) => return Err(Error::bad_data(ev_path, format!("line {} is not a valid epoch record: {e}", i + 1))),
+        }
+    }
+    for (i, r) in records.iter().enumerate() {
+        if r.epoch != i + 1 {
+            return Err(Error::bad_data(ev_path, format!("line {} holds epoch {} (expected {})", i + 1, r.epoch, i + 1)));
+        }
+    }
+    Ok(records)
+}
+
 pub fn last_base_epoch(records: &[EpochRecord]) -> Option<usize> {
     records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch)
 }

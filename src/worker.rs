@@ -94,13 +94,24 @@ pub fn spawn(repaint: impl Fn() + Send + 'static) -> WorkerHandle {
     let c2 = control.clone();
     let thread = std::thread::Builder::new()
         .name("unleash-worker".into())
-        .spawn(move || Worker { session: None, full: None, run_dir: None, last_mask: None, control: c2, events: ev_tx, repaint: Box::new(repaint) }.run(ctx_rx))
+        .spawn(move || Worker { session: None, inbox: ctx_rx.clone(), full: None, run_dir: None, last_mask: None, control: c2, events: ev_tx, repaint: Box::new(repaint) }.run(ctx_rx))
         .expect("spawning the worker thread");
     WorkerHandle { commands: ctx_tx, events: ev_rx, control, thread: Some(thread) }
 }
 
+/// When a mask's test-accuracy pass runs relative to reporting its gamma and atypical set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestPass {
+    /// Both passes, then one result (the gamma curve).
+    Before,
+    /// Report gamma and the set at once, then the accuracy unless a newer command waits (the slider).
+    AfterReporting,
+}
+
 struct Worker {
     session: Option<Session>,
+    /// The command queue, to see whether a newer command is already waiting.
+    inbox: Receiver<Command>,
     /// The full model's pass for the snapshot masks are applied to (reused across ratios).
     full: Option<(usize, FullPass)>,
     run_dir: Option<PathBuf>,
@@ -174,16 +185,15 @@ impl Worker {
             Command::Finetune { kind, gamma, epochs, lr, prune_ratio, from_epoch } => self.finetune(kind, gamma, epochs, lr, prune_ratio, from_epoch),
             Command::Mask { ratio, kind, epoch } => {
                 self.emit(WorkerEvent::Busy(format!("masking at ratio {ratio:.3}")));
-                let set = Arc::new(self.mask(ratio, kind, epoch)?);
-                self.last_mask = Some(set.clone());
-                self.engine(Event::MaskResult(set));
+                let set = Arc::new(self.mask(ratio, kind, epoch, TestPass::AfterReporting)?);
+                self.last_mask = Some(set);
                 Ok(())
             }
             Command::Sweep { ratios, kind, epoch } => {
                 let mut points = Vec::new();
                 for r in ratios {
                     self.emit(WorkerEvent::Busy(format!("gamma curve: ratio {r:.2}")));
-                    points.push(self.mask(r, kind, epoch)?.sweep_point());
+                    points.push(self.mask(r, kind, epoch, TestPass::Before)?.sweep_point());
                     self.engine(Event::MaskSweep(points.clone()));
                 }
                 Ok(())
@@ -247,7 +257,10 @@ impl Worker {
         self.run_phase(PhaseSpec { phase, epochs, lr, objective, umap_ratio, from_epoch: Some(start) })
     }
 
-    fn mask(&mut self, ratio: f64, kind: MaskKind, epoch: Option<usize>) -> Result<AtypicalSet> {
+    /// gamma and the atypical set of a mask ratio, and the masked test accuracy (a second pass):
+    /// for the slider, gamma and the set are reported first and the test pass is skipped when a
+    /// newer command is already waiting.
+    fn mask(&mut self, ratio: f64, kind: MaskKind, epoch: Option<usize>, test_pass: TestPass) -> Result<AtypicalSet> {
         crate::config::check_mask_ratio(ratio)?;
         let events = self.events.clone();
         let s = self.session.as_mut().ok_or_else(|| Error::Other("no model yet: train one or open a run with its data".into()))?;
@@ -279,7 +292,21 @@ impl Worker {
                 f
             }
         };
-        s.mask_analysis(&model, &full, ratio, kind, 0, &mut progress)
+        let mut set = s.mask_gamma(&model, &full, ratio, kind, 0, &mut progress)?;
+        if test_pass == TestPass::AfterReporting {
+            let _ = events.send(WorkerEvent::Engine(Event::MaskResult(Arc::new(set.clone()))));
+            repaint();
+            if !self.inbox.is_empty() {
+                return Ok(set);
+            }
+        }
+        let accuracy = s.masked_test_accuracy(&model, ratio, kind, 0, &mut progress)?;
+        set.masked_test_acc = Some(accuracy);
+        if test_pass == TestPass::AfterReporting {
+            let _ = events.send(WorkerEvent::Engine(Event::MaskTestAccuracy { ratio, epoch, accuracy }));
+            repaint();
+        }
+        Ok(set)
     }
 
     fn open_run(&mut self, dir: PathBuf) -> Result<()> {

@@ -1,3 +1,4 @@
+#![cfg(feature = "gui")]
 //! The real app, driven through egui_kittest: it opens on the sample data; Start trains a short
 //! run on the CPU and the accuracy label and plots fill; moving the mask slider changes the gamma
 //! label; exports through injected paths write files that load back; a worker panic shows in the

@@ -15,7 +15,6 @@ use unleash::run::{Phase, RunReader};
 use unleash::train::session::objective_loss;
 use unleash::train::{Objective, PhaseSpec};
 use unleash::unleash::mask::{masked_copy, masked_count, prunable_weights, MaskKind};
-use unleash::unleash::umap::attach_scores;
 
 fn tiny_shape() -> ImageShape {
     ImageShape { channels: 1, height: 4, width: 4 }
@@ -183,6 +182,23 @@ fn corrupt_foreign_or_mismatched_models_are_errors() {
     // PyTorch's nn.Linear layout: [out, in].
     let meta: serde_json::Value = serde_json::from_str(header).unwrap();
     assert_eq!(meta["fc1.weight"]["shape"], serde_json::json!([128, 3136]));
+    // ...and loads back to the same function (through the [out, in] transpose and the names).
+    let x = Tensor::<4>::random([3, 1, 28, 28], burn::tensor::Distribution::Default, &dev);
+    let back = Net::load(ModelKind::SmallCnn, shape, 10, &st, &dev).unwrap();
+    let (a, b) = (net.logits(x.clone()).into_data(), back.logits(x).into_data());
+    a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-6));
+    // Truncated, foreign and mismatched safetensors are errors naming the file.
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &raw[..raw.len() / 2]).unwrap();
+    let e = Net::load(ModelKind::SmallCnn, shape, 10, &cut, &dev).unwrap_err().to_string();
+    assert!(e.contains("cut.safetensors"), "{e}");
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\x10\0\0\0\0\0\0\0{not json at all}").unwrap();
+    assert!(Net::load(ModelKind::SmallCnn, shape, 10, &junk, &dev).unwrap_err().to_string().contains("junk.safetensors"));
+    let e = Net::load(ModelKind::Mlp, shape, 10, &st, &dev).unwrap_err().to_string();
+    assert!(e.contains("m.safetensors") && e.contains("mlp"), "{e}");
+    let e = Net::load(ModelKind::SmallCnn, shape, 7, &st, &dev).unwrap_err().to_string();
+    assert!(e.contains("m.safetensors") && e.contains("7 classes"), "{e}");
 }
 
 #[test]

@@ -63,9 +63,9 @@ fn result_rows(app: &mut UnleashApp, ui: &mut egui::Ui) {
         Some(m) => {
             ui.label(egui::RichText::new(format!("Loss constraint gamma = {:.5}", m.gamma)).size(18.0).strong());
             ui.label(format!(
-                "atypical samples: {}   |   masked ID test accuracy {:.4} (full {:.4})   |   full-model train loss {:.5}   |   ratio {:.3}, {}, epoch {}",
+                "atypical samples: {}   |   masked ID test accuracy {} (full {:.4})   |   full-model train loss {:.5}   |   ratio {:.3}, {}, epoch {}",
                 m.samples.len(),
-                m.masked_test_acc,
+                m.masked_test_acc.map_or_else(|| "(computing...)".to_string(), |a| format!("{a:.4}")),
                 m.full_test_acc,
                 m.full_train_loss,
                 m.ratio,

@@ -222,6 +222,11 @@ impl AppState {
                 self.gallery_page = 0;
                 self.mask_result = Some(set);
             }
+            Event::MaskTestAccuracy { ratio, epoch, accuracy } => {
+                if let Some(m) = self.mask_result.as_mut().filter(|m| m.ratio == ratio && m.epoch == epoch) {
+                    Arc::make_mut(m).masked_test_acc = Some(accuracy);
+                }
+            }
             Event::MaskSweep(points) => self.sweep = points,
             Event::Exported(paths) => {
                 for p in &paths {

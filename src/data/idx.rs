@@ -27,11 +27,15 @@ fn open_stream(path: &Path) -> Result<Box<dyn Read>> {
     let n = file.read(&mut magic).map_err(|e| Error::io(path, "read", e))?;
     drop(file);
     let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    let reader = BufReader::new(file);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(MultiGzDecoder::new(reader)))
+    Ok(maybe_gunzip(BufReader::new(file), &magic[..n]))
+}
+
+/// Gzip-compressed IDX files start with the gzip magic; anything else is read raw.
+fn maybe_gunzip<'a>(reader: impl Read + 'a, first_bytes: &[u8]) -> Box<dyn Read + 'a> {
+    if first_bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(MultiGzDecoder::new(reader))
     } else {
-        Ok(Box::new(reader))
+        Box::new(reader)
     }
 }
 
@@ -54,7 +58,16 @@ fn gz_or_io(path: &Path, e: std::io::Error) -> Error {
 
 /// Reads one IDX file of unsigned bytes.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let mut r = open_stream(path)?;
+    parse_stream(path, open_stream(path)?)
+}
+
+/// Parses the bytes of an IDX file (raw or gzip) already in memory; `path` names it in errors.
+/// The same parser as [`read_idx`]; the fuzz target drives it.
+pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray> {
+    parse_stream(path, maybe_gunzip(bytes, bytes))
+}
+
+fn parse_stream(path: &Path, mut r: Box<dyn Read + '_>) -> Result<IdxArray> {
     let mut magic = [0u8; 4];
     read_exact(path, &mut r, &mut magic, "IDX header")?;
     if magic[0] != 0 || magic[1] != 0 {

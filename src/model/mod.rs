@@ -76,16 +76,44 @@ impl Net {
         })
     }
 
+    /// Loads a model file by its extension: `.safetensors` (PyTorch names and layout, as written by
+    /// [`Net::save_safetensors`] or by PyTorch's `safetensors.torch.save_file` of the same
+    /// architecture), anything else as burnpack.
+    pub fn load(kind: ModelKind, shape: ImageShape, classes: usize, path: &Path, device: &Device) -> Result<Net> {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+            Net::load_safetensors(kind, shape, classes, path, device)
+        } else {
+            Net::load_bpk(kind, shape, classes, path, device)
+        }
+    }
+
     /// Loads weights from a `.bpk` into a model of the given architecture. A corrupt, truncated or
     /// foreign file (or one of another architecture) is an error, never a panic.
     pub fn load_bpk(kind: ModelKind, shape: ImageShape, classes: usize, path: &Path, device: &Device) -> Result<Net> {
+        let mut store = BurnpackStore::from_file(path).auto_extension(false);
+        Net::load_checked(kind, shape, classes, path, device, &mut store)
+    }
+
+    /// Loads PyTorch-style safetensors (names without the enum variant, linear weights
+    /// `[out, in]`). Every tensor of the architecture must be there with its shape.
+    pub fn load_safetensors(kind: ModelKind, shape: ImageShape, classes: usize, path: &Path, device: &Device) -> Result<Net> {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(burn::store::PyTorchToBurnAdapter)
+            .skip_enum_variants(true)
+            .validate(true)
+            .allow_partial(false);
+        Net::load_checked(kind, shape, classes, path, device, &mut store)
+    }
+
+    /// Applies a store to a fresh model; a corrupt, truncated, foreign or mismatched file is an
+    /// error naming it, never a panic.
+    fn load_checked(kind: ModelKind, shape: ImageShape, classes: usize, path: &Path, device: &Device, store: &mut impl burn::store::ModuleStore) -> Result<Net> {
         if !path.exists() {
             return Err(Error::model(path, "file not found"));
         }
         let mut fresh = Net::new(kind, shape, classes, device)?;
-        let mut store = BurnpackStore::from_file(path).auto_extension(false);
         // load_from can leave a model half-applied on error: only the fresh copy is touched.
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fresh.load_from(&mut store).map(|_| ())));
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fresh.load_from(store).map(|_| ())));
         match loaded {
             Ok(Ok(())) => Ok(fresh),
             Ok(Err(e)) => Err(Error::model(path, format!("{e} (is it a {} for {shape} images and {classes} classes?)", kind.key()))),
