@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--threads", type=int, default=int(os.environ.get("TORCH_THREADS", "0")) or os.cpu_count())
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--ops", action="store_true", help="also time each SmallCNN layer (as `unleash bench --ops`)")
     args = ap.parse_args()
     import torch
     import torch.nn as nn
@@ -110,7 +111,9 @@ def main():
         average_precision_score(lab, s)
         average_precision_score(1 - lab, -s)
         metric_secs.append(time.perf_counter() - t)
+    ops = layer_timings(torch, nn, F) if args.ops else None
     out = {
+        "ops": ops,
         "torch": torch.__version__,
         "threads": args.threads,
         "train_samples_per_sec": statistics.median(rates),
@@ -121,6 +124,44 @@ def main():
         "metrics_1m_1m_secs": statistics.median(metric_secs),
     }
     print(json.dumps(out, indent=2) if args.json else out)
+
+
+def layer_timings(torch, nn, F, reps=5):
+    """Forward (no_grad) and forward+backward of each SmallCNN layer at batch 128, milliseconds."""
+    conv1, conv2 = nn.Conv2d(1, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
+    fc1, fc2 = nn.Linear(3136, 128), nn.Linear(128, 10)
+    pool = lambda t: F.max_pool2d(F.relu(t), 2)
+    cases = [
+        ("conv1 1->32 28x28", conv1, (128, 1, 28, 28), False),
+        ("relu+pool 32x28x28", pool, (128, 32, 28, 28), True),
+        ("conv2 32->64 14x14", conv2, (128, 32, 14, 14), True),
+        ("relu+pool 64x14x14", pool, (128, 64, 14, 14), True),
+        ("fc1 3136->128", fc1, (128, 3136), True),
+        ("fc2 128->10", fc2, (128, 128), True),
+    ]
+
+    def timed(run):
+        run()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(times)
+
+    rows = []
+    for name, layer, shape, needs_grad in cases:
+        x = torch.rand(shape)
+
+        def forward():
+            with torch.no_grad():
+                layer(x).sum().item()
+
+        def training():
+            layer(x.clone().requires_grad_(needs_grad)).sum().backward()
+
+        rows.append({"layer": name, "forward_ms": timed(forward), "forward_backward_ms": timed(training)})
+    return rows
 
 
 if __name__ == "__main__":

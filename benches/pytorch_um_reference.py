@@ -42,6 +42,12 @@ def main():
     ap.add_argument("--ft-lr", type=float, default=0.05)
     ap.add_argument("--ft-wd", type=float, default=5e-4)
     ap.add_argument("--mask-ratio", type=float, default=0.7)
+    ap.add_argument("--ft-shuffle-seed", type=int, default=1000, help="fine-tune shuffle seed = this + seed (replicates)")
+    ap.add_argument("--stages", default="um,control")
+    ap.add_argument("--orders", help="a file with one line per fine-tune epoch: the training order (sample indices) "
+                    "to use instead of a shuffle, e.g. unleash's own order for a step-by-step comparison")
+    ap.add_argument("--compare", nargs="*", default=[], metavar="EPOCH=FILE.safetensors",
+                    help="after that fine-tune epoch, print the largest weight difference to this model (unleash's snapshot)")
     ap.add_argument("--cache", default="/tmp/um_reference_cache", help="final base models per seed")
     ap.add_argument("--init", help="folder of seed<N>.safetensors (e.g. `unleash export --epoch 40` of each seed's run): "
                     "start UM and control from these instead of training a base model here")
@@ -122,7 +128,7 @@ def main():
         g = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             model.train()
-            perm = torch.randperm(len(X), generator=g)
+            perm = orders[epoch] if orders is not None else torch.randperm(len(X), generator=g)
             losses = []
             for i in range(0, len(X), 128):
                 idx = perm[i:i + 128]
@@ -148,6 +154,20 @@ def main():
             lt = logits_of(m, X)
             return float(F.cross_entropy(lt, Y))
 
+    orders = None
+    if args.orders:
+        orders = [torch.tensor([int(i) for i in line.split()]) for line in open(args.orders)]
+    compare = {int(k): v for k, v in (c.split("=", 1) for c in args.compare)}
+
+    def compare_weights(model, epoch):
+        if epoch not in compare:
+            return
+        from safetensors.torch import load_file
+        theirs = load_file(compare[epoch])
+        diffs = {k: float((v - theirs[k]).abs().max()) for k, v in model.state_dict().items()}
+        scale = {k: float(v.abs().max()) for k, v in model.state_dict().items()}
+        print(json.dumps({"compare_epoch": epoch, "file": compare[epoch], "max_abs_diff": diffs, "max_abs_weight": scale}), flush=True)
+
     os.makedirs(args.cache, exist_ok=True)
     results = {"final": [], "um": [], "control": [], "um_best_val": [], "control_best_val": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -167,16 +187,17 @@ def main():
         gamma = masked_gamma(base, args.mask_ratio)
         print(json.dumps({"seed": seed, "stage": "final", "gamma": gamma, "secs": round(time.time() - t), **final}), flush=True)
         results["final"].append(final)
-        for stage, g in (("um", gamma), ("control", None)):
+        for stage, g in [(st, gamma if st == "um" else None) for st in args.stages.split(",")]:
             model = copy.deepcopy(base)
             history = []
 
             def log(epoch, loss):
+                compare_weights(model, epoch)
                 ev = evaluate(model)
                 history.append(ev)
                 print(json.dumps({"seed": seed, "stage": stage, "epoch": epoch, "train_ce": loss, **ev}), flush=True)
 
-            train(model, args.ft_epochs, args.ft_lr, args.ft_wd, 1000 + seed, gamma=g, log=log)
+            train(model, args.ft_epochs, args.ft_lr, args.ft_wd, args.ft_shuffle_seed + seed, gamma=g, log=log)
             results[stage].append(history[-1])
             results[stage + "_best_val"].append(max(history, key=lambda h: h["val_auroc"]))
     print("summary (Energy, mean over 4 OOD sets, x100, mean ± sd over seeds)")

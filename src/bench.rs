@@ -34,6 +34,10 @@ pub struct BenchArgs {
     pub pytorch: bool,
     #[arg(long)]
     pub json: bool,
+    /// Also time each SmallCNN layer's forward and forward+backward at batch 128 (where training
+    /// time goes), next to PyTorch's with --pytorch.
+    #[arg(long)]
+    pub ops: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -116,6 +120,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         std::hint::black_box(m);
     }
 
+    let ops = if a.ops { Some(layer_timings(s.inference_device(), a.repeats.max(5))) } else { None };
+
     let ours = serde_json::json!({
         "device": desc,
         "model": exp.train.model.key(),
@@ -129,8 +135,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         "mask_ratio_to_gamma_secs": median(mask_secs),
         "mask_ratio_with_test_acc_secs": median(mask_test_secs),
         "metrics_1m_1m_secs": median(metric_secs),
+        "ops": ops,
     });
-    let reference = if a.pytorch { Some(run_pytorch_reference()?) } else { None };
+    let reference = if a.pytorch { Some(run_pytorch_reference(a.ops)?) } else { None };
     let out = serde_json::json!({"unleash": ours, "pytorch_reference": reference});
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -140,11 +147,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_pytorch_reference() -> Result<serde_json::Value> {
+fn run_pytorch_reference(ops: bool) -> Result<serde_json::Value> {
     let script = crate::data::sample_data_dir().parent().map(|p| p.join("benches/pytorch_reference.py")).unwrap_or_default();
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg("--json")
+        .args(ops.then_some("--ops"))
         .output()
         .map_err(|e| Error::Other(format!("cannot run python3 {}: {e}", script.display())))?;
     if !out.status.success() {
@@ -172,4 +180,67 @@ fn print_bench(o: &serde_json::Value, reference: Option<&serde_json::Value>) {
         println!("{name:<30} {ours:>12.3} {theirs:>12.3} {ratio:>7.2}x");
     }
     println!("(ratio > 1: unleash faster; reference = PyTorch / scikit-learn from benches/pytorch_reference.py)");
+    if let Some(ops) = o.get("ops").and_then(serde_json::Value::as_array) {
+        println!("\nSmallCNN layers at batch 128, milliseconds (median):");
+        println!("{:<26} {:>10} {:>10} {:>12} {:>12}", "layer", "forward", "torch fwd", "fwd+bwd", "torch f+b");
+        for op in ops {
+            let name = op["layer"].as_str().unwrap_or("?");
+            let theirs = reference.and_then(|r| r["ops"].as_array()).and_then(|v| v.iter().find(|t| t["layer"] == op["layer"]));
+            let t = |k: &str| theirs.map_or(f64::NAN, |t| f(t, k));
+            println!("{name:<26} {:>10.2} {:>10.2} {:>12.2} {:>12.2}", f(op, "forward_ms"), t("forward_ms"), f(op, "forward_backward_ms"), t("forward_backward_ms"));
+        }
+    }
+}
+
+/// Forward (inference) and forward+backward (training) time of each SmallCNN layer on its real
+/// input shape at batch 128: where a training step's time goes. `dev` is the plain device.
+fn layer_timings(dev: &burn::prelude::Device, reps: usize) -> serde_json::Value {
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+    use burn::prelude::*;
+    use burn::tensor::{activation, Distribution};
+    let ad = dev.clone().autodiff();
+    let conv = |i, o| Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&ad);
+    let pool = MaxPool2dConfig::new([2, 2]).init();
+    let (conv1, conv2): (Conv2d, Conv2d) = (conv(1, 32), conv(32, 64));
+    let (fc1, fc2): (Linear, Linear) = (LinearConfig::new(3136, 128).init(&ad), LinearConfig::new(128, 10).init(&ad));
+    let (conv1_i, conv2_i, fc1_i, fc2_i) = (conv1.valid(), conv2.valid(), fc1.valid(), fc2.valid());
+    let x4 = |s: [usize; 4]| Tensor::<4>::random(s, Distribution::Default, dev);
+    let x2 = |s: [usize; 2]| Tensor::<2>::random(s, Distribution::Default, dev);
+    let (a, b, c, d) = (x4([128, 1, 28, 28]), x4([128, 32, 28, 28]), x4([128, 32, 14, 14]), x4([128, 64, 14, 14]));
+    let (e, f) = (x2([128, 3136]), x2([128, 128]));
+    // Training inputs: every layer's input but conv1's needs its gradient (it flows further back).
+    let grad4 = |t: &Tensor<4>, g: bool| t.clone().autodiff().set_require_grad(g);
+    let grad2 = |t: &Tensor<2>| t.clone().autodiff().set_require_grad(true);
+    type Case<'a> = (&'a str, Box<dyn Fn() -> Tensor<1> + 'a>, Box<dyn Fn() -> Tensor<1> + 'a>);
+    let cases: Vec<Case> = vec![
+        ("conv1 1->32 28x28", Box::new(|| conv1_i.forward(a.clone()).sum()), Box::new(|| conv1.forward(grad4(&a, false)).sum())),
+        ("relu+pool 32x28x28", Box::new(|| pool.forward(activation::relu(b.clone())).sum()), Box::new(|| pool.forward(activation::relu(grad4(&b, true))).sum())),
+        ("conv2 32->64 14x14", Box::new(|| conv2_i.forward(c.clone()).sum()), Box::new(|| conv2.forward(grad4(&c, true)).sum())),
+        ("relu+pool 64x14x14", Box::new(|| pool.forward(activation::relu(d.clone())).sum()), Box::new(|| pool.forward(activation::relu(grad4(&d, true))).sum())),
+        ("fc1 3136->128", Box::new(|| fc1_i.forward(e.clone()).sum()), Box::new(|| fc1.forward(grad2(&e)).sum())),
+        ("fc2 128->10", Box::new(|| fc2_i.forward(f.clone()).sum()), Box::new(|| fc2.forward(grad2(&f)).sum())),
+    ];
+    let time = |run: &dyn Fn()| {
+        run();
+        median((0..reps).map(|_| {
+            let t = Instant::now();
+            run();
+            t.elapsed().as_secs_f64() * 1e3
+        }).collect())
+    };
+    let rows: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(name, forward, training)| {
+            let fwd = time(&|| {
+                let _ = forward().into_scalar::<f32>();
+            });
+            let both = time(&|| {
+                let _grads = training().backward();
+            });
+            serde_json::json!({"layer": name, "forward_ms": fwd, "forward_backward_ms": both})
+        })
+        .collect();
+    serde_json::Value::Array(rows)
 }

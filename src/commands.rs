@@ -71,13 +71,13 @@ pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<
     r.finish();
     result?;
     print_summary(&s, &mut r);
-    if let Some(mib) = crate::cli::peak_rss_mib() {
-        r.handle(&Event::Info(format!("peak memory (resident): {mib:.0} MiB")));
-    }
     Ok(out)
 }
 
 fn print_summary(s: &Session, r: &mut Renderer) {
+    if let Some(mib) = crate::cli::peak_rss_mib() {
+        r.handle(&Event::Info(format!("peak memory (resident): {mib:.0} MiB")));
+    }
     let Some(last) = s.records.last() else { return };
     let best = crate::run::best_by_validation(&s.records, Score::Energy, None);
     let mut line = format!("final epoch {}: ID test acc {:.4}", last.epoch, last.test_acc);

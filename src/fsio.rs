@@ -96,7 +96,8 @@ pub fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad(".npy shape overflows"))?;
     let body = &bytes[10 + hlen..];
     if body.len() != count.saturating_mul(4) {
-        return Err(bad(&format!("truncated: shape {shape:?} needs {} bytes of data, the file holds {}", count * 4, body.len())));
+        // u128: a hostile shape can make count * 4 overflow usize (found by the run_folder fuzz target).
+        return Err(bad(&format!("truncated: shape {shape:?} needs {} bytes of data, the file holds {}", count as u128 * 4, body.len())));
     }
     Ok((shape, body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
 }
@@ -115,6 +116,20 @@ mod tests {
         let (shape, data) = read_npy_f32(&p).unwrap();
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(data[5], 6.5);
+    }
+
+    /// Regression (cargo-fuzz, run_folder target): a shape whose byte size overflows usize is a
+    /// clear error with the true size, not an overflow panic or a wrapped number.
+    #[test]
+    fn npy_shape_whose_size_overflows_is_an_error() {
+        let mut bytes = npy_f32(&[1], &[1.0]);
+        let text = String::from_utf8_lossy(&bytes[10..]).replace("(1,)", "(6148914691236517198, 2)");
+        bytes.truncate(10);
+        bytes[8..10].copy_from_slice(&(text.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.extend_from_slice(&2.0f32.to_le_bytes());
+        let err = parse_npy_f32(Path::new("scores.npy"), &bytes).unwrap_err().to_string();
+        assert!(err.contains("scores.npy") && err.contains("needs 49191317529892137584 bytes"), "{err}");
     }
 
     #[test]

@@ -65,7 +65,12 @@ fn result_rows(app: &mut UnleashApp, ui: &mut egui::Ui) {
             ui.label(format!(
                 "atypical samples: {}   |   masked ID test accuracy {} (full {:.4})   |   full-model train loss {:.5}   |   ratio {:.3}, {}, epoch {}",
                 m.samples.len(),
-                m.masked_test_acc.map_or_else(|| "(computing...)".to_string(), |a| format!("{a:.4}")),
+                match (m.masked_test_acc, &st.busy) {
+                    (Some(a), _) => format!("{a:.4}"),
+                    (None, Some(_)) => "(computing...)".to_string(),
+                    // The worker skipped the test pass because another command was waiting.
+                    (None, None) => "(not computed)".to_string(),
+                },
                 m.full_test_acc,
                 m.full_train_loss,
                 m.ratio,

@@ -133,7 +133,7 @@ impl UnleashApp {
 
     /// Asks for the atypical set at the slider's ratio (the worker coalesces a drag's requests).
     pub fn request_mask(&mut self) {
-        self.state.mask_requested_at = Some(Instant::now());
+        self.state.mask_requested_at = Some((self.state.mask_ratio, Instant::now()));
         self.state.mask_pending = true;
         self.send(Command::Mask { ratio: self.state.mask_ratio, kind: self.state.mask_kind, epoch: None });
     }

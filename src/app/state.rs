@@ -59,8 +59,8 @@ pub struct AppState {
     pub mask_ratio: f64,
     pub mask_kind: MaskKind,
     pub mask_result: Option<Arc<AtypicalSet>>,
-    /// When the slider last asked for a mask (for the latency shown and measured).
-    pub mask_requested_at: Option<Instant>,
+    /// The ratio the slider last asked for, and when (for the latency shown and measured).
+    pub mask_requested_at: Option<(f64, Instant)>,
     pub mask_pending: bool,
     pub last_mask_latency: Option<Duration>,
     pub sweep: Vec<MaskSweepPoint>,
@@ -215,10 +215,13 @@ impl AppState {
                 self.batch = None;
             }
             Event::MaskResult(set) => {
-                if let Some(t) = self.mask_requested_at.take() {
+                // A result for an older ratio (the worker was busy with it when the slider moved
+                // on) is shown, but the latest request is still pending.
+                if let Some((_, t)) = self.mask_requested_at.filter(|(r, _)| *r == set.ratio) {
                     self.last_mask_latency = Some(t.elapsed());
+                    self.mask_requested_at = None;
+                    self.mask_pending = false;
                 }
-                self.mask_pending = false;
                 self.gallery_page = 0;
                 self.mask_result = Some(set);
             }
