@@ -8,21 +8,13 @@ mask_ratio_to_gamma_secs (gamma + atypical set), mask_ratio_with_test_acc_secs (
 accuracy), metrics_1m_1m_secs (roc_auc_score + average_precision_score + roc_curve).
 """
 import argparse
-import gzip
+import resource
 import json
 import os
 import statistics
 import time
 
 import numpy as np
-
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def main():
@@ -38,7 +30,7 @@ def main():
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
     torch.set_num_threads(args.threads)
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sample_data")
+    from torch_smallcnn import SAMPLE_DATA as root, SmallCNN, read_idx
     x = read_idx(os.path.join(root, "fashion-train-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
     y = read_idx(os.path.join(root, "fashion-train-labels-idx1-ubyte.gz")).astype(np.int64)
     xt = read_idx(os.path.join(root, "fashion-t10k-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
@@ -46,19 +38,6 @@ def main():
     X = torch.from_numpy((x - mean) / std).unsqueeze(1)
     Y = torch.from_numpy(y)
     XT = torch.from_numpy((xt - mean) / std).unsqueeze(1)
-
-    class SmallCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-            self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-            self.fc1 = nn.Linear(3136, 128)
-            self.fc2 = nn.Linear(128, 10)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-            return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
     torch.manual_seed(0)
     model = SmallCNN()
@@ -114,6 +93,7 @@ def main():
     ops = layer_timings(torch, nn, F) if args.ops else None
     out = {
         "ops": ops,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch": torch.__version__,
         "threads": args.threads,
         "train_samples_per_sec": statistics.median(rates),

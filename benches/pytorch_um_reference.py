@@ -15,7 +15,6 @@ Prints one JSON line per evaluated stage, then a summary.
 """
 import argparse
 import copy
-import gzip
 import json
 import math
 import os
@@ -23,14 +22,6 @@ import statistics
 import time
 
 import numpy as np
-
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def main():
@@ -58,7 +49,7 @@ def main():
     from sklearn.metrics import roc_auc_score, roc_curve
 
     torch.set_num_threads(args.threads)
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sample_data")
+    from torch_smallcnn import SAMPLE_DATA as root, SmallCNN, read_idx
     load = lambda name: read_idx(os.path.join(root, name))
     x_train = load("fashion-train-images-idx3-ubyte.gz")
     y_train = load("fashion-train-labels-idx1-ubyte.gz").astype(np.int64)
@@ -79,19 +70,6 @@ def main():
     X, Y, XT, YT = prep(x_train), torch.from_numpy(y_train), prep(x_test), torch.from_numpy(y_test)
     OOD = {k: prep(v) for k, v in ood_sets.items()}
     VAL = prep(val_set)
-
-    class SmallCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-            self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-            self.fc1 = nn.Linear(3136, 128)
-            self.fc2 = nn.Linear(128, 10)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-            return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
     @torch.no_grad()
     def logits_of(model, data):

@@ -136,6 +136,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         "mask_ratio_with_test_acc_secs": median(mask_test_secs),
         "metrics_1m_1m_secs": median(metric_secs),
         "ops": ops,
+        // This process after its training steps and full passes over the sample data; a whole
+        // run's figure is printed at the end of `unleash train` (snapshots and scores go to disk).
+        "peak_rss_mib": crate::cli::peak_rss_mib(),
     });
     let reference = if a.pytorch { Some(run_pytorch_reference(a.ops)?) } else { None };
     let out = serde_json::json!({"unleash": ours, "pytorch_reference": reference});
@@ -180,6 +183,10 @@ fn print_bench(o: &serde_json::Value, reference: Option<&serde_json::Value>) {
         println!("{name:<30} {ours:>12.3} {theirs:>12.3} {ratio:>7.2}x");
     }
     println!("(ratio > 1: unleash faster; reference = PyTorch / scikit-learn from benches/pytorch_reference.py)");
+    if let Some(mib) = o.get("peak_rss_mib").and_then(serde_json::Value::as_f64) {
+        let theirs = reference.map_or(String::new(), |r| format!(" (PyTorch reference process: {:.0} MiB)", f(r, "peak_rss_mib")));
+        println!("peak resident memory of this benchmark: {mib:.0} MiB{theirs}");
+    }
     if let Some(ops) = o.get("ops").and_then(serde_json::Value::as_array) {
         println!("\nSmallCNN layers at batch 128, milliseconds (median):");
         println!("{:<26} {:>10} {:>10} {:>12} {:>12}", "layer", "forward", "torch fwd", "fwd+bwd", "torch f+b");
