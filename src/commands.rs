@@ -10,6 +10,7 @@ use crate::train::{Objective, PhaseSpec, Session};
 use crate::unleash::{atypical, MaskKind};
 use crate::{device, fsio};
 use clap::Args;
+use std::io::Write;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -398,6 +399,22 @@ pub fn export(a: ExportArgs) -> Result<()> {
     }
     for p in written {
         println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// `unleash batch-order`: the training order of run epochs `first..last` (inclusive).
+pub fn batch_order(seed: u64, epochs: &str, samples: usize) -> Result<()> {
+    let bad = || Error::config("epochs", format!("'{epochs}' is not a range like 41..50"));
+    let (first, last) = epochs.split_once("..").ok_or_else(bad)?;
+    let (first, last): (usize, usize) = (first.trim().parse().map_err(|_| bad())?, last.trim().parse().map_err(|_| bad())?);
+    if first == 0 || last < first {
+        return Err(bad());
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for epoch in first..=last {
+        let line: Vec<String> = crate::train::epoch_order(seed, epoch, samples).iter().map(usize::to_string).collect();
+        writeln!(out, "{}", line.join(" ")).map_err(|e| Error::Other(format!("cannot write the order: {e}")))?;
     }
     Ok(())
 }

@@ -51,6 +51,19 @@ enum Command {
     Reproduce(commands::ReproduceArgs),
     /// Measure throughput: train/eval samples/s, the per-sample-loss pass, metrics on 1M scores.
     Bench(commands::BenchArgs),
+    /// Print the sample order of training epochs (one line per epoch, space-separated indices),
+    /// to feed another framework exactly the batches unleash trains on.
+    BatchOrder {
+        /// The run's seed.
+        #[arg(long)]
+        seed: u64,
+        /// Run epochs, e.g. 41..50 (a fine-tune's epochs continue the run's numbering).
+        #[arg(long)]
+        epochs: String,
+        /// Training samples.
+        #[arg(long)]
+        samples: usize,
+    },
 }
 
 #[derive(Args)]
@@ -202,6 +215,7 @@ fn main() -> ExitCode {
         Some(Command::Export(a)) => commands::export(a),
         Some(Command::Reproduce(a)) => commands::reproduce(a),
         Some(Command::Bench(a)) => commands::bench(a),
+        Some(Command::BatchOrder { seed, epochs, samples }) => commands::batch_order(seed, &epochs, samples),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,9 +19,6 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -244,10 +241,7 @@ impl Session {
         for phase_epoch in 1..=spec.epochs {
             let epoch = self.records.len() + 1;
             let epoch_start = Instant::now();
-            let mut order: Vec<usize> = (0..n).collect();
-            // One stream per (seed, epoch): the same seed reshuffles the same way, phase after phase.
-            let mut rng = ChaCha8Rng::seed_from_u64(train_cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
-            order.shuffle(&mut rng);
+            let order = super::epoch_order(train_cfg.seed, epoch, n);
             let (mut loss_sum, mut correct) = (0f64, 0usize);
             let mut lr = spec.lr;
             for (b, idx) in order.chunks(batch).enumerate() {
