@@ -294,7 +294,10 @@ impl Worker {
         };
         let mut set = s.mask_gamma(&model, &full, ratio, kind, 0, &mut progress)?;
         if test_pass == TestPass::AfterReporting {
-            let _ = events.send(WorkerEvent::Engine(Event::MaskResult(Arc::new(set.clone()))));
+            // What the UI now shows is what an export writes, even if the test pass is stopped.
+            let shown = Arc::new(set.clone());
+            self.last_mask = Some(shown.clone());
+            let _ = events.send(WorkerEvent::Engine(Event::MaskResult(shown)));
             repaint();
             if !self.inbox.is_empty() {
                 return Ok(set);
