@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use unleash::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind};
 use unleash::{commands, Error, Result};
 
+/// See Cargo.toml: burn's CPU backend churns large buffers, which mimalloc reuses without page faults.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "unleash", version, about = "Unleashing Mask (ICML 2023): find the OOD detection a classifier loses late in training, and get it back")]
 struct Cli {
