@@ -49,7 +49,7 @@ def main():
     from sklearn.metrics import roc_auc_score, roc_curve
 
     torch.set_num_threads(args.threads)
-    from torch_smallcnn import SAMPLE_DATA as root, SmallCNN, read_idx
+    from torch_smallcnn import SAMPLE_DATA as root, SmallCNN, read_idx, sgd_epoch
     load = lambda name: read_idx(os.path.join(root, name))
     x_train = load("fashion-train-images-idx3-ubyte.gz")
     y_train = load("fashion-train-labels-idx1-ubyte.gz").astype(np.int64)
@@ -101,22 +101,11 @@ def main():
 
     def train(model, epochs, lr, wd, seed, gamma=None, log=None):
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
-        steps = epochs * math.ceil(len(X) / 128)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        per_epoch = math.ceil(len(X) / 128)
         g = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
-            model.train()
             perm = orders[epoch] if orders is not None else torch.randperm(len(X), generator=g)
-            losses = []
-            for i in range(0, len(X), 128):
-                idx = perm[i:i + 128]
-                ce = F.cross_entropy(model(X[idx]), Y[idx])
-                loss = ce if gamma is None else (ce - gamma).abs() + gamma
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(float(ce.detach()))
+            losses = sgd_epoch(model, opt, X, Y, perm, gamma, lr, epoch * per_epoch, epochs * per_epoch)
             if log is not None:
                 log(epoch + 1, float(np.mean(losses)))
         return model

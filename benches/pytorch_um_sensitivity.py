@@ -24,9 +24,8 @@ def main():
     ap.add_argument("--epochs-in-phase", type=int, default=10, help="for the cosine schedule's length")
     args = ap.parse_args()
     import torch
-    import torch.nn.functional as F
     from safetensors.torch import load_file
-    from torch_smallcnn import SAMPLE_DATA, SmallCNN, read_idx
+    from torch_smallcnn import SAMPLE_DATA, SmallCNN, read_idx, sgd_epoch
 
     torch.set_num_threads(1)
     x = read_idx(os.path.join(SAMPLE_DATA, "fashion-train-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
@@ -44,15 +43,7 @@ def main():
             for p in m.parameters():
                 p.mul_(1 + nudge * torch.randn_like(p))
         opt = torch.optim.SGD(m.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
-        for b, i in enumerate(range(0, len(X), 128)):
-            for g in opt.param_groups:
-                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * b / steps))
-            idx = order[i:i + 128]
-            ce = F.cross_entropy(m(X[idx]), y[idx])
-            loss = ce if gamma is None else (ce - gamma).abs() + gamma
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        sgd_epoch(m, opt, X, y, order, gamma, args.lr, 0, steps)
         return m.state_dict()
 
     for name, gamma in (("UM (flooded)", args.gamma), ("plain CE", None)):

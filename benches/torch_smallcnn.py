@@ -1,6 +1,7 @@
 """Shared by the PyTorch reference scripts: the IDX reader and unleash's SmallCNN in PyTorch
 (same layers and names as unleash's safetensors export)."""
 import gzip
+import math
 import os
 
 import numpy as np
@@ -30,3 +31,23 @@ class SmallCNN(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+def sgd_epoch(model, opt, X, Y, order, gamma, base_lr, first_step, total_steps, batch=128):
+    """One epoch over `order` in batches of `batch`, unleash's recipe: plain CE, or the flooded
+    |CE - gamma| + gamma when gamma is given; lr cosine per step from `base_lr` over `total_steps`.
+    Returns the batches' CE values."""
+    import torch.nn.functional as F
+    model.train()
+    losses = []
+    for b, i in enumerate(range(0, len(order), batch)):
+        for group in opt.param_groups:
+            group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (first_step + b) / total_steps))
+        idx = order[i:i + batch]
+        ce = F.cross_entropy(model(X[idx]), Y[idx])
+        loss = ce if gamma is None else (ce - gamma).abs() + gamma
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(ce.detach()))
+    return losses

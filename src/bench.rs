@@ -102,9 +102,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let (mut mask_secs, mut mask_test_secs) = (Vec::new(), Vec::new());
     for _ in 0..a.repeats {
         let t = Instant::now();
-        let _ = s.mask_gamma(&inf, &full, 0.5, MaskKind::Magnitude, 0, &mut p)?;
+        let masked = crate::unleash::atypical::masked_model(&inf, 0.5, MaskKind::Magnitude, 0)?;
+        let _ = s.mask_gamma(&masked, &full, 0.5, MaskKind::Magnitude, &mut p)?;
         mask_secs.push(t.elapsed().as_secs_f64());
-        let _ = s.masked_test_accuracy(&inf, 0.5, MaskKind::Magnitude, 0, &mut p)?;
+        let _ = s.masked_test_accuracy(&masked, &mut p)?;
         mask_test_secs.push(t.elapsed().as_secs_f64());
     }
 

@@ -241,7 +241,6 @@ impl RunReader {
     }
 }
 
-/// The last epoch of base training (what masks and fine-tunes start from by default).
 /// The complete epoch records of an `events.jsonl` (`path` names it in errors). A partial last
 /// line (a kill mid-append) is dropped; any other damage is an error.
 pub fn parse_events(ev_path: &Path, bytes: &[u8]) -> Result<Vec<EpochRecord>> {
@@ -267,6 +266,7 @@ pub fn parse_events(ev_path: &Path, bytes: &[u8]) -> Result<Vec<EpochRecord>> {
     Ok(records)
 }
 
+/// The last epoch of base training (what masks and fine-tunes start from by default).
 pub fn last_base_epoch(records: &[EpochRecord]) -> Option<usize> {
     records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch)
 }

@@ -292,7 +292,8 @@ impl Worker {
                 f
             }
         };
-        let mut set = s.mask_gamma(&model, &full, ratio, kind, 0, &mut progress)?;
+        let masked = crate::unleash::atypical::masked_model(&model, ratio, kind, 0)?;
+        let mut set = s.mask_gamma(&masked, &full, ratio, kind, &mut progress)?;
         if test_pass == TestPass::AfterReporting {
             // What the UI now shows is what an export writes, even if the test pass is stopped.
             let shown = Arc::new(set.clone());
@@ -303,7 +304,7 @@ impl Worker {
                 return Ok(set);
             }
         }
-        let accuracy = s.masked_test_accuracy(&model, ratio, kind, 0, &mut progress)?;
+        let accuracy = s.masked_test_accuracy(&masked, &mut progress)?;
         set.masked_test_acc = Some(accuracy);
         if test_pass == TestPass::AfterReporting {
             let _ = events.send(WorkerEvent::Engine(Event::MaskTestAccuracy { ratio, epoch, accuracy }));

@@ -176,21 +176,23 @@ impl Session {
 
     /// gamma, the atypical set and the masked test accuracy of `model` masked at `ratio`.
     pub fn mask_analysis(&self, model: &Net, full: &FullPass, ratio: f64, kind: MaskKind, seed: u64, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
-        let mut set = self.mask_gamma(model, full, ratio, kind, seed, progress)?;
-        set.masked_test_acc = Some(self.masked_test_accuracy(model, ratio, kind, seed, progress)?);
+        let masked = atypical::masked_model(model, ratio, kind, seed)?;
+        let mut set = self.mask_gamma(&masked, full, ratio, kind, progress)?;
+        set.masked_test_acc = Some(self.masked_test_accuracy(&masked, progress)?);
         Ok(set)
     }
 
-    /// gamma and the atypical set only (one pass over the training set): what the slider shows first.
-    pub fn mask_gamma(&self, model: &Net, full: &FullPass, ratio: f64, kind: MaskKind, seed: u64, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
+    /// gamma and the atypical set only (one pass over the training set) of `masked`, the model
+    /// masked at `ratio` by [`atypical::masked_model`]: what the slider shows first.
+    pub fn mask_gamma(&self, masked: &Net, full: &FullPass, ratio: f64, kind: MaskKind, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
         let bs = self.config.train.eval_batch_size;
-        atypical::analyze(model, full, ratio, kind, seed, &self.sets.train, self.classes, self.inference_device(), bs, progress)
+        atypical::analyze(masked, full, ratio, kind, &self.sets.train, self.classes, self.inference_device(), bs, progress)
     }
 
-    /// The masked model's ID test accuracy.
-    pub fn masked_test_accuracy(&self, model: &Net, ratio: f64, kind: MaskKind, seed: u64, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<f64> {
+    /// A masked model's ID test accuracy.
+    pub fn masked_test_accuracy(&self, masked: &Net, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<f64> {
         let bs = self.config.train.eval_batch_size;
-        atypical::masked_test_accuracy(model, ratio, kind, seed, &self.sets.test, self.classes, self.inference_device(), bs, progress)
+        atypical::masked_test_accuracy(masked, &self.sets.test, self.classes, self.inference_device(), bs, progress)
     }
 
     /// Replaces the current model with a snapshot of this run.

@@ -97,14 +97,18 @@ pub fn full_pass(model: &Net, epoch: usize, train: &PreparedSet, test: &Prepared
     Ok(FullPass { epoch, train: train_pass, test_acc: test_pass.accuracy })
 }
 
-/// Masks `model` at `ratio` and compares it with the full model's pass over the training set:
-/// gamma and the atypical set. One forward pass over the training set; the masked test accuracy
-/// is left to [`masked_test_accuracy`].
-#[allow(clippy::too_many_arguments)]
-pub fn analyze(model: &Net, full: &FullPass, ratio: f64, kind: MaskKind, seed: u64, train: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
+/// `model` with the fraction `ratio` of each conv/linear weight zeroed (see [`masked_copy`]).
+pub fn masked_model(model: &Net, ratio: f64, kind: MaskKind, seed: u64) -> Result<Net> {
     crate::config::check_mask_ratio(ratio)?;
-    let masked = masked_copy(model, ratio, kind, seed);
-    let tl = eval::logits(&masked, train, batch, device, &mut |d| progress(d, train.len()))?;
+    Ok(masked_copy(model, ratio, kind, seed))
+}
+
+/// Compares `masked` (the model masked at `ratio` by [`masked_model`]) with the full model's pass
+/// over the training set: gamma and the atypical set. One forward pass over the training set; the
+/// masked test accuracy is left to [`masked_test_accuracy`].
+#[allow(clippy::too_many_arguments)]
+pub fn analyze(masked: &Net, full: &FullPass, ratio: f64, kind: MaskKind, train: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
+    let tl = eval::logits(masked, train, batch, device, &mut |d| progress(d, train.len()))?;
     let m_train = LabelledPass::from_logits(&tl, classes, &train.labels)?;
     let mut samples: Vec<AtypicalSample> = (0..train.len())
         .filter(|&i| full.train.predictions[i] == train.labels[i] && m_train.predictions[i] != train.labels[i])
@@ -132,12 +136,9 @@ pub fn analyze(model: &Net, full: &FullPass, ratio: f64, kind: MaskKind, seed: u
     })
 }
 
-/// ID test accuracy of `model` masked at `ratio` (the same mask as [`analyze`] builds).
-#[allow(clippy::too_many_arguments)]
-pub fn masked_test_accuracy(model: &Net, ratio: f64, kind: MaskKind, seed: u64, test: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<f64> {
-    crate::config::check_mask_ratio(ratio)?;
-    let masked = masked_copy(model, ratio, kind, seed);
-    let vl = eval::logits(&masked, test, batch, device, &mut |d| progress(d, test.len()))?;
+/// ID test accuracy of a masked model.
+pub fn masked_test_accuracy(masked: &Net, test: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<f64> {
+    let vl = eval::logits(masked, test, batch, device, &mut |d| progress(d, test.len()))?;
     Ok(LabelledPass::from_logits(&vl, classes, &test.labels)?.accuracy)
 }
 
