@@ -71,15 +71,6 @@ impl Renderer {
                 self.line(&epoch_row(record, &self.ood_names));
             }
             Event::PhaseDone { .. } | Event::Idle => self.bar.set_message(""),
-            Event::MaskResult(a) => self.line(&format!(
-                "ratio {:.3}: gamma {:.5}, {} atypical{}",
-                a.ratio,
-                a.gamma,
-                a.samples.len(),
-                a.masked_test_acc.map(|acc| format!(", masked test acc {acc:.4}")).unwrap_or_default()
-            )),
-            Event::MaskTestAccuracy { ratio, accuracy, .. } => self.line(&format!("ratio {ratio:.3}: masked test acc {accuracy:.4}")),
-            Event::MaskSweep(_) => {}
             Event::Exported(paths) => {
                 for p in paths {
                     self.line(&format!("wrote {}", p.display()));
@@ -100,14 +91,7 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024.0)
 }
-
-pub fn format_secs(s: f64) -> String {
-    if !s.is_finite() {
-        return "?".into();
-    }
-    let s = s.round() as u64;
-    if s >= 3600 { format!("{}h{:02}m", s / 3600, (s % 3600) / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
-}
+pub use crate::events::format_secs;
 
 fn epoch_header(ood: &[String], val: &str) -> String {
     let mut h = format!(

@@ -168,7 +168,7 @@ pub fn metrics(id: &Path, ood: &Path, column: usize, json: bool) -> Result<()> {
 pub struct MaskArgs {
     #[arg(long)]
     pub run: PathBuf,
-    /// Snapshot epoch (default: the last).
+    /// Snapshot epoch (default: the last base epoch, as in the app and for um/umap).
     #[arg(long)]
     pub epoch: Option<usize>,
     #[arg(long, value_delimiter = ',', default_value = "0.01,0.05,0.1,0.3,0.5,0.7", allow_negative_numbers = true)]
@@ -187,64 +187,104 @@ pub struct MaskArgs {
     pub json: bool,
 }
 
-/// `unleash mask`: the gamma-vs-ratio table, the two other gamma choices, and atypical CSVs.
+/// `unleash mask`: per ratio, gamma, the atypical set (CSV), and the masked model's ID accuracy and
+/// OOD detection next to the unmasked model's; then the two other gamma choices.
 pub fn mask(a: MaskArgs) -> Result<()> {
     let kind = MaskKind::parse(&a.mask)?;
     for &r in &a.ratios {
         crate::config::check_mask_ratio(r)?;
     }
     let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
-    let s = Session::resume(&a.run, device, a.epoch)?;
-    let epoch = a.epoch.unwrap_or(s.records.len());
-    let model = s.inference_model();
+    let epoch = match a.epoch {
+        Some(e) => e,
+        None => crate::run::last_base_epoch(&RunReader::open(&a.run)?.records).ok_or_else(|| Error::run(&a.run, "has no base epochs to mask"))?,
+    };
+    let s = Session::resume(&a.run, device, Some(epoch))?;
+    let mut probe = mask_probe(&s, epoch);
     let mut r = Renderer::new(a.json);
     let mut progress = |d: usize, t: usize| {
-        r.handle(&Event::Evaluating { epoch, set: "train+test".into(), done: d, total: t });
+        r.handle(&Event::Evaluating { epoch, set: "mask".into(), done: d, total: t });
         Ok(())
     };
-    let full = s.full_pass(&model, epoch, &mut progress)?;
+    let full = probe.full_pass(&s.sets, &mut progress)?;
+    let full_detection = probe.full_detection(&s.sets, &mut progress)?;
     let out_dir = a.out.clone().unwrap_or_else(|| a.run.join("mask"));
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, "create", e))?;
     let mut rows = Vec::new();
     for &ratio in &a.ratios {
-        let set = s.mask_analysis(&model, &full, ratio, kind, a.seed, &mut progress)?;
+        let set = probe.answer(ratio, kind, a.seed, &s.sets, &mut progress)?;
         let csv = out_dir.join(format!("atypical_e{epoch}_{}_r{ratio}.csv", kind.key()));
         fsio::write_atomic(&csv, set.to_csv().as_bytes())?;
-        rows.push((set.sweep_point(), csv));
+        rows.push((set, csv));
     }
     r.finish();
     let q_losses = &full.train.per_sample_loss;
     let quantiles: Vec<(f64, f64)> = [0.5, 0.8, 0.9, 0.95, 0.99].iter().filter_map(|&q| atypical::gamma_from_quantile(q_losses, q).map(|g| (q, g))).collect();
     let earlier: Vec<(usize, f64)> = s.records.iter().take(epoch).map(|r| (r.epoch, r.train_eval_loss)).collect();
     if a.json {
+        let detection_json = |d: &crate::unleash::Detection| serde_json::json!({"val_name": d.val_name, "val": d.val, "ood": d.ood, "ood_mean": d.ood_mean});
+        let mut full_json = serde_json::json!({"train_loss": full.train.mean_loss, "train_acc": full.train.accuracy, "test_acc": full.test_acc});
+        merge(&mut full_json, detection_json(&full_detection));
+        let ratios: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(set, csv)| {
+                let mut row = serde_json::json!({"ratio": set.ratio, "gamma": set.gamma, "atypical": set.samples.len(), "masked_test_acc": set.masked_test_acc, "masked_train_acc": set.masked_train_acc, "csv": csv});
+                if let Some(d) = &set.masked_detection {
+                    merge(&mut row, detection_json(d));
+                }
+                row
+            })
+            .collect();
         let out = serde_json::json!({
             "run": a.run, "epoch": epoch, "mask": kind.key(),
-            "full": {"train_loss": full.train.mean_loss, "train_acc": full.train.accuracy, "test_acc": full.test_acc},
-            "ratios": rows.iter().map(|(p, csv)| serde_json::json!({"ratio": p.ratio, "gamma": p.gamma, "atypical": p.atypical, "masked_test_acc": p.masked_test_acc, "csv": csv})).collect::<Vec<_>>(),
+            "full": full_json,
+            "ratios": ratios,
             "gamma_from_quantile": quantiles.iter().map(|(q, g)| serde_json::json!({"q": q, "gamma": g})).collect::<Vec<_>>(),
             "gamma_from_epoch": earlier.iter().map(|(e, g)| serde_json::json!({"epoch": e, "gamma": g})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
-    println!("snapshot: epoch {epoch}; full model: train loss {:.5}, train acc {:.4}, test acc {:.4}", full.train.mean_loss, full.train.accuracy, full.test_acc);
-    println!("{:>7} {:>10} {:>10} {:>14}  atypical list", "ratio", "gamma", "atypical", "masked test acc");
-    for (p, csv) in &rows {
-        println!("{:>7.3} {:>10.5} {:>10} {:>14.4}  {}", p.ratio, p.gamma, p.atypical, p.masked_test_acc, csv.display());
+    let energy = |d: &crate::unleash::Detection| d.mean(Score::Energy).map_or((f64::NAN, f64::NAN), |m| (m.auroc, m.fpr95));
+    let (fa, ff) = energy(&full_detection);
+    println!("snapshot: epoch {epoch}; full model: train loss {:.5}, train acc {:.4}, test acc {:.4}, mean test-OOD Energy AUROC {fa:.4}, FPR95 {ff:.4}", full.train.mean_loss, full.train.accuracy, full.test_acc);
+    println!("{:>7} {:>10} {:>9} {:>10} {:>14} {:>14}  atypical list", "ratio", "gamma", "atypical", "masked acc", "Energy AUROC", "Energy FPR95");
+    for (set, csv) in &rows {
+        let (ma, mf) = set.masked_detection.as_ref().map_or((f64::NAN, f64::NAN), energy);
+        println!(
+            "{:>7.3} {:>10.5} {:>9} {:>10.4} {:>6.4} ({:+.3}) {:>6.4} ({:+.3})  {}",
+            set.ratio,
+            set.gamma,
+            set.samples.len(),
+            set.masked_test_acc.unwrap_or(f64::NAN),
+            ma,
+            ma - fa,
+            mf,
+            mf - ff,
+            csv.display()
+        );
     }
+    println!("(Energy: mean over the test OOD sets, masked model, its difference to the unmasked one in brackets; --json has every set and score)");
     println!("\nOther ways to pick gamma:");
     println!("  quantile of the final per-sample losses: {}", quantiles.iter().map(|(q, g)| format!("q{q}={g:.4}")).collect::<Vec<_>>().join("  "));
     println!("  mean training loss at an earlier epoch:  {}", earlier.iter().map(|(e, g)| format!("e{e}={g:.4}")).collect::<Vec<_>>().join("  "));
     Ok(())
 }
 
-/// Which fine-tune.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finetune {
-    Um,
-    Umap,
-    Control,
+/// The mask explorer's engine on a session's snapshot `epoch` (the session's current model).
+pub fn mask_probe(s: &Session, epoch: usize) -> crate::unleash::MaskProbe {
+    let ctx = crate::unleash::probe::EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
+    crate::unleash::MaskProbe::new(s.inference_model(), epoch, &s.sets, ctx, Default::default())
 }
+
+/// Adds `extra`'s fields to the JSON object `into`.
+fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(o), serde_json::Value::Object(e)) = (into.as_object_mut(), extra) {
+        o.extend(e);
+    }
+}
+
+pub use crate::train::Finetune;
 
 #[derive(Args, Debug, Clone)]
 pub struct FinetuneArgs {
@@ -320,15 +360,11 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     let mut s = Session::resume(&a.run, device, Some(start))?;
     let mut r = Renderer::new(false);
     r.handle(&Event::Info(format!("device: {}; starting from epoch {start}", s.device.description)));
-    let (phase, objective, umap_ratio) = match kind {
-        Finetune::Control => (Phase::Control, Objective::CrossEntropy, None),
-        Finetune::Um => (Phase::Um, Objective::Flooded { gamma: resolve_gamma(&a, &s, start, &mut r)? }, None),
-        Finetune::Umap => {
-            crate::config::check_mask_ratio(a.prune_ratio)?;
-            (Phase::Umap, Objective::Flooded { gamma: resolve_gamma(&a, &s, start, &mut r)? }, Some(a.prune_ratio))
-        }
+    let gamma = match kind {
+        Finetune::Control => 0.0,
+        Finetune::Um | Finetune::Umap => resolve_gamma(&a, &s, start, &mut r)?,
     };
-    let spec = PhaseSpec { phase, epochs: a.epochs, lr: a.lr, objective, umap_ratio, from_epoch: Some(start) };
+    let spec = kind.phase_spec(gamma, a.prune_ratio, a.epochs, a.lr, start);
     let result = s.run_phase(&spec, &Control::new(), &mut |e| r.handle(&e));
     r.finish();
     result?;
@@ -362,6 +398,9 @@ pub struct ExportArgs {
     pub ratio: f64,
     #[arg(long, default_value = "magnitude")]
     pub mask: String,
+    /// Export the model masked at --ratio (the mask explorer's masked model) instead of the snapshot.
+    #[arg(long)]
+    pub masked: bool,
     #[arg(long)]
     pub device: Option<String>,
 }
@@ -379,7 +418,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
         let s = Session::resume(&a.run, device, a.epoch)?;
         let model = s.inference_model();
         if let Some(p) = &a.model {
-            written.extend(crate::export::export_model(&model, p)?);
+            let exported = if a.masked { crate::unleash::atypical::masked_model(&model, a.ratio, MaskKind::parse(&a.mask)?, 0)? } else { model.clone() };
+            written.extend(crate::export::export_model(&exported, p)?);
         }
         if a.atypical.is_some() || a.contact_sheet.is_some() {
             let epoch = a.epoch.unwrap_or(s.records.len());

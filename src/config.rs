@@ -70,6 +70,10 @@ pub struct DataConfig {
     /// Use only the first N training samples.
     #[serde(default)]
     pub train_limit: Option<usize>,
+    /// Class names, one per label (else read from a names file beside the training data; see
+    /// `data::classes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
 }
 
 fn default_val_ood() -> String {
@@ -93,7 +97,13 @@ impl DataConfig {
                 "uniform".into(),
             ],
             train_limit: None,
+            classes: None,
         }
+    }
+
+    /// Names of the `classes` labels of the training data.
+    pub fn class_names(&self, classes: usize) -> Result<Vec<String>> {
+        crate::data::classes::class_names(&self.train, self.classes.as_deref(), classes)
     }
 
     pub fn sources(&self) -> Result<(DataSource, DataSource, DataSource, Vec<DataSource>)> {

@@ -46,6 +46,10 @@ pub enum Error {
     #[error("stopped by the user")]
     Stopped,
 
+    /// A newer request replaced this one before it finished (a slider drag); nothing to report.
+    #[error("superseded by a newer request")]
+    Superseded,
+
     #[error("{0}")]
     Other(String),
 }

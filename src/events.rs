@@ -2,7 +2,6 @@
 //! the CLI renders the same events as progress bars and tables.
 
 use crate::run::{EpochRecord, Phase};
-use crate::unleash::{AtypicalSet, MaskSweepPoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,11 +15,6 @@ pub enum Event {
     Evaluating { epoch: usize, set: String, done: usize, total: usize },
     EpochDone { record: Box<EpochRecord>, per_sample_loss: Arc<Vec<f32>> },
     PhaseDone { phase: Phase, stopped: bool },
-    /// A mask ratio's gamma and atypical set (the masked test accuracy may follow).
-    MaskResult(Arc<AtypicalSet>),
-    /// The masked test accuracy of the mask last reported by `MaskResult`.
-    MaskTestAccuracy { ratio: f64, epoch: usize, accuracy: f64 },
-    MaskSweep(Vec<MaskSweepPoint>),
     /// A finished export: what was written where.
     Exported(Vec<std::path::PathBuf>),
     /// A job failed; the session stays usable.
@@ -90,3 +84,12 @@ impl Control {
 
 /// Where events go: the worker's channel, the CLI's renderer, or nowhere.
 pub type Sink<'a> = &'a mut dyn FnMut(Event);
+
+/// A duration for people: "3m07s", "1h05m"; "?" when unknown.
+pub fn format_secs(s: f64) -> String {
+    if !s.is_finite() {
+        return "?".into();
+    }
+    let s = s.round() as u64;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, (s % 3600) / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+}

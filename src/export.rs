@@ -10,12 +10,29 @@ use crate::run::{best_by_validation, EpochRecord, Phase};
 use crate::unleash::AtypicalSet;
 use std::path::{Path, PathBuf};
 
-/// Writes the model as `<stem>.bpk` and `<stem>.safetensors` beside `path`.
+/// Writes the model as `<stem>.bpk` and `<stem>.safetensors` beside `path`: both or neither.
 pub fn export_model(model: &Net, path: &Path) -> Result<Vec<PathBuf>> {
+    export_model_with(model, path, |m, p| m.save_safetensors(p))
+}
+
+/// [`export_model`] with the second writer given (tests inject a failing one). Each file is
+/// written atomically; when the second fails, the first is put back as it was (removed, or its
+/// earlier content restored), so a failed export leaves nothing behind.
+fn export_model_with(model: &Net, path: &Path, write_second: impl FnOnce(&Net, &Path) -> Result<()>) -> Result<Vec<PathBuf>> {
     let bpk = path.with_extension("bpk");
     let st = path.with_extension("safetensors");
+    let earlier = if bpk.is_file() { Some(std::fs::read(&bpk).map_err(|e| Error::io(&bpk, "read", e))?) } else { None };
     model.save_bpk(&bpk)?;
-    model.save_safetensors(&st)?;
+    if let Err(e) = write_second(model, &st) {
+        let undo = match earlier {
+            Some(bytes) => crate::fsio::write_atomic(&bpk, &bytes),
+            None => std::fs::remove_file(&bpk).map_err(|e| Error::io(&bpk, "remove", e)),
+        };
+        if let Err(u) = undo {
+            return Err(Error::Other(format!("{e}; and {} could not be put back: {u}", bpk.display())));
+        }
+        return Err(e);
+    }
     Ok(vec![bpk, st])
 }
 
@@ -149,4 +166,33 @@ pub fn export_contact_sheet(ds: &Dataset, set: &AtypicalSet, path: &Path) -> Res
         .map_err(|e| Error::Other(format!("{}: cannot encode PNG: {e}", p.display())))?;
     fsio::write_atomic(&p, &bytes)?;
     Ok(vec![p])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_model() -> Net {
+        let shape = crate::data::ImageShape { channels: 1, height: 8, width: 8 };
+        Net::new(crate::config::ModelKind::Mlp, shape, 2, &crate::device::cpu().device).unwrap()
+    }
+
+    #[test]
+    fn a_failing_second_file_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let model = tiny_model();
+        let fail = |_: &Net, p: &Path| Err(Error::io(p, "write", std::io::Error::other("disk full (injected)")));
+        let e = export_model_with(&model, &path, fail).unwrap_err().to_string();
+        assert!(e.contains("injected"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Over an earlier export, its files stay as they were.
+        export_model(&model, &path).unwrap();
+        let before = std::fs::read(path.with_extension("bpk")).unwrap();
+        let other = tiny_model();
+        assert!(export_model_with(&other, &path, fail).is_err());
+        assert_eq!(std::fs::read(path.with_extension("bpk")).unwrap(), before);
+        assert!(path.with_extension("safetensors").exists());
+    }
 }

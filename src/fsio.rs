@@ -115,7 +115,11 @@ mod tests {
         write_atomic(&p, &bytes).unwrap();
         let (shape, data) = read_npy_f32(&p).unwrap();
         assert_eq!(shape, vec![2, 3]);
-        assert_eq!(data[5], 6.5);
+        assert_eq!(data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        // Every bit pattern survives, -0.0, NaN payloads and infinities included.
+        let odd = [-0.0f32, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0x7fc0_1234), f32::MIN_POSITIVE / 2.0, 1e-45];
+        let (_, back) = parse_npy_f32(&p, &npy_f32(&[odd.len()], &odd)).unwrap();
+        assert_eq!(back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), odd.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
 
     /// Regression (cargo-fuzz, run_folder target): a shape whose byte size overflows usize is a

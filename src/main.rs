@@ -26,6 +26,15 @@ enum Command {
         /// A run folder to open.
         #[arg(long)]
         run: Option<PathBuf>,
+        /// Start training at launch (with --config's experiment, or the sample data).
+        #[arg(long)]
+        start: bool,
+        /// A TOML experiment file to set up.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The run folder a training started here writes.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Train an ID classifier, evaluating every epoch.
     Train(TrainArgs),
@@ -200,15 +209,21 @@ fn eval(a: EvalArgs) -> Result<()> {
     commands::eval(exp, &a.model, device, a.json)
 }
 
+#[cfg(feature = "gui")]
+fn gui(run: Option<PathBuf>, start: bool, config: Option<PathBuf>, out: Option<PathBuf>) -> Result<()> {
+    let config = config.map(|p| ExperimentConfig::from_toml_file(&p)).transpose()?;
+    unleash::app::run_gui(unleash::app::AppOptions { run, device: None, config, out, start })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         #[cfg(feature = "gui")]
-        None => unleash::app::run_gui(None),
+        None => unleash::app::run_gui(Default::default()),
         #[cfg(not(feature = "gui"))]
         None => Err(Error::Other("this build has no desktop app (built without the `gui` feature); run `unleash --help` for the CLI".into())),
         #[cfg(feature = "gui")]
-        Some(Command::Gui { run }) => unleash::app::run_gui(run),
+        Some(Command::Gui { run, start, config, out }) => gui(run, start, config, out),
         Some(Command::Train(a)) => train(a),
         Some(Command::Eval(a)) => eval(a),
         Some(Command::Metrics { id_scores, ood_scores, column, json }) => commands::metrics(&id_scores, &ood_scores, column, json),

@@ -1,24 +1,32 @@
 //! The background worker: one thread owns the session (and so the model: burn modules are Send,
-//! not Sync). It takes `Command`s and sends `Event`s over crossbeam channels, calling a repaint
-//! hook after each event. Pause and stop go through shared atomics, so the UI never waits on it.
+//! not Sync). It takes `Command`s and sends `WorkerEvent`s over crossbeam channels, calling a
+//! repaint hook after each event. Pause and stop go through shared atomics, so the UI never waits
+//! on it.
 //!
 //! Ordering rules (tested): commands run one at a time in arrival order; a Stop or Pause with no
 //! job running is a no-op (the next job clears them); mask requests are coalesced: only the latest
-//! queued one runs; a job command while another job runs waits its turn; a panic inside a job is
-//! caught, reported as an error event, and the worker goes on.
+//! queued one runs, and one that is being computed gives way as soon as a newer command arrives;
+//! a job command while another job runs waits its turn; a panic inside a job is caught, reported
+//! as an error event, and the worker goes on.
+//!
+//! Between commands the worker computes the mask sweep of the snapshot a base phase ended on (or
+//! a reopened run's), one ratio at a time: a command that arrives preempts it between batches, and
+//! the sweep goes on once the worker is idle again. A finished sweep is cached in the run folder.
 
-use crate::commands::Finetune;
 use crate::config::ExperimentConfig;
 use crate::data::DataBundle;
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::run::{EpochRecord, Phase, RunReader};
-use crate::train::{Objective, PhaseSpec, Session};
-use crate::unleash::atypical::FullPass;
-use crate::unleash::{AtypicalSet, MaskKind};
-use crossbeam_channel::{Receiver, Sender};
-use std::path::PathBuf;
+use crate::train::{Finetune, Objective, PhaseSpec, Session};
+use crate::unleash::probe::{self, EvalContext, MaskProbe};
+use crate::unleash::{AtypicalSet, Detection, MaskKind, MaskSweepPoint, PreviewSize};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// How many ratios the sweep computed without asking has.
+pub const DEFAULT_SWEEP_POINTS: usize = 12;
 
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -26,19 +34,29 @@ pub enum Command {
     Train { config: ExperimentConfig, out: PathBuf },
     /// UM / UMAP / plain-CE fine-tune of the current run, from `from_epoch` (default: last base).
     Finetune { kind: Finetune, gamma: f64, epochs: usize, lr: f64, prune_ratio: f64, from_epoch: Option<usize> },
-    /// gamma, atypical set and masked accuracy at a ratio, on a snapshot (default: last base).
-    Mask { ratio: f64, kind: MaskKind, epoch: Option<usize> },
-    /// The gamma-vs-ratio curve.
+    /// gamma, atypical set, masked accuracy and OOD detection at a ratio, on a snapshot.
+    Mask(MaskRequest),
+    /// The sweep over `ratios` (computed between commands, like the default one).
     Sweep { ratios: Vec<f64>, kind: MaskKind, epoch: Option<usize> },
     /// Reopen a run folder (from the CLI or the app).
     OpenRun(PathBuf),
-    /// Find out which device a choice resolves to (reported as an Info "device: ..." event).
+    /// Find out which device a choice resolves to (reported as [`WorkerEvent::Device`]).
     ProbeDevice(crate::config::DeviceChoice),
     Export(ExportRequest),
     /// Panics on purpose (tests of the error path).
     #[doc(hidden)]
     Crash,
     Shutdown,
+}
+
+/// One question to the mask explorer; `id` comes back with every answer to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskRequest {
+    pub id: u64,
+    pub ratio: f64,
+    pub kind: MaskKind,
+    /// The snapshot to mask (default: the last base epoch).
+    pub epoch: Option<usize>,
 }
 
 /// What to export and where (paths come from save dialogs, or from tests directly).
@@ -50,16 +68,58 @@ pub struct ExportRequest {
     pub contact_sheet: Option<PathBuf>,
 }
 
-/// Extra events the GUI needs beyond the engine's.
+/// What the worker is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Sent by the UI; the worker has not begun it yet.
+    Starting,
+    LoadingData,
+    Training(Phase),
+    /// Masking a snapshot at a ratio.
+    Mask { ratio: f64, epoch: usize },
+    /// The sweep of a snapshot: `done` of `total` ratios.
+    Sweep { epoch: usize, done: usize, total: usize },
+    OpeningRun(PathBuf),
+    Exporting,
+    ProbingDevice,
+}
+
+impl Job {
+    pub fn describe(&self) -> String {
+        match self {
+            Job::Starting => "starting".into(),
+            Job::LoadingData => "loading data".into(),
+            Job::Training(p) => format!("{} training", p.name()),
+            Job::Mask { ratio, epoch } => format!("masking epoch {epoch} at ratio {ratio:.3}"),
+            Job::Sweep { epoch, done, total } => format!("mask sweep of epoch {epoch}: {done}/{total} ratios"),
+            Job::OpeningRun(dir) => format!("opening {}", dir.display()),
+            Job::Exporting => "exporting".into(),
+            Job::ProbingDevice => "probing the device".into(),
+        }
+    }
+}
+
+/// The events the GUI gets: the engine's, and the worker's own.
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
     Engine(Event),
-    /// A session is ready: its data (for thumbnails), device and run folder.
-    SessionReady { data: Arc<DataBundle>, device: String, run_dir: Option<PathBuf> },
+    /// A session is ready: its data (for thumbnails), class names, device and run folder.
+    SessionReady { data: Arc<DataBundle>, class_names: Vec<String>, device: String, run_dir: Option<PathBuf> },
     /// A run was (re)opened: its history so far.
     RunLoaded { dir: PathBuf, records: Vec<EpochRecord>, loss_rows: Vec<Arc<Vec<f32>>>, config: Box<ExperimentConfig> },
-    /// A job started (for the busy indicator).
-    Busy(String),
+    /// The device a choice resolved to.
+    Device(String),
+    /// A job started (the busy indicator); `Engine(Event::Idle)` ends it.
+    Busy(Job),
+    /// Work between commands (the sweep), or None when there is none.
+    Background(Option<Job>),
+    /// An answer to mask request `request`: first a preview (`answer.preview` is Some), then the
+    /// complete gamma and atypical set (its `masked_detection` follows in `MaskDetection`).
+    MaskAnswer { request: u64, answer: Arc<AtypicalSet> },
+    /// The masked model's test accuracy and OOD detection on the complete sets, for `request`.
+    MaskDetection { request: u64, detection: Arc<Detection> },
+    /// Sweep points so far for a snapshot and mask kind (`complete` once every ratio is in).
+    Sweep { epoch: usize, kind: MaskKind, points: Vec<MaskSweepPoint>, complete: bool },
 }
 
 pub struct WorkerHandle {
@@ -86,46 +146,83 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Starts the worker; `repaint` is called after every event (the GUI passes ctx.request_repaint).
-pub fn spawn(repaint: impl Fn() + Send + 'static) -> WorkerHandle {
-    let (ctx_tx, ctx_rx) = crossbeam_channel::unbounded();
+/// How urgently the UI should redraw after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repaint {
+    /// Something the user waits for (an epoch, a mask answer, an error, idle).
+    Now,
+    /// Progress within a pass or a batch: a redraw within ~100 ms is plenty, and coalescing them
+    /// keeps the UI's own cost off the training threads.
+    Soon,
+}
+
+/// Starts the worker; `repaint` is called after every event (the GUI passes ctx.request_repaint
+/// or request_repaint_after).
+pub fn spawn(repaint: impl Fn(Repaint) + Send + 'static) -> WorkerHandle {
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
     let control = Control::new();
     let c2 = control.clone();
     let thread = std::thread::Builder::new()
         .name("unleash-worker".into())
-        .spawn(move || Worker { session: None, inbox: ctx_rx.clone(), full: None, run_dir: None, last_mask: None, control: c2, events: ev_tx, repaint: Box::new(repaint) }.run(ctx_rx))
+        .spawn(move || {
+            let worker = Worker {
+                session: None,
+                inbox: cmd_rx.clone(),
+                probes: Vec::new(),
+                sweep: None,
+                run_dir: None,
+                last_mask: None,
+                control: c2,
+                events: ev_tx,
+                repaint: Box::new(repaint),
+            };
+            worker.run(cmd_rx)
+        })
         .expect("spawning the worker thread");
-    WorkerHandle { commands: ctx_tx, events: ev_rx, control, thread: Some(thread) }
+    WorkerHandle { commands: cmd_tx, events: ev_rx, control, thread: Some(thread) }
 }
 
-/// When a mask's test-accuracy pass runs relative to reporting its gamma and atypical set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TestPass {
-    /// Both passes, then one result (the gamma curve).
-    Before,
-    /// Report gamma and the set at once, then the accuracy unless a newer command waits (the slider).
-    AfterReporting,
+/// A sweep in progress.
+struct SweepJob {
+    epoch: usize,
+    kind: MaskKind,
+    ratios: Vec<f64>,
+    points: Vec<MaskSweepPoint>,
 }
+
+/// Snapshots kept under the mask explorer at once (the user compares two stages; a third is the
+/// one being swept).
+const PROBES_KEPT: usize = 3;
 
 struct Worker {
     session: Option<Session>,
     /// The command queue, to see whether a newer command is already waiting.
     inbox: Receiver<Command>,
-    /// The full model's pass for the snapshot masks are applied to (reused across ratios).
-    full: Option<(usize, FullPass)>,
+    /// The snapshots masks were applied to, most recent last.
+    probes: Vec<MaskProbe>,
+    sweep: Option<SweepJob>,
     run_dir: Option<PathBuf>,
-    /// The latest atypical set (what the export of CSV / contact sheet writes).
+    /// The latest complete atypical set (what the export of CSV / contact sheet writes).
     last_mask: Option<Arc<AtypicalSet>>,
     control: Arc<Control>,
     events: Sender<WorkerEvent>,
-    repaint: Box<dyn Fn() + Send>,
+    repaint: Box<dyn Fn(Repaint) + Send>,
+}
+
+/// The events whose redraw can wait a little.
+fn urgency(e: &WorkerEvent) -> Repaint {
+    match e {
+        WorkerEvent::Engine(Event::Batch(_) | Event::Evaluating { .. }) => Repaint::Soon,
+        _ => Repaint::Now,
+    }
 }
 
 impl Worker {
     fn emit(&self, e: WorkerEvent) {
+        let urgency = urgency(&e);
         let _ = self.events.send(e);
-        (self.repaint)();
+        (self.repaint)(urgency);
     }
 
     fn engine(&self, e: Event) {
@@ -133,11 +230,27 @@ impl Worker {
     }
 
     fn run(mut self, commands: Receiver<Command>) {
-        while let Ok(mut cmd) = commands.recv() {
+        loop {
+            let next = if self.sweep.is_some() {
+                match commands.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match commands.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => break,
+                }
+            };
+            let Some(mut cmd) = next else {
+                self.sweep_step();
+                continue;
+            };
             // Coalesce mask requests: a slider drag queues many; only the latest matters.
-            if matches!(cmd, Command::Mask { .. }) {
+            if matches!(cmd, Command::Mask(_)) {
                 while let Some(next) = commands.try_iter().next() {
-                    if matches!(next, Command::Mask { .. }) {
+                    if matches!(next, Command::Mask(_)) {
                         cmd = next;
                     } else {
                         self.handle_caught(cmd);
@@ -159,8 +272,14 @@ impl Worker {
         }
         self.control.reset();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(cmd)));
+        self.report(result);
+        self.engine(Event::Idle);
+    }
+
+    /// Turns a job's outcome into events.
+    fn report(&self, result: std::thread::Result<Result<()>>) {
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) | Ok(Err(Error::Superseded)) => {}
             Ok(Err(Error::Stopped)) => self.engine(Event::Info("stopped".into())),
             Ok(Err(e)) => self.engine(Event::Error(e.to_string())),
             Err(panic) => {
@@ -172,36 +291,27 @@ impl Worker {
                 self.engine(Event::Error(format!("the worker failed: {msg} (the run folder keeps every finished epoch)")));
             }
         }
-        self.engine(Event::Idle);
     }
 
-    fn session(&mut self) -> Result<&mut Session> {
-        self.session.as_mut().ok_or_else(|| Error::Other("no model yet: train one or open a run with its data".into()))
+    fn session(&self) -> Result<&Session> {
+        self.session.as_ref().ok_or_else(|| Error::Other("no model yet: train one or open a run with its data".into()))
     }
 
     fn handle(&mut self, cmd: Command) -> Result<()> {
         match cmd {
             Command::Train { config, out } => self.train(config, out),
             Command::Finetune { kind, gamma, epochs, lr, prune_ratio, from_epoch } => self.finetune(kind, gamma, epochs, lr, prune_ratio, from_epoch),
-            Command::Mask { ratio, kind, epoch } => {
-                self.emit(WorkerEvent::Busy(format!("masking at ratio {ratio:.3}")));
-                let set = Arc::new(self.mask(ratio, kind, epoch, TestPass::AfterReporting)?);
-                self.last_mask = Some(set);
-                Ok(())
-            }
+            Command::Mask(req) => self.mask(req),
             Command::Sweep { ratios, kind, epoch } => {
-                let mut points = Vec::new();
-                for r in ratios {
-                    self.emit(WorkerEvent::Busy(format!("gamma curve: ratio {r:.2}")));
-                    points.push(self.mask(r, kind, epoch, TestPass::Before)?.sweep_point());
-                    self.engine(Event::MaskSweep(points.clone()));
-                }
+                let epoch = self.mask_epoch(epoch)?;
+                self.start_sweep(epoch, kind, ratios);
                 Ok(())
             }
             Command::OpenRun(dir) => self.open_run(dir),
             Command::ProbeDevice(choice) => {
+                self.emit(WorkerEvent::Busy(Job::ProbingDevice));
                 let d = crate::device::resolve(choice)?;
-                self.engine(Event::Info(format!("device: {}", d.description)));
+                self.emit(WorkerEvent::Device(d.description));
                 Ok(())
             }
             Command::Export(req) => self.export(req),
@@ -211,30 +321,38 @@ impl Worker {
     }
 
     fn train(&mut self, config: ExperimentConfig, out: PathBuf) -> Result<()> {
-        self.emit(WorkerEvent::Busy("loading data".into()));
+        self.emit(WorkerEvent::Busy(Job::LoadingData));
         config.train.validate()?;
         let device = crate::device::resolve(config.train.device)?;
         let data = Arc::new(config.data.load()?);
         let mut s = Session::new(config.clone(), device, data.clone())?;
         s.create_run(&out)?;
-        self.full = None;
+        self.forget_run();
         self.run_dir = Some(out.clone());
-        self.emit(WorkerEvent::SessionReady { data, device: s.device.description.clone(), run_dir: Some(out) });
-        self.emit(WorkerEvent::Busy("training".into()));
+        let class_names = self.class_names(&s);
+        self.emit(WorkerEvent::SessionReady { data, class_names, device: s.device.description.clone(), run_dir: Some(out) });
         let spec = PhaseSpec { phase: Phase::Base, epochs: config.train.epochs, lr: config.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
         self.session = Some(s);
-        self.run_phase(spec)
+        let result = self.run_phase(spec);
+        // Even a stopped base phase leaves epochs worth exploring.
+        if let Some(epoch) = self.session.as_ref().and_then(|s| crate::run::last_base_epoch(&s.records)) {
+            self.start_default_sweep(epoch);
+        }
+        result
     }
 
     fn run_phase(&mut self, spec: PhaseSpec) -> Result<()> {
+        self.emit(WorkerEvent::Busy(Job::Training(spec.phase)));
         let events = self.events.clone();
         let control = self.control.clone();
         let s = self.session.as_mut().ok_or_else(|| Error::Other("no session".into()))?;
         let repaint = &self.repaint;
         let phase = spec.phase;
         let result = s.run_phase(&spec, &control, &mut |e| {
-            let _ = events.send(WorkerEvent::Engine(e));
-            repaint();
+            let e = WorkerEvent::Engine(e);
+            let urgency = urgency(&e);
+            let _ = events.send(e);
+            repaint(urgency);
         });
         if matches!(result, Err(Error::Stopped)) {
             self.engine(Event::PhaseDone { phase, stopped: true });
@@ -248,86 +366,181 @@ impl Worker {
             Some(e) => e,
             None => crate::run::last_base_epoch(&s.records).ok_or_else(|| Error::Other("train a base model first".into()))?,
         };
-        let (phase, objective, umap_ratio) = match kind {
-            Finetune::Um => (Phase::Um, Objective::Flooded { gamma }, None),
-            Finetune::Umap => (Phase::Umap, Objective::Flooded { gamma }, Some(prune_ratio)),
-            Finetune::Control => (Phase::Control, Objective::CrossEntropy, None),
-        };
-        self.emit(WorkerEvent::Busy(format!("{} fine-tune", phase.name())));
-        self.run_phase(PhaseSpec { phase, epochs, lr, objective, umap_ratio, from_epoch: Some(start) })
+        self.run_phase(kind.phase_spec(gamma, prune_ratio, epochs, lr, start))
     }
 
-    /// gamma and the atypical set of a mask ratio, and the masked test accuracy (a second pass):
-    /// for the slider, gamma and the set are reported first and the test pass is skipped when a
-    /// newer command is already waiting.
-    fn mask(&mut self, ratio: f64, kind: MaskKind, epoch: Option<usize>, test_pass: TestPass) -> Result<AtypicalSet> {
-        crate::config::check_mask_ratio(ratio)?;
-        let events = self.events.clone();
-        let s = self.session.as_mut().ok_or_else(|| Error::Other("no model yet: train one or open a run with its data".into()))?;
-        let epoch = match epoch {
-            Some(e) => e,
-            None => crate::run::last_base_epoch(&s.records).unwrap_or(s.records.len()),
-        };
-        if epoch == 0 {
-            return Err(Error::Other("no trained epoch to mask yet".into()));
+    /// The snapshot a mask applies to: the one asked for, or the last base epoch.
+    fn mask_epoch(&self, epoch: Option<usize>) -> Result<usize> {
+        let s = self.session()?;
+        let epoch = epoch.or_else(|| crate::run::last_base_epoch(&s.records)).unwrap_or(s.records.len());
+        if epoch == 0 || epoch > s.records.len() {
+            return Err(Error::Other(format!("no epoch {epoch} to mask (complete epochs: 1 to {})", s.records.len())));
         }
-        let model = if s.records.len() == epoch && !s.records.is_empty() && s.records.last().is_some_and(|r| r.phase == Phase::Base) {
-            s.inference_model()
+        Ok(epoch)
+    }
+
+    /// The probe of snapshot `epoch` (built, with its snapshot loaded, on first use).
+    fn probe(&mut self, epoch: usize) -> Result<&mut MaskProbe> {
+        if let Some(i) = self.probes.iter().position(|p| p.epoch == epoch) {
+            let p = self.probes.remove(i);
+            self.probes.push(p);
         } else {
-            let path = RunReader::open(&s.writer.as_ref().ok_or_else(|| Error::Other("no run folder".into()))?.dir)?.snapshot(epoch)?;
-            crate::model::Net::load_bpk(s.config.train.model, s.data.train.shape, s.classes, &path, s.inference_device())?
-        };
-        let repaint = &self.repaint;
-        let control = self.control.clone();
-        let mut progress = |d: usize, t: usize| {
-            let _ = events.send(WorkerEvent::Engine(Event::Evaluating { epoch, set: format!("mask {ratio:.3}"), done: d, total: t }));
-            repaint();
-            control.checkpoint()
-        };
-        let full = match &self.full {
-            Some((e, f)) if *e == epoch => f.clone(),
-            _ => {
-                let f = s.full_pass(&model, epoch, &mut progress)?;
-                self.full = Some((epoch, f.clone()));
-                f
+            let s = self.session()?;
+            let model = snapshot_model(s, epoch)?;
+            let ctx = EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
+            let p = MaskProbe::new(model, epoch, &s.sets, ctx, PreviewSize::default());
+            if self.probes.len() >= PROBES_KEPT {
+                self.probes.remove(0);
             }
-        };
-        let masked = crate::unleash::atypical::masked_model(&model, ratio, kind, 0)?;
-        let mut set = s.mask_gamma(&masked, &full, ratio, kind, &mut progress)?;
-        if test_pass == TestPass::AfterReporting {
-            // What the UI now shows is what an export writes, even if the test pass is stopped.
-            let shown = Arc::new(set.clone());
-            self.last_mask = Some(shown.clone());
-            let _ = events.send(WorkerEvent::Engine(Event::MaskResult(shown)));
-            repaint();
-            if !self.inbox.is_empty() {
-                return Ok(set);
+            self.probes.push(p);
+        }
+        Ok(self.probes.last_mut().expect("pushed above"))
+    }
+
+    /// Progress of a pass: reported (coalesced by the UI), stoppable, and, when `preemptible`,
+    /// abandoned as soon as a newer command waits.
+    fn progress<'a>(events: &'a Sender<WorkerEvent>, control: &'a Control, inbox: &'a Receiver<Command>, label: String, epoch: usize, preemptible: bool) -> impl FnMut(usize, usize) -> Result<()> + 'a {
+        move |done, total| {
+            let _ = events.send(WorkerEvent::Engine(Event::Evaluating { epoch, set: label.clone(), done, total }));
+            control.checkpoint()?;
+            if preemptible && !inbox.is_empty() { Err(Error::Superseded) } else { Ok(()) }
+        }
+    }
+
+    /// A mask request: a preview on the probe's subsets, then gamma and the atypical set on the
+    /// whole training set, then the masked test accuracy and OOD detection. Each stage is
+    /// reported as it ends; a newer command waiting ends the request early.
+    fn mask(&mut self, req: MaskRequest) -> Result<()> {
+        crate::config::check_mask_ratio(req.ratio)?;
+        let epoch = self.mask_epoch(req.epoch)?;
+        self.emit(WorkerEvent::Busy(Job::Mask { ratio: req.ratio, epoch }));
+        let sets = self.session()?.sets.clone();
+        let (events, control, inbox) = (self.events.clone(), self.control.clone(), self.inbox.clone());
+        let (ratio, kind) = (req.ratio, req.kind);
+        let superseded = || !inbox.is_empty();
+        let probe = self.probe(epoch)?;
+        let masked = probe.masked(ratio, kind, 0)?;
+        let preview = probe.preview(&masked, ratio, kind)?;
+        let _ = events.send(WorkerEvent::MaskAnswer { request: req.id, answer: Arc::new(preview) });
+        (self.repaint)(Repaint::Now);
+        if superseded() {
+            return Ok(());
+        }
+        let label = format!("mask {ratio:.3}");
+        let probe = self.probe(epoch)?;
+        // The unmasked reference is computed once per snapshot: not abandoned midway.
+        probe.full_detection(&sets, &mut Self::progress(&events, &control, &inbox, format!("{label}: unmasked reference"), epoch, false))?;
+        let set = Arc::new(probe.gamma_at(&masked, ratio, kind, &sets, &mut Self::progress(&events, &control, &inbox, label.clone(), epoch, true))?);
+        // What the UI now shows is what an export writes, even if the detection pass is cut short.
+        self.last_mask = Some(set.clone());
+        self.emit(WorkerEvent::MaskAnswer { request: req.id, answer: set });
+        if superseded() {
+            return Ok(());
+        }
+        let probe = self.probe(epoch)?;
+        let detection = probe.detection(&masked, &sets, &mut Self::progress(&events, &control, &inbox, label, epoch, true))?;
+        self.emit(WorkerEvent::MaskDetection { request: req.id, detection: Arc::new(detection) });
+        Ok(())
+    }
+
+    /// The default sweep of a snapshot: from the run folder's cache when there, else computed
+    /// between commands.
+    fn start_default_sweep(&mut self, epoch: usize) {
+        let kind = MaskKind::Magnitude;
+        if let Some(points) = self.run_dir.as_deref().and_then(|d| read_sweep_cache(d, epoch, kind)) {
+            self.emit(WorkerEvent::Sweep { epoch, kind, points, complete: true });
+            return;
+        }
+        self.start_sweep(epoch, kind, probe::default_sweep_ratios(DEFAULT_SWEEP_POINTS));
+    }
+
+    fn start_sweep(&mut self, epoch: usize, kind: MaskKind, ratios: Vec<f64>) {
+        self.emit(WorkerEvent::Sweep { epoch, kind, points: Vec::new(), complete: false });
+        self.emit(WorkerEvent::Background(Some(Job::Sweep { epoch, done: 0, total: ratios.len() })));
+        self.sweep = Some(SweepJob { epoch, kind, ratios, points: Vec::new() });
+    }
+
+    /// One ratio of the sweep in progress. A command arriving meanwhile preempts it (the ratio is
+    /// redone later); an error ends the sweep and is reported.
+    fn sweep_step(&mut self) {
+        self.control.reset();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sweep_next()));
+        match result {
+            Ok(Err(Error::Superseded)) => return,
+            Ok(Ok(())) => {}
+            other => {
+                self.sweep = None;
+                self.report(other);
             }
         }
-        let accuracy = s.masked_test_accuracy(&masked, &mut progress)?;
-        set.masked_test_acc = Some(accuracy);
-        if test_pass == TestPass::AfterReporting {
-            let _ = events.send(WorkerEvent::Engine(Event::MaskTestAccuracy { ratio, epoch, accuracy }));
-            repaint();
+        if self.sweep.is_none() {
+            self.emit(WorkerEvent::Background(None));
         }
-        Ok(set)
+    }
+
+    fn sweep_next(&mut self) -> Result<()> {
+        let Some(job) = self.sweep.as_ref() else { return Ok(()) };
+        let (epoch, kind, ratio) = (job.epoch, job.kind, job.ratios[job.points.len()]);
+        let total = job.ratios.len();
+        let sets = self.session()?.sets.clone();
+        let (events, control, inbox) = (self.events.clone(), self.control.clone(), self.inbox.clone());
+        let probe = self.probe(epoch)?;
+        let answer = probe.answer(ratio, kind, 0, &sets, &mut Self::progress(&events, &control, &inbox, format!("sweep {ratio:.3}"), epoch, true))?;
+        let job = self.sweep.as_mut().expect("checked above");
+        job.points.push(answer.sweep_point());
+        let complete = job.points.len() == total;
+        let points = job.points.clone();
+        if complete {
+            // Cached first, so that whoever sees the complete sweep can count on the file.
+            self.sweep = None;
+            if let Some(dir) = &self.run_dir {
+                if let Err(e) = write_sweep_cache(dir, epoch, kind, &points) {
+                    self.engine(Event::Info(format!("the sweep is not cached: {e}")));
+                }
+            }
+        } else {
+            self.emit(WorkerEvent::Background(Some(Job::Sweep { epoch, done: points.len(), total })));
+        }
+        self.emit(WorkerEvent::Sweep { epoch, kind, points, complete });
+        Ok(())
+    }
+
+    /// The session's class names; a bad names file is reported and the label numbers stand in.
+    fn class_names(&self, s: &Session) -> Vec<String> {
+        s.config.data.class_names(s.classes).unwrap_or_else(|e| {
+            self.engine(Event::Error(e.to_string()));
+            (0..s.classes).map(|c| c.to_string()).collect()
+        })
+    }
+
+    /// A new session or run: cached probes, sweeps and masks belong to the old one.
+    fn forget_run(&mut self) {
+        self.probes.clear();
+        self.sweep = None;
+        self.last_mask = None;
+        self.emit(WorkerEvent::Background(None));
     }
 
     fn open_run(&mut self, dir: PathBuf) -> Result<()> {
-        self.emit(WorkerEvent::Busy(format!("opening {}", dir.display())));
+        self.emit(WorkerEvent::Busy(Job::OpeningRun(dir.clone())));
         let reader = RunReader::open(&dir)?;
         let config: ExperimentConfig = serde_json::from_value(reader.config["experiment"].clone())
             .map_err(|e| Error::run(&dir, format!("config.json does not describe an experiment: {e}")))?;
         let rows = reader.loss_matrix()?.map(|(_, r)| r).unwrap_or_default();
         self.emit(WorkerEvent::RunLoaded { dir: dir.clone(), records: reader.records.clone(), loss_rows: rows.into_iter().map(Arc::new).collect(), config: Box::new(config) });
-        self.full = None;
+        self.forget_run();
         self.run_dir = Some(dir.clone());
         // The data and last snapshot make masks and fine-tunes possible; without them the run is
         // still browsable.
         match Session::resume(&dir, None, None) {
             Ok(s) => {
-                self.emit(WorkerEvent::SessionReady { data: s.data.clone(), device: s.device.description.clone(), run_dir: Some(dir) });
+                let class_names = self.class_names(&s);
+                self.emit(WorkerEvent::SessionReady { data: s.data.clone(), class_names, device: s.device.description.clone(), run_dir: Some(dir) });
+                let last_base = crate::run::last_base_epoch(&s.records);
                 self.session = Some(s);
+                if let Some(epoch) = last_base {
+                    self.start_default_sweep(epoch);
+                }
             }
             Err(e) => {
                 self.session = None;
@@ -338,6 +551,7 @@ impl Worker {
     }
 
     fn export(&mut self, req: ExportRequest) -> Result<()> {
+        self.emit(WorkerEvent::Busy(Job::Exporting));
         let mut written = Vec::new();
         let s = self.session.as_ref();
         if let Some(p) = &req.model {
@@ -364,4 +578,40 @@ impl Worker {
         self.engine(Event::Exported(written));
         Ok(())
     }
+}
+
+/// The inference model of snapshot `epoch`: read from the run folder (the session's current model
+/// may have moved on, or be mid-epoch after a stop).
+fn snapshot_model(s: &Session, epoch: usize) -> Result<crate::model::Net> {
+    match &s.writer {
+        Some(w) => {
+            let path = RunReader::open(&w.dir)?.snapshot(epoch)?;
+            crate::model::Net::load_bpk(s.config.train.model, s.data.train.shape, s.classes, &path, s.inference_device())
+        }
+        None if epoch == s.records.len() => Ok(s.inference_model()),
+        None => Err(Error::Other(format!("epoch {epoch} has no snapshot (no run folder)"))),
+    }
+}
+
+/// Where a snapshot's sweep is cached: `mask/sweep_e<epoch>_<kind>.json` in the run folder.
+pub fn sweep_cache_path(run: &Path, epoch: usize, kind: MaskKind) -> PathBuf {
+    run.join("mask").join(format!("sweep_e{epoch}_{}.json", kind.key()))
+}
+
+fn read_sweep_cache(run: &Path, epoch: usize, kind: MaskKind) -> Option<Vec<MaskSweepPoint>> {
+    let bytes = std::fs::read(sweep_cache_path(run, epoch, kind)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    // A cache from another snapshot or mask kind (a folder copied around) is ignored.
+    if v["epoch"].as_u64() != Some(epoch as u64) || v["kind"].as_str() != Some(kind.key()) {
+        return None;
+    }
+    serde_json::from_value(v["points"].clone()).ok()
+}
+
+fn write_sweep_cache(run: &Path, epoch: usize, kind: MaskKind, points: &[MaskSweepPoint]) -> Result<()> {
+    let path = sweep_cache_path(run, epoch, kind);
+    let dir = path.parent().expect("a file in mask/");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+    let json = serde_json::json!({"epoch": epoch, "kind": kind.key(), "points": points});
+    crate::fsio::write_atomic(&path, serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?.as_bytes())
 }

@@ -81,6 +81,8 @@ fn train_writes_a_complete_reproducible_run() {
     let phases: Vec<(Phase, usize)> = run.records.iter().map(|r| (r.phase, r.from_epoch)).collect();
     assert_eq!(phases, vec![(Phase::Base, 0), (Phase::Base, 0), (Phase::Um, 2), (Phase::Umap, 2), (Phase::Control, 2)]);
     assert_eq!(run.records[3].gamma, Some(0.4));
+    // um --mask-ratio 0.7 trains with the gamma that mask reported for 0.7.
+    assert_eq!(run.records[2].gamma, ratios[1]["gamma"].as_f64());
     assert_eq!(run.loss_matrix().unwrap().unwrap().1.len(), 5);
 
     // Clear errors: unknown epoch, bad ratio, missing snapshot.
@@ -162,4 +164,48 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
     unleash_ok(&["reproduce", "--seeds", "0", "--report-only", "--out", &o].map(String::from));
     let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
     assert_eq!(again["seeds"][0]["stages"], json["seeds"][0]["stages"]);
+}
+
+#[test]
+fn mask_json_reports_masked_detection_that_eval_of_the_exported_masked_model_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_run(&dir.path().join("run"), 1, 0);
+    let r = run.display().to_string();
+    let out = unleash_ok(&["mask".into(), "--run".into(), r.clone(), "--ratios".into(), "0.7".into(), "--device".into(), "cpu".into(), "--json".into()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &v["ratios"][0];
+    for key in ["ratio", "gamma", "atypical", "masked_test_acc"] {
+        assert!(row[key].is_number(), "{key}: {row}");
+    }
+    for (entry, name) in [(row, "ratio 0.7"), (&v["full"], "full")] {
+        for set in ["textures", "gaussian"] {
+            for score in ["msp", "maxlogit", "energy"] {
+                let m = &entry["ood"][set][score];
+                assert!(m["auroc"].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)) && m["fpr95"].is_number(), "{name} {set} {score}: {m}");
+                let mean = entry["ood_mean"][score]["auroc"].as_f64().unwrap();
+                let by_hand = (entry["ood"]["textures"][score]["auroc"].as_f64().unwrap() + entry["ood"]["gaussian"][score]["auroc"].as_f64().unwrap()) / 2.0;
+                assert!((mean - by_hand).abs() < 1e-12, "{name} {score}: ood_mean is the mean over the test sets");
+            }
+        }
+        assert!(entry["val"]["energy"]["auroc"].is_number(), "{name}: the validation set is there too");
+    }
+    // Masking 70% of every layer moves the model: its figures differ from the unmasked one's.
+    assert_ne!(row["ood_mean"]["energy"]["auroc"], v["full"]["ood_mean"]["energy"]["auroc"]);
+    // The unmasked figures are the recorded epoch's.
+    let rec = &RunReader::open(&run).unwrap().records[0];
+    assert_eq!(v["full"]["test_acc"].as_f64().unwrap(), rec.test_acc);
+    assert_eq!(v["full"]["ood"]["textures"]["energy"]["auroc"].as_f64().unwrap(), rec.ood["textures"][&Score::Energy].auroc);
+
+    // The masked model, exported, evaluates to the same numbers.
+    let model = dir.path().join("masked");
+    unleash_ok(&["export".into(), "--run".into(), r.clone(), "--model".into(), model.display().to_string(), "--ratio".into(), "0.7".into(), "--masked".into(), "--device".into(), "cpu".into()]);
+    let out = unleash_ok(&["eval".into(), "--model".into(), model.with_extension("bpk").display().to_string(), "--run".into(), r, "--json".into(), "--device".into(), "cpu".into()]);
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["id_test_accuracy"].as_f64(), row["masked_test_acc"].as_f64());
+    for set in ["textures", "gaussian"] {
+        for score in ["msp", "maxlogit", "energy"] {
+            assert_eq!(e["ood"][set][score]["auroc"].as_f64(), row["ood"][set][score]["auroc"].as_f64(), "{set} {score}");
+            assert_eq!(e["ood"][set][score]["fpr95"].as_f64(), row["ood"][set][score]["fpr95"].as_f64(), "{set} {score}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use unleash::worker::{Command, ExportRequest};
 fn harness() -> Harness<'static, UnleashApp> {
     Harness::builder()
         .with_size([1400.0, 900.0])
-        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { run: None, device: Some(DeviceChoice::Cpu) }))
+        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }))
 }
 
 /// Steps the UI until `done` holds (the worker runs on its own thread).
@@ -53,7 +53,7 @@ fn train_watch_mask_and_export() {
     let acc = h.get_by_label_contains("): ID test accuracy").value().unwrap_or_default();
     assert!(acc.contains("epoch 2"), "{acc}");
     // The plots are there and their data came from the epochs.
-    h.get_by_label("plot: OOD AUROC (test sets; dashed = validation)");
+    h.get_by_label("plot: OOD AUROC (test sets and validation)");
     assert_eq!(h.state().state.loss_rows.len(), 2);
     assert_eq!(h.state().state.loss_rows[1].len(), 600);
 
@@ -64,17 +64,44 @@ fn train_watch_mask_and_export() {
         h.step();
     }
 
-    // Mask ratio: moving the slider changes the gamma label.
+    // The mask tab opens on an answer at its current ratio, without the slider being touched:
+    // first a preview, then the complete answer with the masked OOD table.
     h.get_by_label("Mask ratio & UM").click();
     h.step();
-    h.get_by_role_and_label(eframe::egui::accesskit::Role::Slider, "mask ratio").set_value_accesskit(0.3);
-    step_until(&mut h, "gamma at 0.3", 120, |a| a.state.mask_result.as_ref().is_some_and(|m| (m.ratio - 0.3).abs() < 1e-9));
-    let g1 = h.get_by_label_contains("Loss constraint gamma = ").value().unwrap();
+    step_until(&mut h, "the complete answer at 0.5", 300, |a| a.state.mask_detection.is_some() && a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none() && (m.ratio - 0.5).abs() < 1e-12));
+    h.get_by_label_contains("complete: every training, test and OOD sample");
+    h.get_by_label_contains("Mean test-OOD Energy AUROC: masked");
+    // A row per set (validation first, the mean last), each with a masked value.
+    let detection = h.state().state.mask_detection.clone().unwrap();
+    for name in detection.ood.keys().chain([&format!("{} (validation)", detection.val_name)]) {
+        h.get_by_label(name);
+    }
+    h.get_by_label("mean of the test sets");
+    assert!(h.state().state.last_preview_latency.is_some() && h.state().state.last_mask_latency.is_some());
+    assert!(h.state().state.last_preview_latency <= h.state().state.last_mask_latency);
+    // The sweep computed after the base phase arrives and is drawn.
+    step_until(&mut h, "the sweep", 600, |a| a.state.sweep.as_ref().is_some_and(|s| s.complete));
+    h.step();
+    h.get_by_label("plot: masked mean test-OOD Energy AUROC");
+
+    // Moving the slider: a preview for the new ratio, then the complete answer; gamma changes.
+    let g1 = h.get_by_label_contains("Loss constraint gamma").value().unwrap_or_default();
     h.get_by_role_and_label(eframe::egui::accesskit::Role::Slider, "mask ratio").set_value_accesskit(0.8);
-    step_until(&mut h, "gamma at 0.8", 120, |a| a.state.mask_result.as_ref().is_some_and(|m| (m.ratio - 0.8).abs() < 1e-9));
-    let g2 = h.get_by_label_contains("Loss constraint gamma = ").value().unwrap();
+    step_until(&mut h, "a preview at 0.8", 120, |a| a.state.mask_result.as_ref().is_some_and(|m| (m.ratio - 0.8).abs() < 1e-9));
+    let first = h.state().state.mask_result.clone().unwrap();
+    if first.preview.is_some() {
+        h.step();
+        h.get_by_label_contains("preview on subsets (n = 1000 training");
+    }
+    step_until(&mut h, "the complete answer at 0.8", 300, |a| a.state.mask_detection.is_some() && a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none() && (m.ratio - 0.8).abs() < 1e-9));
+    let g2 = h.get_by_label_contains("Loss constraint gamma").value().unwrap_or_default();
     assert_ne!(g1, g2);
-    assert!(h.state().state.last_mask_latency.is_some());
+    // The slider's gamma is the CLI's for the same run, snapshot and ratio.
+    let out = common::unleash(&["mask", "--run", dir.path().join("run").to_str().unwrap(), "--ratios", "0.8", "--device", "cpu", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ratios"][0]["gamma"].as_f64(), Some(h.state().state.mask_result.as_ref().unwrap().gamma));
+    assert_eq!(json["ratios"][0]["ood_mean"]["energy"]["auroc"].as_f64(), h.state().state.mask_detection.as_ref().unwrap().mean(unleash::ood::Score::Energy).map(|m| m.auroc));
 
     // Export through injected paths; the files load back.
     let model = dir.path().join("exported-model");

@@ -71,3 +71,30 @@ fn the_metrics_command_names_a_bad_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("id.txt") && err.contains("line 3") && err.contains("banana"), "{err}");
 }
+
+#[test]
+fn ood_mean_is_the_plain_mean_of_each_sets_metrics() {
+    use std::collections::BTreeMap;
+    use unleash::ood::Score;
+    let f = fixture();
+    // Three sets, each with the fixture's metrics of a different case for every score.
+    let mut per_set = BTreeMap::new();
+    for (k, name) in ["fpr95_exact_19_of_20", "gaussian_0", "tiny_2v3"].iter().enumerate() {
+        let c = f.cases.iter().find(|c| c.name == *name).unwrap();
+        let m = metrics::compute(&c.id, &c.ood).unwrap();
+        per_set.insert(format!("set{k}"), Score::ALL.iter().map(|&s| (s, m)).collect::<BTreeMap<_, _>>());
+    }
+    let mean = unleash::run::mean_over_sets(&per_set);
+    for s in Score::ALL {
+        let by_hand = |f: fn(&metrics::Metrics) -> f64| per_set.values().map(|m| f(&m[&s])).sum::<f64>() / 3.0;
+        assert!((mean[&s].auroc - by_hand(|m| m.auroc)).abs() < 1e-15);
+        assert!((mean[&s].fpr95 - by_hand(|m| m.fpr95)).abs() < 1e-15);
+        assert!((mean[&s].aupr_in - by_hand(|m| m.aupr_in)).abs() < 1e-15);
+        assert!((mean[&s].aupr_out - by_hand(|m| m.aupr_out)).abs() < 1e-15);
+    }
+    // A set missing a score does not pull that score's mean towards zero.
+    per_set.get_mut("set0").unwrap().remove(&Score::Msp);
+    let mean = unleash::run::mean_over_sets(&per_set);
+    let two = (per_set["set1"][&Score::Msp].auroc + per_set["set2"][&Score::Msp].auroc) / 2.0;
+    assert!((mean[&Score::Msp].auroc - two).abs() < 1e-15);
+}

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 use unleash::events::Event;
 use unleash::unleash::MaskKind;
-use unleash::worker::{spawn, Command, WorkerEvent};
+use unleash::worker::{spawn, Command, MaskRequest, WorkerEvent};
 
 fn next(rx: &crossbeam_channel::Receiver<WorkerEvent>) -> WorkerEvent {
     rx.recv_timeout(Duration::from_secs(300)).expect("the worker went quiet")
@@ -15,14 +15,14 @@ fn next(rx: &crossbeam_channel::Receiver<WorkerEvent>) -> WorkerEvent {
 #[test]
 fn queued_commands_run_in_order_and_mask_requests_coalesce() {
     let dir = tempfile::tempdir().unwrap();
-    let w = spawn(|| {});
+    let w = spawn(|_| {});
     // Stop and pause with nothing running: no effect on what comes next.
     w.control.request_stop();
     w.control.set_paused(true);
     w.control.set_paused(false);
     w.send(Command::Train { config: common::small_experiment(1, 0), out: dir.path().join("one") });
-    for r in [0.1, 0.2, 0.3] {
-        w.send(Command::Mask { ratio: r, kind: MaskKind::Magnitude, epoch: None });
+    for (id, r) in [0.1, 0.2, 0.3].into_iter().enumerate() {
+        w.send(Command::Mask(MaskRequest { id: id as u64, ratio: r, kind: MaskKind::Magnitude, epoch: None }));
     }
     w.send(Command::Crash);
     w.send(Command::Train { config: common::small_experiment(1, 1), out: dir.path().join("two") });
@@ -31,40 +31,106 @@ fn queued_commands_run_in_order_and_mask_requests_coalesce() {
     while idle < 4 {
         match next(&w.events) {
             WorkerEvent::Engine(Event::EpochDone { record, .. }) => log.push(format!("epoch {}", record.epoch)),
-            WorkerEvent::Engine(Event::MaskResult(m)) => log.push(format!("mask {}", m.ratio)),
-            WorkerEvent::Engine(Event::MaskTestAccuracy { ratio, .. }) => log.push(format!("test acc {ratio}")),
+            WorkerEvent::MaskAnswer { request, answer } => log.push(format!("{} {} (request {request})", if answer.preview.is_some() { "preview" } else { "mask" }, answer.ratio)),
+            WorkerEvent::MaskDetection { request, .. } => log.push(format!("detection (request {request})")),
             WorkerEvent::Engine(Event::Error(e)) => log.push(if e.contains("crash requested") { "panic reported".into() } else { format!("error {e}") }),
             WorkerEvent::Engine(Event::Idle) => idle += 1,
             _ => {}
         }
     }
-    // The masked test-accuracy pass is skipped: a newer command (Crash) was already waiting.
-    assert_eq!(log, vec!["epoch 1", "mask 0.3", "panic reported", "epoch 1"]);
+    // Only the latest mask request runs; it stops after its preview because a newer command
+    // (Crash) was already waiting.
+    assert_eq!(log, vec!["epoch 1", "preview 0.3 (request 2)", "panic reported", "epoch 1"]);
     assert!(dir.path().join("two/events.jsonl").exists());
 }
 
 #[test]
-fn a_lone_mask_request_reports_gamma_first_then_the_masked_test_accuracy() {
+fn a_lone_mask_request_reports_a_preview_then_gamma_then_the_masked_detection() {
     let dir = tempfile::tempdir().unwrap();
-    let w = spawn(|| {});
+    let w = spawn(|_| {});
     w.send(Command::Train { config: common::small_experiment(1, 0), out: dir.path().join("run") });
     while !matches!(next(&w.events), WorkerEvent::Engine(Event::Idle)) {}
-    w.send(Command::Mask { ratio: 0.5, kind: MaskKind::Magnitude, epoch: None });
+    w.send(Command::Mask(MaskRequest { id: 7, ratio: 0.5, kind: MaskKind::Magnitude, epoch: None }));
     let mut seen = Vec::new();
+    let mut full_gamma = None;
     loop {
         match next(&w.events) {
-            WorkerEvent::Engine(Event::MaskResult(m)) => {
-                assert_eq!(m.masked_test_acc, None, "gamma and the atypical set come before the test pass");
-                seen.push(format!("mask {}", m.ratio));
+            WorkerEvent::MaskAnswer { request, answer } => {
+                assert_eq!(request, 7);
+                match answer.preview {
+                    Some(p) => {
+                        // The preview has every figure, on its subsets.
+                        assert_eq!(answer.samples.iter().filter(|a| a.index >= 600).count(), 0, "indices are training-set indices");
+                        assert!(answer.masked_detection.is_some() && answer.full_detection.is_some());
+                        assert_eq!(p.train, 1000);
+                        seen.push("preview");
+                    }
+                    None => {
+                        assert_eq!(answer.masked_test_acc, None, "gamma and the atypical set come before the detection pass");
+                        assert!(answer.full_detection.is_some(), "the unmasked reference comes with gamma");
+                        full_gamma = Some(answer.gamma);
+                        seen.push("gamma");
+                    }
+                }
             }
-            WorkerEvent::Engine(Event::MaskTestAccuracy { ratio, accuracy, .. }) => {
-                assert!((0.0..=1.0).contains(&accuracy));
-                seen.push(format!("test acc {ratio}"));
+            WorkerEvent::MaskDetection { request, detection } => {
+                assert_eq!(request, 7);
+                assert!((0.0..=1.0).contains(&detection.test_acc));
+                // Every test OOD set and the validation set, every score.
+                assert_eq!(detection.ood.len(), 2);
+                for m in detection.ood.values().chain([&detection.val]) {
+                    assert_eq!(m.len(), 3);
+                    assert!(m.values().all(|x| (0.0..=1.0).contains(&x.auroc) && (0.0..=1.0).contains(&x.fpr95)));
+                }
+                seen.push("detection");
             }
             WorkerEvent::Engine(Event::Idle) => break,
             WorkerEvent::Engine(Event::Error(e)) => panic!("{e}"),
             _ => {}
         }
     }
-    assert_eq!(seen, vec!["mask 0.5", "test acc 0.5"]);
+    assert_eq!(seen, vec!["preview", "gamma", "detection"]);
+    // The same mask through the CLI gives the same gamma.
+    let out = common::unleash(&["mask", "--run", dir.path().join("run").to_str().unwrap(), "--ratios", "0.5", "--device", "cpu", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ratios"][0]["gamma"].as_f64(), full_gamma);
+}
+
+#[test]
+fn a_finished_base_phase_starts_the_sweep_and_caches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let w = spawn(|_| {});
+    w.send(Command::Train { config: common::small_experiment(1, 0), out: run.clone() });
+    let complete = loop {
+        match next(&w.events) {
+            WorkerEvent::Sweep { epoch, points, complete: true, .. } => {
+                assert_eq!(epoch, 1);
+                break points;
+            }
+            WorkerEvent::Engine(Event::Error(e)) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    assert_eq!(complete.len(), unleash::worker::DEFAULT_SWEEP_POINTS);
+    assert!(complete.windows(2).all(|p| p[0].ratio < p[1].ratio));
+    assert!(complete.iter().all(|p| p.gamma.is_finite() && (0.0..=1.0).contains(&p.masked_test_acc) && (0.0..=1.0).contains(&p.masked_ood_auroc)));
+    // Masking more of the weights never lowers gamma much: the last ratio (0.95) is far above the first.
+    assert!(complete.last().unwrap().gamma > complete[0].gamma);
+    let cache = unleash::worker::sweep_cache_path(&run, 1, MaskKind::Magnitude);
+    assert!(cache.exists());
+    drop(w);
+    // Reopening the run answers from the cache, at once.
+    let w = spawn(|_| {});
+    w.send(Command::OpenRun(run));
+    let again = loop {
+        match next(&w.events) {
+            WorkerEvent::Sweep { points, complete: true, .. } => break points,
+            WorkerEvent::Engine(Event::Evaluating { set, .. }) if set.starts_with("sweep") => panic!("the cached sweep was computed again"),
+            WorkerEvent::Engine(Event::Error(e)) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    assert_eq!(format!("{again:?}"), format!("{complete:?}"));
 }

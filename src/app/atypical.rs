@@ -19,8 +19,12 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
         return;
     };
     ui.horizontal(|ui| {
+        let scope = match set.preview {
+            Some(p) => format!(" (preview: among a {}-sample subset of the training set; the complete set follows)", p.train),
+            None => String::new(),
+        };
         ui.label(format!(
-            "{} atypical samples at mask ratio {:.3} ({}) of epoch {}: correct under the full model, wrong under the masked one. gamma = {:.4}",
+            "{} atypical samples at mask ratio {:.3} ({}) of epoch {}: correct under the full model, wrong under the masked one. gamma = {:.4}{scope}",
             set.samples.len(),
             set.ratio,
             set.kind.key(),
@@ -34,10 +38,12 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
         ui.selectable_value(&mut st.gallery_sort_by_increase, false, "masked loss");
         ui.selectable_value(&mut st.gallery_sort_by_increase, true, "loss increase");
         let classes = data.train.num_classes as u32;
-        egui::ComboBox::from_label("class filter").selected_text(st.gallery_class.map_or("all classes".to_string(), |c| format!("class {c}"))).show_ui(ui, |ui| {
+        let selected = st.gallery_class.map_or("all classes".to_string(), |c| st.class_name(c));
+        egui::ComboBox::from_label("class filter").selected_text(selected).show_ui(ui, |ui| {
             ui.selectable_value(&mut st.gallery_class, None, "all classes");
             for c in 0..classes {
-                ui.selectable_value(&mut st.gallery_class, Some(c), format!("class {c}"));
+                let name = st.class_name(c);
+                ui.selectable_value(&mut st.gallery_class, Some(c), name);
             }
         });
     });
@@ -58,7 +64,7 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     });
     let page: Vec<AtypicalSample> = items.iter().skip(st.gallery_page * PAGE).take(PAGE).copied().collect();
     let scale = 3.0;
-    let cell = egui::vec2(data.train.shape.width as f32 * scale + 12.0, data.train.shape.height as f32 * scale + 52.0);
+    let cell = egui::vec2(data.train.shape.width as f32 * scale + 12.0, data.train.shape.height as f32 * scale + 66.0);
     egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
             for a in page {
@@ -70,7 +76,9 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
                         if resp.clicked() {
                             app.state.selected_sample = Some(a.index);
                         }
-                        ui.label(egui::RichText::new(format!("#{} y={} full={} masked={}", a.index, a.label, a.full_prediction, a.masked_prediction)).small());
+                        let name = |c| app.state.class_name(c);
+                        ui.label(egui::RichText::new(format!("#{} {}", a.index, name(a.label))).small().strong());
+                        ui.label(egui::RichText::new(format!("masked: {}", name(a.masked_prediction))).small());
                         ui.label(egui::RichText::new(format!("loss {:.3} -> {:.3}", a.full_loss, a.masked_loss)).small());
                     });
                 });
@@ -89,11 +97,12 @@ pub fn sample_window(app: &mut UnleashApp, ctx: &egui::Context) {
             if i < data.train.len() {
                 let tex = app.textures.get(ctx, &data.train, i);
                 ui.add(egui::Image::new((tex.id(), tex.size_vec2() * 10.0)).alt_text(format!("sample {i} large")));
-                ui.label(format!("label {}", data.train.labels[i]));
+                ui.label(format!("label: {}", app.state.class_name(data.train.labels[i])));
             }
         }
         if let Some(a) = app.state.mask_result.as_ref().and_then(|m| m.samples.iter().find(|a| a.index == i)) {
-            ui.label(format!("atypical: full prediction {}, masked prediction {}, loss {:.4} -> {:.4}", a.full_prediction, a.masked_prediction, a.full_loss, a.masked_loss));
+            let name = |c| app.state.class_name(c);
+            ui.label(format!("atypical: full prediction {}, masked prediction {}, loss {:.4} -> {:.4}", name(a.full_prediction), name(a.masked_prediction), a.full_loss, a.masked_loss));
         }
         let pts: PlotPoints = app.state.loss_rows.iter().enumerate().filter_map(|(e, r)| r.get(i).map(|&l| [(e + 1) as f64, f64::from(l)])).collect();
         let gamma = app.state.gamma();

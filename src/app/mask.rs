@@ -1,42 +1,43 @@
-//! Mask ratio: the slider (fine steps at the low end) and magnitude/random switch; gamma, the
-//! atypical count and masked accuracy as it moves (computed in the worker, coalesced); the
-//! gamma-vs-ratio curve; the gamma choice; and the buttons that fine-tune with UM, prune with
-//! UMAP, or run the plain-CE control, continuing the live curves.
+//! The mask explorer: the slider (fine steps at the low end), magnitude/random, and which snapshot;
+//! for the current ratio, the masked model's gamma, atypical set, ID accuracy and OOD detection
+//! next to the unmasked model's, first as a preview on subsets, then on the complete sets (values
+//! interpolated from the sweep show at once while both compute); the sweep's curves; the gamma
+//! choice; and the buttons that fine-tune with UM, prune with UMAP, or run the plain-CE control.
 
-use super::state::GammaSource;
+use super::palette;
+use super::state::{GammaSource, MaskSnapshot, SweepView};
 use super::UnleashApp;
-use crate::commands::Finetune;
-use crate::unleash::MaskKind;
+use crate::ood::{Metrics, Score};
+use crate::run::{best_by_validation, Phase, ScoreMetrics};
+use crate::train::Finetune;
+use crate::unleash::{probe, AtypicalSet, Detection, MaskKind};
 use crate::worker::Command;
 use eframe::egui;
-use egui_plot::{Legend, Line, Plot, Points, VLine};
-
-/// Ratios of the gamma-vs-ratio curve: dense where magnitude masking starts to bite.
-pub const SWEEP: [f64; 12] = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
+use egui_plot::{HLine, Line, Plot, Points, VLine};
 
 pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let has_model = app.state.data.is_some() && app.state.last_base_epoch().is_some();
     if !has_model {
-        ui.label("Train a model first (or open a run together with its data): masks are applied to its last base snapshot.");
+        ui.label("Train a model first (or open a run together with its data): masks are applied to one of its snapshots.");
     }
     ui.add_enabled_ui(has_model, |ui| {
-        slider_row(app, ui);
-        result_rows(app, ui);
+        controls_row(app, ui);
+        answer(app, ui);
         ui.separator();
         gamma_choice(app, ui);
-        ui.separator();
         finetune_row(app, ui);
     });
     ui.separator();
-    sweep_plot(app, ui);
+    sweep_plots(app, ui);
 }
 
-fn slider_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
+fn controls_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
+    let mut changed = false;
     ui.horizontal(|ui| {
         let st = &mut app.state;
-        let before = (st.mask_ratio, st.mask_kind);
-        ui.spacing_mut().slider_width = 320.0;
-        let resp = ui.add(
+        let before = (st.mask_ratio, st.mask_kind, st.mask_snapshot);
+        ui.spacing_mut().slider_width = 300.0;
+        ui.add(
             egui::Slider::new(&mut st.mask_ratio, 0.0..=0.95)
                 .logarithmic(true)
                 .smallest_positive(0.001)
@@ -45,59 +46,176 @@ fn slider_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
         );
         ui.radio_value(&mut st.mask_kind, MaskKind::Magnitude, "magnitude");
         ui.radio_value(&mut st.mask_kind, MaskKind::Random, "random");
-        let changed = (st.mask_ratio, st.mask_kind) != before;
-        // Ask on every change: the worker keeps only the latest queued request.
-        if changed || (resp.drag_stopped() && st.mask_result.as_ref().is_none_or(|m| m.ratio != st.mask_ratio)) {
-            app.request_mask();
-        }
-        if ui.button("Compute gamma curve").on_hover_text("gamma, atypical count and masked accuracy at 12 ratios").clicked() {
-            let kind = app.state.mask_kind;
-            app.send(Command::Sweep { ratios: SWEEP.to_vec(), kind, epoch: None });
+        snapshot_choice(st, ui);
+        changed = (st.mask_ratio, st.mask_kind, st.mask_snapshot) != before;
+        if ui.button("Sweep this snapshot").on_hover_text("gamma, atypical count, masked accuracy and OOD AUROC at 12 ratios, computed in the background").clicked() {
+            let epoch = st.mask_epoch();
+            let kind = st.mask_kind;
+            app.send(Command::Sweep { ratios: probe::default_sweep_ratios(crate::worker::DEFAULT_SWEEP_POINTS), kind, epoch });
         }
     });
+    // Ask on every change: the worker keeps only the latest request.
+    if changed {
+        app.request_mask();
+    }
 }
 
-fn result_rows(app: &mut UnleashApp, ui: &mut egui::Ui) {
+/// Last base epoch, best base epoch by validation, or any epoch (fine-tune ends included).
+fn snapshot_choice(st: &mut super::state::AppState, ui: &mut egui::Ui) {
+    let last = st.last_base_epoch().unwrap_or(0);
+    let best = best_by_validation(&st.records, Score::Energy, Some(Phase::Base)).unwrap_or(0);
+    let label = |s: MaskSnapshot| match s {
+        MaskSnapshot::LastBase => format!("final (epoch {last})"),
+        MaskSnapshot::BestByValidation => format!("best by validation (epoch {best})"),
+        MaskSnapshot::Epoch(e) => format!("epoch {e}"),
+    };
+    let current = st.mask_snapshot;
+    egui::ComboBox::from_label("snapshot").selected_text(label(current)).show_ui(ui, |ui| {
+        ui.selectable_value(&mut st.mask_snapshot, MaskSnapshot::LastBase, label(MaskSnapshot::LastBase));
+        ui.selectable_value(&mut st.mask_snapshot, MaskSnapshot::BestByValidation, label(MaskSnapshot::BestByValidation));
+        for r in st.records.iter().filter(|r| r.phase != Phase::Base && r.phase_epoch > 0) {
+            // A fine-tune's last epoch.
+            let is_end = st.records.get(r.epoch).is_none_or(|next| next.phase_epoch == 1);
+            if is_end {
+                let e = MaskSnapshot::Epoch(r.epoch);
+                ui.selectable_value(&mut st.mask_snapshot, e, format!("{} end (epoch {})", r.phase.name(), r.epoch));
+            }
+        }
+    });
+    if let MaskSnapshot::Epoch(e) = &mut st.mask_snapshot {
+        ui.add(egui::DragValue::new(e).range(1..=st.records.len().max(1)).prefix("epoch "));
+    } else if ui.small_button("other epoch...").clicked() {
+        st.mask_snapshot = MaskSnapshot::Epoch(last.max(1));
+    }
+}
+
+/// Where the numbers shown come from.
+enum Source {
+    /// The answer to the current request (a preview or the complete one).
+    Answer(std::sync::Arc<AtypicalSet>),
+    /// Interpolated from the sweep while the answer computes.
+    Sweep(crate::unleash::MaskSweepPoint),
+    None,
+}
+
+fn answer(app: &mut UnleashApp, ui: &mut egui::Ui) {
+    let mut table_score = app.state.mask_table_score;
     let st = &app.state;
-    match &st.mask_result {
-        Some(m) => {
-            ui.label(egui::RichText::new(format!("Loss constraint gamma = {:.5}", m.gamma)).size(18.0).strong());
-            ui.label(format!(
-                "atypical samples: {}   |   masked ID test accuracy {} (full {:.4})   |   full-model train loss {:.5}   |   ratio {:.3}, {}, epoch {}",
-                m.samples.len(),
-                match (m.masked_test_acc, &st.busy) {
-                    (Some(a), _) => format!("{a:.4}"),
-                    (None, Some(_)) => "(computing...)".to_string(),
-                    // The worker skipped the test pass because another command was waiting.
-                    (None, None) => "(not computed)".to_string(),
-                },
-                m.full_test_acc,
-                m.full_train_loss,
-                m.ratio,
-                m.kind.key(),
-                m.epoch
-            ));
-            if m.gamma < 2.0 * m.full_train_loss {
+    let train_samples = st.data.as_ref().map_or(0, |d| d.train.len());
+    let answer = st.mask_result.clone().filter(|m| (m.ratio - st.mask_ratio).abs() < 1e-12 && Some(m.epoch) == st.mask_epoch() && m.kind == st.mask_kind);
+    let source = match (answer, st.current_sweep().and_then(|s| probe::interpolate(&s.points, st.mask_ratio))) {
+        (Some(a), _) => Source::Answer(a),
+        (None, Some(p)) => Source::Sweep(p),
+        (None, None) => Source::None,
+    };
+    let status = match &source {
+        Source::Answer(a) => match a.preview {
+            Some(p) => format!("preview on subsets (n = {} training, {} ID test, {} per OOD set); the complete answer follows", p.train, p.id_test, p.per_ood_set),
+            None if st.mask_detection.is_some() => "complete: every training, test and OOD sample".to_string(),
+            None if st.mask_pending => "gamma and atypical set complete; OOD detection on the complete sets computing...".to_string(),
+            None => "gamma and atypical set complete (OOD detection skipped: a newer request came first)".to_string(),
+        },
+        Source::Sweep(_) => "interpolated from the sweep; the exact answer is computing...".to_string(),
+        Source::None if st.mask_pending => pending_text(st),
+        Source::None => "move the slider, or wait for the answer at this ratio".to_string(),
+    };
+    ui.label(egui::RichText::new(status).italics());
+    match source {
+        Source::Answer(a) => {
+            let detection = if a.preview.is_some() { a.masked_detection.clone().map(std::sync::Arc::new) } else { st.mask_detection.clone() };
+            headline(ui, a.gamma, a.estimated_atypical(train_samples), a.preview.is_some(), detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss);
+            if a.gamma < 2.0 * a.full_train_loss && a.preview.is_none() {
                 ui.colored_label(
                     egui::Color32::from_rgb(230, 150, 40),
                     "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is tiny and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
                 );
             }
+            if let (Some(masked), Some(full)) = (detection.as_deref(), a.full_detection.as_ref()) {
+                detection_table(ui, masked, full, &mut table_score);
+            }
         }
-        None => {
-            ui.label("Loss constraint gamma = (move the slider)");
+        Source::Sweep(p) => {
+            ui.label(egui::RichText::new(format!("Loss constraint gamma ≈ {:.5}", p.gamma)).size(18.0).strong());
+            ui.label(format!("≈ {} atypical samples  |  masked ID test accuracy ≈ {:.4}  |  masked mean test-OOD Energy AUROC ≈ {:.4}", p.atypical, p.masked_test_acc, p.masked_ood_auroc));
+        }
+        Source::None => {
+            ui.label(egui::RichText::new("Loss constraint gamma = (computing)").size(18.0).strong());
         }
     }
-    if st.mask_pending {
-        let msg = match (&st.busy, &st.evaluating) {
-            (_, Some((set, d, t))) if set.starts_with("mask") => format!("computing: {d}/{t} samples"),
-            (Some(b), _) if !b.starts_with("mask") => format!("queued: runs when the current job ({b}) ends"),
-            _ => "computing...".to_string(),
-        };
-        ui.label(msg);
-    } else if let Some(l) = st.last_mask_latency {
-        ui.label(egui::RichText::new(format!("last update took {:.2} s", l.as_secs_f64())).small());
+    if let (Some(p), Some(f)) = (st.last_preview_latency, st.last_mask_latency) {
+        ui.label(egui::RichText::new(format!("last answer: preview after {:.2} s, complete after {:.2} s", p.as_secs_f64(), f.as_secs_f64())).small().weak());
     }
+    app.state.mask_table_score = table_score;
+}
+
+fn pending_text(st: &super::state::AppState) -> String {
+    match (&st.busy, &st.evaluating) {
+        (Some(crate::worker::Job::Mask { .. }), Some((set, d, t))) => format!("computing {set}: {d}/{t} samples"),
+        (Some(job @ (crate::worker::Job::Training(_) | crate::worker::Job::LoadingData | crate::worker::Job::Exporting)), _) => {
+            format!("queued: runs when the current job ({}) ends", job.describe())
+        }
+        _ => "computing...".to_string(),
+    }
+}
+
+/// gamma, atypical count, masked vs full ID accuracy, and the headline detection figure.
+#[allow(clippy::too_many_arguments)]
+fn headline(ui: &mut egui::Ui, gamma: f64, atypical: usize, preview: bool, masked: Option<&Detection>, full: Option<&Detection>, full_test_acc: f64, full_train_loss: f64) {
+    let approx = if preview { "≈ " } else { "= " };
+    ui.label(egui::RichText::new(format!("Loss constraint gamma {approx}{gamma:.5}")).size(18.0).strong());
+    if let (Some(m), Some(f)) = (masked, full) {
+        let (ma, fa) = (m.mean_auroc(Score::Energy), f.mean_auroc(Score::Energy));
+        let text = format!("Mean test-OOD Energy AUROC: masked {ma:.4} vs full {fa:.4} ({:+.4})", ma - fa);
+        let color = if ma >= fa { egui::Color32::from_rgb(80, 190, 120) } else { egui::Color32::from_rgb(230, 110, 80) };
+        ui.label(egui::RichText::new(text).size(16.0).color(color));
+    }
+    let acc = match masked {
+        Some(m) => format!("masked ID test accuracy {:.4} (full {:.4}, {:+.4})", m.test_acc, full_test_acc, m.test_acc - full_test_acc),
+        None => format!("masked ID test accuracy: computing (full {full_test_acc:.4})"),
+    };
+    ui.label(format!("{approx}{atypical} atypical samples   |   {acc}   |   full-model train loss {full_train_loss:.5}"));
+}
+
+/// Per set (validation first), the masked and the full model's AUROC and FPR95 and their
+/// differences, for one score (chosen above the table).
+fn detection_table(ui: &mut egui::Ui, masked: &Detection, full: &Detection, score: &mut Score) {
+    ui.horizontal(|ui| {
+        ui.label("OOD detection by");
+        for s in Score::ALL {
+            ui.radio_value(score, s, s.name());
+        }
+    });
+    let score = *score;
+    let get = |m: &ScoreMetrics| m.get(&score).copied();
+    let mut rows: Vec<(String, egui::Color32, Option<Metrics>, Option<Metrics>)> = vec![(format!("{} (validation)", masked.val_name), palette::VALIDATION_COLOR, get(&masked.val), get(&full.val))];
+    for (i, (name, m)) in masked.ood.iter().enumerate() {
+        rows.push((name.clone(), palette::set_color(i), get(m), full.ood.get(name).and_then(get)));
+    }
+    rows.push(("mean of the test sets".into(), palette::MEAN_COLOR, get(&masked.ood_mean), get(&full.ood_mean)));
+    egui::Grid::new("masked_detection").striped(true).spacing([14.0, 2.0]).show(ui, |ui| {
+        for h in ["OOD set", "AUROC masked", "full", "Δ", "FPR95 masked", "full", "Δ"] {
+            ui.label(egui::RichText::new(h).strong());
+        }
+        ui.end_row();
+        for (name, color, m, f) in rows {
+            ui.label(egui::RichText::new(name).color(color));
+            let metrics: [fn(&Metrics) -> f64; 2] = [|x| x.auroc, |x| x.fpr95];
+            for metric in metrics {
+                let (mv, fv) = (m.as_ref().map(metric), f.as_ref().map(metric));
+                ui.label(fmt(mv));
+                ui.label(fmt(fv));
+                ui.label(match (mv, fv) {
+                    (Some(a), Some(b)) => format!("{:+.4}", a - b),
+                    _ => "-".into(),
+                });
+            }
+            ui.end_row();
+        }
+    });
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.4}"))
 }
 
 fn gamma_choice(app: &mut UnleashApp, ui: &mut egui::Ui) {
@@ -128,7 +246,7 @@ fn gamma_choice(app: &mut UnleashApp, ui: &mut egui::Ui) {
         }
         match st.gamma() {
             Some(g) => ui.label(format!("-> gamma = {g:.5}")),
-            None => ui.label("-> gamma not available yet"),
+            None => ui.label("-> gamma not available yet (waiting for the complete answer)"),
         };
     });
 }
@@ -158,51 +276,67 @@ fn finetune_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
         }
         if let Some(kind) = go {
             let st = &app.state;
-            let cmd = Command::Finetune { kind, gamma: gamma.unwrap_or(0.0), epochs: st.ft_epochs, lr: st.ft_lr, prune_ratio: st.prune_ratio, from_epoch: None };
-            app.state.busy = Some("starting fine-tune".into());
+            let from_epoch = st.mask_epoch();
+            let cmd = Command::Finetune { kind, gamma: gamma.unwrap_or(0.0), epochs: st.ft_epochs, lr: st.ft_lr, prune_ratio: st.prune_ratio, from_epoch };
+            app.state.busy = Some(crate::worker::Job::Starting);
             app.state.tab = super::state::Tab::Training;
             app.send(cmd);
         }
+        ui.label(egui::RichText::new("(fine-tunes start from the snapshot chosen above)").small().weak());
     });
 }
 
-fn sweep_plot(app: &mut UnleashApp, ui: &mut egui::Ui) {
+/// gamma, atypical count, masked ID accuracy and masked mean OOD AUROC against the ratio (log
+/// scale), with the slider's ratio marked and the unmasked model's values as horizontal lines.
+fn sweep_plots(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let st = &app.state;
-    if st.sweep.is_empty() && st.mask_result.is_none() {
-        ui.label("Press \"Compute gamma curve\" to see how gamma and the atypical set grow with the mask ratio.");
+    let Some(sweep) = st.current_sweep() else {
+        let msg = match &st.background {
+            Some(job) => format!("The sweep is computing in the background ({}).", job.describe()),
+            None => "No sweep of this snapshot yet: press \"Sweep this snapshot\".".to_string(),
+        };
+        ui.label(msg);
         return;
-    }
-    let h = (ui.available_height() - 30.0).max(160.0);
+    };
+    let full = st.mask_result.as_ref().and_then(|m| m.full_detection.as_ref()).filter(|_| st.mask_result.as_ref().is_some_and(|m| m.epoch == sweep.epoch && m.preview.is_none()));
+    let full_acc = st.mask_result.as_ref().filter(|m| m.epoch == sweep.epoch).map(|m| m.full_test_acc);
+    let state = if sweep.complete { String::new() } else { format!(" ({} of {} ratios so far)", sweep.points.len(), crate::worker::DEFAULT_SWEEP_POINTS) };
+    ui.label(egui::RichText::new(format!("Sweep of epoch {}, {} masks{state}; x axis: mask ratio (log scale)", sweep.epoch, sweep.kind.key())).strong());
+    let h = ((ui.available_height() - 50.0) / 2.0).max(120.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
-    let current = st.mask_result.as_ref().map(|m| (m.ratio, m.gamma, m.samples.len()));
+    let ratio = st.mask_ratio;
+    let full_auroc = full.map(|f| f.mean_auroc(Score::Energy));
     ui.horizontal(|ui| {
-        ui.vertical(|ui| {
-            ui.label(egui::RichText::new("gamma vs mask ratio (log10)").strong());
-            Plot::new("gamma_curve").width(w).height(h).legend(Legend::default()).x_axis_label("mask ratio").y_axis_label("log10 gamma").show(ui, |pu| {
-                let g: Vec<[f64; 2]> = st.sweep.iter().map(|p| [p.ratio, p.gamma.max(1e-6).log10()]).collect();
-                if !g.is_empty() {
-                    pu.line(Line::new("gamma", g.clone()).width(2.0).color(egui::Color32::from_rgb(90, 160, 230)));
-                    pu.points(Points::new("gamma", g).radius(3.0).color(egui::Color32::from_rgb(90, 160, 230)));
+        sweep_plot(ui, "sweep_gamma", "log10 gamma", w, h, sweep, ratio, |p| p.gamma.max(1e-6).log10(), None);
+        sweep_plot(ui, "sweep_atypical", "atypical samples", w, h, sweep, ratio, |p| p.atypical as f64, None);
+    });
+    ui.horizontal(|ui| {
+        sweep_plot(ui, "sweep_acc", "masked ID test accuracy", w, h, sweep, ratio, |p| p.masked_test_acc, full_acc);
+        sweep_plot(ui, "sweep_auroc", "masked mean test-OOD Energy AUROC", w, h, sweep, ratio, |p| p.masked_ood_auroc, full_auroc);
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &SweepView, ratio: f64, f: impl Fn(&crate::unleash::MaskSweepPoint) -> f64, full: Option<f64>) {
+    let color = egui::Color32::from_rgb(90, 160, 230);
+    ui.vertical(|ui| {
+        ui.label(egui::RichText::new(title).small());
+        let resp = Plot::new(id)
+            .width(w)
+            .height(h - 18.0)
+            .x_axis_formatter(|mark, _| format!("{:.3}", 10f64.powf(mark.value)))
+            .x_grid_spacer(egui_plot::log_grid_spacer(10))
+            .show(ui, |pu| {
+                let pts: Vec<[f64; 2]> = sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
+                pu.line(Line::new(title.to_string(), pts.clone()).width(2.0).color(color));
+                pu.points(Points::new(title.to_string(), pts).radius(3.0).color(color));
+                if let Some(v) = full.filter(|v| v.is_finite()) {
+                    pu.hline(HLine::new("unmasked", v).color(palette::MEAN_COLOR).style(egui_plot::LineStyle::dashed_loose()));
                 }
-                if let Some((r, g, _)) = current {
-                    pu.points(Points::new("current ratio", vec![[r, g.max(1e-6).log10()]]).radius(6.0).color(egui::Color32::from_rgb(220, 60, 50)));
+                if ratio > 0.0 {
+                    pu.vline(VLine::new("slider", ratio.log10()).color(egui::Color32::from_rgb(220, 60, 50)));
                 }
-                pu.vline(VLine::new("slider", st.mask_ratio).color(egui::Color32::GRAY));
             });
-        });
-        ui.vertical(|ui| {
-            ui.label(egui::RichText::new("atypical samples vs mask ratio").strong());
-            Plot::new("atypical_curve").width(w).height(h).legend(Legend::default()).x_axis_label("mask ratio").y_axis_label("atypical samples").show(ui, |pu| {
-                let a: Vec<[f64; 2]> = st.sweep.iter().map(|p| [p.ratio, p.atypical as f64]).collect();
-                if !a.is_empty() {
-                    pu.line(Line::new("atypical", a.clone()).width(2.0).color(egui::Color32::from_rgb(230, 150, 60)));
-                    pu.points(Points::new("atypical", a).radius(3.0).color(egui::Color32::from_rgb(230, 150, 60)));
-                }
-                if let Some((r, _, n)) = current {
-                    pu.points(Points::new("current ratio", vec![[r, n as f64]]).radius(6.0).color(egui::Color32::from_rgb(220, 60, 50)));
-                }
-                pu.vline(VLine::new("slider", st.mask_ratio).color(egui::Color32::GRAY));
-            });
-        });
+        resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}")));
     });
 }

@@ -6,6 +6,7 @@ mod atypical;
 mod compare;
 mod losses;
 mod mask;
+mod palette;
 mod setup;
 pub mod state;
 mod training;
@@ -13,7 +14,7 @@ mod widgets;
 
 use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
 use crate::error::{Error, Result};
-use crate::worker::{self, Command, ExportRequest, WorkerHandle};
+use crate::worker::{self, Command, ExportRequest, Job, MaskRequest, Repaint, WorkerHandle};
 use eframe::egui;
 use state::{AppState, Tab};
 use std::path::PathBuf;
@@ -26,6 +27,12 @@ pub struct AppOptions {
     pub run: Option<PathBuf>,
     /// Overrides the device of the default config (tests use the CPU).
     pub device: Option<DeviceChoice>,
+    /// The experiment to set up instead of the sample data's.
+    pub config: Option<ExperimentConfig>,
+    /// The run folder a training started from the app writes.
+    pub out: Option<PathBuf>,
+    /// Start training at launch (`unleash gui --start`).
+    pub start: bool,
 }
 
 /// A file dialog running on its own thread (rfd blocks the calling thread).
@@ -64,8 +71,11 @@ pub struct UnleashApp {
 impl UnleashApp {
     pub fn new(ctx: &egui::Context, options: AppOptions) -> UnleashApp {
         let repaint_ctx = ctx.clone();
-        let worker = worker::spawn(move || repaint_ctx.request_repaint());
-        let mut config = ExperimentConfig { data: DataConfig::sample(), train: TrainConfig { epochs: 10, ..TrainConfig::default() } };
+        let worker = worker::spawn(move |urgency| match urgency {
+            Repaint::Now => repaint_ctx.request_repaint(),
+            Repaint::Soon => repaint_ctx.request_repaint_after(PROGRESS_FRAME),
+        });
+        let mut config = options.config.clone().unwrap_or_else(|| ExperimentConfig { data: DataConfig::sample(), train: TrainConfig { epochs: 10, ..TrainConfig::default() } });
         if let Some(d) = options.device {
             config.train.device = d;
         }
@@ -78,9 +88,15 @@ impl UnleashApp {
             frame_times: Vec::new(),
             frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
         };
+        if let Some(out) = &options.out {
+            app.state.out_dir = out.display().to_string();
+        }
         app.probe_device();
         if let Some(run) = options.run {
             app.send(Command::OpenRun(run));
+        }
+        if options.start {
+            app.start_training();
         }
         app
     }
@@ -114,7 +130,7 @@ impl UnleashApp {
         if out.join("events.jsonl").exists() {
             self.state.out_dir = format!("{}-{}", self.state.out_dir, self.state.records.len() + 1);
         }
-        self.state.busy = Some("starting".into());
+        self.state.busy = Some(Job::Starting);
         self.state.last_error = None;
         self.state.records.clear();
         self.state.loss_rows.clear();
@@ -131,11 +147,33 @@ impl UnleashApp {
         self.worker.control.request_stop();
     }
 
-    /// Asks for the atypical set at the slider's ratio (the worker coalesces a drag's requests).
+    /// Asks for the mask explorer's answer at the slider's ratio and snapshot (the worker
+    /// coalesces a drag's requests, and answers to older ones are dropped by their id).
     pub fn request_mask(&mut self) {
-        self.state.mask_requested_at = Some((self.state.mask_ratio, Instant::now()));
-        self.state.mask_pending = true;
-        self.send(Command::Mask { ratio: self.state.mask_ratio, kind: self.state.mask_kind, epoch: None });
+        let st = &mut self.state;
+        let Some(epoch) = st.mask_epoch() else { return };
+        st.mask_request += 1;
+        st.mask_detection = None;
+        st.mask_requested_at = Some(Instant::now());
+        st.mask_pending = true;
+        let req = MaskRequest { id: st.mask_request, ratio: st.mask_ratio, kind: st.mask_kind, epoch: Some(epoch) };
+        self.send(Command::Mask(req));
+    }
+
+    /// The mask explorer never opens empty: once a run has a trained snapshot and the worker is
+    /// free, the answer at the current ratio is asked for (once per run and snapshot).
+    fn auto_mask(&mut self) {
+        let st = &self.state;
+        if st.is_busy() || st.mask_pending || st.mask_result.is_some() || st.data.is_none() {
+            return;
+        }
+        let Some(epoch) = st.mask_epoch() else { return };
+        let key = (st.run_dir.clone(), epoch);
+        if st.auto_masked.as_ref() == Some(&key) {
+            return;
+        }
+        self.state.auto_masked = Some(key);
+        self.request_mask();
     }
 
     /// Exports straight to the given paths (the dialogs end here; tests call it directly).
@@ -242,7 +280,8 @@ impl UnleashApp {
 
     fn write_frame_stats(&self) {
         if let Some(path) = &self.frame_stats {
-            let json = serde_json::json!({"frame_seconds": self.frame_times, "mask_latency_secs": self.state.last_mask_latency.map(|d| d.as_secs_f64())});
+            let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64());
+            let json = serde_json::json!({"frame_seconds": self.frame_times, "mask_preview_latency_secs": secs(self.state.last_preview_latency), "mask_latency_secs": secs(self.state.last_mask_latency)});
             let _ = crate::fsio::write_atomic(path, json.to_string().as_bytes());
         }
     }
@@ -255,7 +294,9 @@ impl UnleashApp {
                     self.state.last_error = None;
                 }
             } else if let Some(b) = &self.state.busy {
-                ui.label(format!("Working: {b}"));
+                ui.label(format!("Working: {}", b.describe()));
+            } else if let Some(b) = &self.state.background {
+                ui.label(format!("In the background: {}", b.describe()));
             } else if let Some((_, m)) = self.state.messages.last() {
                 ui.label(m);
             } else {
@@ -270,6 +311,7 @@ impl eframe::App for UnleashApp {
         let t0 = Instant::now();
         self.drain_events();
         self.poll_dialog();
+        self.auto_mask();
         egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         egui::Panel::left("setup").default_size(330.0).show(ui, |ui| {
@@ -298,8 +340,8 @@ impl eframe::App for UnleashApp {
             self.write_frame_stats();
         }
         if self.state.is_busy() {
-            // Progress keeps moving even between events (a slow batch), without spinning.
-            ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));
+            // The busy time and spinner move on between events (a slow batch), without spinning.
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(500));
         }
     }
 
@@ -308,14 +350,20 @@ impl eframe::App for UnleashApp {
     }
 }
 
+/// The longest a progress event waits for its redraw: at most ~10 frames/s from progress, so that
+/// drawing (software OpenGL on most CPU-only machines) stays off the training threads.
+const PROGRESS_FRAME: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Opens the app window (glow renderer: runs on any OpenGL, including software).
-pub fn run_gui(run: Option<PathBuf>) -> Result<()> {
+pub fn run_gui(mut app_options: AppOptions) -> Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default().with_title("unleash - Unleashing Mask for OOD detection").with_inner_size([1400.0, 900.0]).with_min_inner_size([900.0, 600.0]),
         renderer: eframe::Renderer::Glow,
         ..Default::default()
     };
-    let device = std::env::var("UNLEASH_DEVICE").ok().map(|d| DeviceChoice::parse(&d)).transpose()?;
-    eframe::run_native("unleash", options, Box::new(move |cc| Ok(Box::new(UnleashApp::new(&cc.egui_ctx, AppOptions { run, device })))))
+    if app_options.device.is_none() {
+        app_options.device = std::env::var("UNLEASH_DEVICE").ok().map(|d| DeviceChoice::parse(&d)).transpose()?;
+    }
+    eframe::run_native("unleash", options, Box::new(move |cc| Ok(Box::new(UnleashApp::new(&cc.egui_ctx, app_options)))))
         .map_err(|e| Error::Other(format!("cannot open the window: {e} (is a display available? the CLI subcommands work without one)")))
 }

@@ -1,7 +1,7 @@
 //! The left panel: data sets, model and recipe, device, output folder, and the job controls.
 
 use super::{DialogPurpose, UnleashApp};
-use crate::cli::format_secs;
+use crate::events::format_secs;
 use crate::config::{DeviceChoice, ModelKind};
 use eframe::egui;
 
@@ -41,7 +41,7 @@ fn controls(app: &mut UnleashApp, ui: &mut egui::Ui) {
     } else if let Some((set, done, total)) = &st.evaluating {
         ui.add(egui::ProgressBar::new(*done as f32 / (*total).max(1) as f32).text(format!("evaluating {set}: {done}/{total}")));
     } else if let Some(what) = &st.busy {
-        ui.label(format!("working: {what}"));
+        ui.label(format!("working: {}", what.describe()));
     } else {
         ui.label("idle");
     }

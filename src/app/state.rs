@@ -5,8 +5,8 @@ use crate::config::ExperimentConfig;
 use crate::data::DataBundle;
 use crate::events::{BatchProgress, Event};
 use crate::run::{EpochRecord, Phase};
-use crate::unleash::{AtypicalSet, MaskKind, MaskSweepPoint};
-use crate::worker::WorkerEvent;
+use crate::unleash::{AtypicalSet, Detection, MaskKind, MaskSweepPoint};
+use crate::worker::{Job, WorkerEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,26 @@ impl Tab {
     ];
 }
 
+/// Which snapshot the mask explorer masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskSnapshot {
+    /// The last base epoch (the paper's final stage).
+    LastBase,
+    /// The best base epoch by validation (the intermediate stage).
+    BestByValidation,
+    /// Any epoch, fine-tune ends included.
+    Epoch(usize),
+}
+
+/// The sweep of one snapshot and mask kind, as far as it has come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepView {
+    pub epoch: usize,
+    pub kind: MaskKind,
+    pub points: Vec<MaskSweepPoint>,
+    pub complete: bool,
+}
+
 /// How the user picks gamma for UM / UMAP.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GammaSource {
@@ -48,7 +68,9 @@ pub struct AppState {
     pub device: String,
     pub tab: Tab,
     /// What the worker is doing, if anything.
-    pub busy: Option<String>,
+    pub busy: Option<Job>,
+    /// What it computes between commands (the mask sweep), if anything.
+    pub background: Option<Job>,
     pub paused: bool,
     pub batch: Option<BatchProgress>,
     pub evaluating: Option<(String, usize, usize)>,
@@ -56,14 +78,30 @@ pub struct AppState {
     pub loss_rows: Vec<Arc<Vec<f32>>>,
     pub run_dir: Option<PathBuf>,
     pub data: Option<Arc<DataBundle>>,
+    /// Names of the ID classes (label numbers where none are known).
+    pub class_names: Vec<String>,
     pub mask_ratio: f64,
     pub mask_kind: MaskKind,
+    pub mask_snapshot: MaskSnapshot,
+    /// The latest answer for the latest request: a preview, or gamma and the atypical set of the
+    /// complete training set.
     pub mask_result: Option<Arc<AtypicalSet>>,
-    /// The ratio the slider last asked for, and when (for the latency shown and measured).
-    pub mask_requested_at: Option<(f64, Instant)>,
+    /// The complete answer's masked accuracy and OOD detection, once computed (kept beside the
+    /// set, which the UI shares with the worker).
+    pub mask_detection: Option<Arc<Detection>>,
+    /// Id of the last mask request sent, when it was sent, and whether its complete answer is
+    /// still to come.
+    pub mask_request: u64,
+    pub mask_requested_at: Option<Instant>,
     pub mask_pending: bool,
+    /// Seconds from a request to its first (preview) and its complete answer.
+    pub last_preview_latency: Option<Duration>,
     pub last_mask_latency: Option<Duration>,
-    pub sweep: Vec<MaskSweepPoint>,
+    /// The mask request sent without the user asking (a run's first answer), by snapshot.
+    pub auto_masked: Option<(Option<PathBuf>, usize)>,
+    pub sweep: Option<SweepView>,
+    /// The score the masked-detection table shows.
+    pub mask_table_score: crate::ood::Score,
     pub gamma_source: GammaSource,
     pub ft_epochs: usize,
     pub ft_lr: f64,
@@ -94,6 +132,7 @@ impl AppState {
             device: "device: probing...".into(),
             tab: Tab::Training,
             busy: None,
+            background: None,
             paused: false,
             batch: None,
             evaluating: None,
@@ -101,13 +140,20 @@ impl AppState {
             loss_rows: Vec::new(),
             run_dir: None,
             data: None,
+            class_names: Vec::new(),
             mask_ratio: 0.5,
             mask_kind: MaskKind::Magnitude,
+            mask_snapshot: MaskSnapshot::LastBase,
             mask_result: None,
+            mask_detection: None,
+            mask_request: 0,
             mask_requested_at: None,
             mask_pending: false,
+            last_preview_latency: None,
             last_mask_latency: None,
-            sweep: Vec::new(),
+            auto_masked: None,
+            sweep: None,
+            mask_table_score: crate::ood::Score::Energy,
             gamma_source: GammaSource::Mask,
             ft_epochs: 10,
             ft_lr: 0.05,
@@ -146,7 +192,8 @@ impl AppState {
     /// gamma for a fine-tune, from the chosen source (None when not available yet).
     pub fn gamma(&self) -> Option<f64> {
         match self.gamma_source {
-            GammaSource::Mask => self.mask_result.as_ref().map(|m| m.gamma),
+            // A preview's gamma is an estimate on a subset: UM waits for the complete one.
+            GammaSource::Mask => self.mask_result.as_ref().filter(|m| m.preview.is_none()).map(|m| m.gamma),
             GammaSource::Quantile(q) => self
                 .last_base_epoch()
                 .and_then(|e| self.loss_rows.get(e - 1))
@@ -156,15 +203,58 @@ impl AppState {
         }
     }
 
+    /// The name of class `label`.
+    pub fn class_name(&self, label: u32) -> String {
+        self.class_names.get(label as usize).cloned().unwrap_or_else(|| label.to_string())
+    }
+
     pub fn last_base_epoch(&self) -> Option<usize> {
         crate::run::last_base_epoch(&self.records)
     }
 
+    /// The epoch the mask explorer's snapshot choice names, if it exists yet.
+    pub fn mask_epoch(&self) -> Option<usize> {
+        match self.mask_snapshot {
+            MaskSnapshot::LastBase => self.last_base_epoch(),
+            MaskSnapshot::BestByValidation => crate::run::best_by_validation(&self.records, crate::ood::Score::Energy, Some(Phase::Base)),
+            MaskSnapshot::Epoch(e) => (1..=self.records.len()).contains(&e).then_some(e),
+        }
+    }
+
+    /// The sweep of the snapshot and mask kind now chosen, if one has arrived.
+    pub fn current_sweep(&self) -> Option<&SweepView> {
+        let epoch = self.mask_epoch()?;
+        self.sweep.as_ref().filter(|s| s.epoch == epoch && s.kind == self.mask_kind)
+    }
+
+    /// Forgets every mask answer (a new run, or a new base phase).
+    fn clear_masks(&mut self) {
+        self.mask_result = None;
+        self.mask_detection = None;
+        self.mask_pending = false;
+        self.sweep = None;
+        self.auto_masked = None;
+    }
+
     pub fn apply(&mut self, ev: WorkerEvent) {
         match ev {
-            WorkerEvent::Busy(what) => self.busy = Some(what),
-            WorkerEvent::SessionReady { data, device, run_dir } => {
+            WorkerEvent::Busy(job) => self.busy = Some(job),
+            WorkerEvent::Background(job) => self.background = job,
+            WorkerEvent::Device(d) => self.device = d,
+            WorkerEvent::MaskAnswer { request, answer } => self.mask_answer(request, answer),
+            WorkerEvent::MaskDetection { request, detection } => {
+                if request == self.mask_request {
+                    self.mask_detection = Some(detection);
+                    self.mask_pending = false;
+                    if let Some(t) = self.mask_requested_at {
+                        self.last_mask_latency = Some(t.elapsed());
+                    }
+                }
+            }
+            WorkerEvent::Sweep { epoch, kind, points, complete } => self.sweep = Some(SweepView { epoch, kind, points, complete }),
+            WorkerEvent::SessionReady { data, class_names, device, run_dir } => {
                 self.data = Some(data);
+                self.class_names = class_names;
                 self.device = device;
                 if run_dir.is_some() {
                     self.run_dir = run_dir;
@@ -176,8 +266,7 @@ impl AppState {
                 self.records = records;
                 self.loss_rows = loss_rows;
                 self.config = *config;
-                self.mask_result = None;
-                self.sweep.clear();
+                self.clear_masks();
                 self.data = None;
             }
             WorkerEvent::Engine(e) => self.apply_engine(e),
@@ -186,18 +275,12 @@ impl AppState {
 
     fn apply_engine(&mut self, e: Event) {
         match e {
-            Event::Info(s) => {
-                if let Some(d) = s.strip_prefix("device: ") {
-                    self.device = d.to_string();
-                }
-                self.log(false, s);
-            }
+            Event::Info(s) => self.log(false, s),
             Event::PhaseStarted { phase, first_epoch, .. } => {
                 if phase == Phase::Base && first_epoch == 1 {
                     self.records.clear();
                     self.loss_rows.clear();
-                    self.mask_result = None;
-                    self.sweep.clear();
+                    self.clear_masks();
                 }
             }
             Event::Batch(b) => {
@@ -214,23 +297,6 @@ impl AppState {
                 self.log(false, format!("{} phase {}", phase.name(), if stopped { "stopped" } else { "finished" }));
                 self.batch = None;
             }
-            Event::MaskResult(set) => {
-                // A result for an older ratio (the worker was busy with it when the slider moved
-                // on) is shown, but the latest request is still pending.
-                if let Some((_, t)) = self.mask_requested_at.filter(|(r, _)| *r == set.ratio) {
-                    self.last_mask_latency = Some(t.elapsed());
-                    self.mask_requested_at = None;
-                    self.mask_pending = false;
-                }
-                self.gallery_page = 0;
-                self.mask_result = Some(set);
-            }
-            Event::MaskTestAccuracy { ratio, epoch, accuracy } => {
-                if let Some(m) = self.mask_result.as_mut().filter(|m| m.ratio == ratio && m.epoch == epoch) {
-                    Arc::make_mut(m).masked_test_acc = Some(accuracy);
-                }
-            }
-            Event::MaskSweep(points) => self.sweep = points,
             Event::Exported(paths) => {
                 for p in &paths {
                     self.log(false, format!("wrote {}", p.display()));
@@ -247,6 +313,25 @@ impl AppState {
                 self.evaluating = None;
             }
         }
+    }
+}
+
+impl AppState {
+    /// An answer to a mask request; answers to older requests (still arriving after the slider
+    /// moved on) are dropped.
+    fn mask_answer(&mut self, request: u64, answer: Arc<AtypicalSet>) {
+        if request != self.mask_request {
+            return;
+        }
+        let elapsed = self.mask_requested_at.map(|t| t.elapsed());
+        if answer.preview.is_some() {
+            self.last_preview_latency = elapsed;
+        } else {
+            // The complete answer replaces the preview; its detection follows separately.
+            self.mask_detection = None;
+        }
+        self.gallery_page = 0;
+        self.mask_result = Some(answer);
     }
 }
 

@@ -1,12 +1,13 @@
 //! Live curves: train/test loss, ID accuracy, and OOD AUROC and FPR95 per score per OOD set
 //! (legend entries toggle lines), the best-by-validation epoch marked, fine-tune phases shaded.
 
+use super::palette;
 use super::UnleashApp;
 use crate::ood::{Metrics, Score};
 use crate::plot::phase_blocks;
 use crate::run::{best_by_validation, EpochRecord, Phase};
 use eframe::egui;
-use egui_plot::{Corner, Legend, Line, Plot, PlotPoints, PlotUi, Span, VLine};
+use egui_plot::{GridInput, GridMark, Line, Plot, PlotPoints, PlotUi, Span, VLine};
 
 const SCORE_COLORS: [egui::Color32; 3] = [egui::Color32::from_rgb(90, 160, 230), egui::Color32::from_rgb(230, 150, 60), egui::Color32::from_rgb(80, 190, 120)];
 
@@ -46,22 +47,25 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let h = ((ui.available_height() - 40.0) / 2.0).max(150.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
-        curve_plot(ui, "loss", "Loss", w, h, records, best, |pu, recs| {
+        let gamma_color = egui::Color32::from_rgb(220, 60, 50);
+        let legend = [("train loss", SCORE_COLORS[0]), ("train loss (eval pass)", SCORE_COLORS[2]), ("ID test loss", SCORE_COLORS[1]), ("gamma", gamma_color)];
+        curve_plot(ui, "loss", "Loss", &legend, w, h, records, best, |pu, recs| {
             series(pu, "train loss", recs, |r| r.train_loss, SCORE_COLORS[0], |l| l);
             series(pu, "train loss (eval pass)", recs, |r| r.train_eval_loss, SCORE_COLORS[2], |l| l);
             series(pu, "ID test loss", recs, |r| r.test_loss, SCORE_COLORS[1], |l| l);
             if let Some(g) = recs.iter().rev().find_map(|r| r.gamma) {
-                pu.hline(egui_plot::HLine::new("gamma", g).color(egui::Color32::from_rgb(220, 60, 50)));
+                pu.hline(egui_plot::HLine::new("gamma", g).color(gamma_color));
             }
         });
-        curve_plot(ui, "accuracy", "ID accuracy", w, h, records, best, |pu, recs| {
+        curve_plot(ui, "accuracy", "ID accuracy", &[("train accuracy", SCORE_COLORS[0]), ("ID test accuracy", SCORE_COLORS[1])], w, h, records, best, |pu, recs| {
             series(pu, "train accuracy", recs, |r| r.train_acc, SCORE_COLORS[0], |l| l);
             series(pu, "ID test accuracy", recs, |r| r.test_acc, SCORE_COLORS[1], |l| l);
         });
     });
+    ood_legend(ui, records, &shown, per_set);
     ui.horizontal(|ui| {
-        curve_plot(ui, "auroc", "OOD AUROC (test sets; dashed = validation)", w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.auroc));
-        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.fpr95));
+        curve_plot(ui, "auroc", "OOD AUROC (test sets and validation)", &[], w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.auroc));
+        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", &[], w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.fpr95));
     });
 }
 
@@ -76,28 +80,56 @@ fn series(pu: &mut PlotUi, name: &str, recs: &[EpochRecord], f: impl Fn(&EpochRe
     pu.points(egui_plot::Points::new(name.to_string(), points).radius(2.0).color(color));
 }
 
+/// Each OOD set in its own color (the same in every view), each score in its own line style; the
+/// mean over the test sets thick and grey, the validation set in its own color.
 fn metric_lines(pu: &mut PlotUi, recs: &[EpochRecord], shown: &[Score], per_set: bool, f: fn(&Metrics) -> f64) {
     let sets: Vec<String> = if per_set { recs.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default() } else { Vec::new() };
-    for score in shown {
-        let color = SCORE_COLORS[Score::ALL.iter().position(|s| s == score).unwrap_or(0)];
-        series(pu, &format!("{} mean", score.name()), recs, |r| r.ood_mean.get(score).map_or(f64::NAN, f), color, |l| l.width(2.5));
-        for set in &sets {
-            series(pu, &format!("{} {set}", score.name()), recs, |r| r.ood.get(set).and_then(|m| m.get(score)).map_or(f64::NAN, f), color.gamma_multiply(0.55), |l| l.width(1.0));
+    for &score in shown {
+        let style = palette::score_style(score);
+        series(pu, &format!("{} mean", score.name()), recs, |r| r.ood_mean.get(&score).map_or(f64::NAN, f), palette::MEAN_COLOR, |l| l.width(2.5).style(style));
+        for (i, set) in sets.iter().enumerate() {
+            series(pu, &format!("{} {set}", score.name()), recs, |r| r.ood.get(set).and_then(|m| m.get(&score)).map_or(f64::NAN, f), palette::set_color(i), |l| l.width(1.2).style(style));
         }
         let val = recs.last().map(|r| r.val_name.clone()).unwrap_or_default();
-        series(pu, &format!("{} {val} (validation)", score.name()), recs, |r| r.val.get(score).map_or(f64::NAN, f), color, |l| l.style(egui_plot::LineStyle::dashed_loose()));
+        series(pu, &format!("{} {val} (validation)", score.name()), recs, |r| r.val.get(&score).map_or(f64::NAN, f), palette::VALIDATION_COLOR, |l| l.width(1.5).style(style));
     }
 }
 
+/// The legend of the OOD plots, above them (a legend inside would cover curves).
+fn ood_legend(ui: &mut egui::Ui, recs: &[EpochRecord], shown: &[Score], per_set: bool) {
+    let mut entries = vec![("mean of the test sets".to_string(), palette::MEAN_COLOR)];
+    if per_set {
+        let names = recs.last().map(|r| r.ood.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        entries.extend(names.into_iter().enumerate().map(|(i, n)| (n, palette::set_color(i))));
+    }
+    let val = recs.last().map(|r| format!("{} (validation)", r.val_name)).unwrap_or_default();
+    entries.push((val, palette::VALIDATION_COLOR));
+    palette::legend_row(ui, &entries, shown);
+}
+
+/// Grid lines at whole epochs, spaced so that about eight carry labels at any zoom.
+fn epoch_grid(input: GridInput) -> Vec<GridMark> {
+    let (lo, hi) = input.bounds;
+    let span = (hi - lo).max(1.0);
+    let step = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0].into_iter().find(|s| span / s <= 8.0).unwrap_or(1000.0);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| GridMark { value: k as f64 * step, step_size: step }).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
-fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, recs: &[EpochRecord], best: Option<usize>, draw: impl FnOnce(&mut PlotUi, &[EpochRecord])) {
+fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32)], w: f32, h: f32, recs: &[EpochRecord], best: Option<usize>, draw: impl FnOnce(&mut PlotUi, &[EpochRecord])) {
     ui.vertical(|ui| {
         ui.label(egui::RichText::new(title).strong());
+        if !legend.is_empty() {
+            let entries: Vec<(String, egui::Color32)> = legend.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+            palette::legend_row(ui, &entries, &[]);
+        }
         let resp = Plot::new(id)
             .width(w)
             .height(h - 20.0)
-            .legend(Legend::default().position(Corner::LeftBottom).background_alpha(0.6))
             .x_axis_label("epoch")
+            .x_grid_spacer(epoch_grid)
             .show(ui, |pu| {
                 for (label, _, block) in phase_blocks(recs) {
                     let (Some(first), Some(last)) = (block.first(), block.last()) else { continue };

@@ -3,6 +3,7 @@
 //! names the file in its errors.
 
 pub mod cifar;
+pub mod classes;
 pub mod folder;
 pub mod idx;
 pub mod noise;

@@ -2,9 +2,11 @@
 //! everything the method needs (per-sample loss, ID accuracy, OOD scores and metrics).
 
 pub mod eval;
+pub mod finetune;
 pub mod session;
 
 pub use eval::PreparedSet;
+pub use finetune::Finetune;
 pub use session::{Objective, PhaseSpec, Session};
 
 /// The order in which an epoch visits the `n` training samples: one seeded stream per (seed,

@@ -2,6 +2,8 @@
 //! model classifies correctly and the masked model does not.
 
 use super::mask::{masked_copy, MaskKind};
+use super::probe::{Detection, PreviewSize};
+use crate::ood::Score;
 use crate::error::Result;
 use crate::model::Net;
 use crate::train::eval::{self, LabelledPass, PreparedSet};
@@ -45,6 +47,15 @@ pub struct AtypicalSet {
     /// The masked model's loss on every training sample (for histograms).
     #[serde(skip)]
     pub masked_losses: Vec<f32>,
+    /// The masked model's ID test accuracy and OOD detection (None until that pass has run).
+    #[serde(default)]
+    pub masked_detection: Option<Detection>,
+    /// The unmasked model's, on the same samples, for the differences.
+    #[serde(default)]
+    pub full_detection: Option<Detection>,
+    /// Some: a preview on subsets of these sizes (gamma, counts and metrics are estimates).
+    #[serde(default)]
+    pub preview: Option<PreviewSize>,
 }
 
 impl AtypicalSet {
@@ -54,6 +65,15 @@ impl AtypicalSet {
             gamma: self.gamma,
             atypical: self.samples.len(),
             masked_test_acc: self.masked_test_acc.unwrap_or(f64::NAN),
+            masked_ood_auroc: self.masked_detection.as_ref().map_or(f64::NAN, |d| d.mean_auroc(Score::Energy)),
+        }
+    }
+
+    /// The atypical count scaled to the whole training set (a preview counts on its subset).
+    pub fn estimated_atypical(&self, train_samples: usize) -> usize {
+        match self.preview {
+            Some(p) if p.train > 0 && p.train < train_samples => (self.samples.len() as f64 * train_samples as f64 / p.train as f64).round() as usize,
+            _ => self.samples.len(),
         }
     }
 
@@ -76,7 +96,21 @@ pub struct MaskSweepPoint {
     pub ratio: f64,
     pub gamma: f64,
     pub atypical: usize,
+    /// NaN where not computed (written as null).
+    #[serde(deserialize_with = "null_as_nan")]
     pub masked_test_acc: f64,
+    /// The masked model's mean test-OOD Energy AUROC (NaN where not computed).
+    #[serde(default = "nan", deserialize_with = "null_as_nan")]
+    pub masked_ood_auroc: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// serde_json writes a NaN as null; read it back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// The full model's passes, computed once per snapshot and reused for every ratio.
@@ -133,6 +167,9 @@ pub fn analyze(masked: &Net, full: &FullPass, ratio: f64, kind: MaskKind, train:
         masked_train_acc: m_train.accuracy,
         samples,
         masked_losses: m_train.per_sample_loss,
+        masked_detection: None,
+        full_detection: None,
+        preview: None,
     })
 }
 

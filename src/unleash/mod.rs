@@ -4,7 +4,9 @@
 
 pub mod atypical;
 pub mod mask;
+pub mod probe;
 pub mod umap;
 
 pub use atypical::{AtypicalSample, AtypicalSet, MaskSweepPoint};
 pub use mask::MaskKind;
+pub use probe::{Detection, MaskProbe, PreviewSize};

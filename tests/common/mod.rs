@@ -19,6 +19,7 @@ pub fn small_data() -> DataConfig {
         val_ood: "uniform:300:9".into(),
         ood: vec![sample("textures-images-idx3-ubyte.gz"), "gaussian:300".into()],
         train_limit: Some(600),
+        classes: None,
     }
 }
 

@@ -1,0 +1,372 @@
+//! The mask explorer's engine. A [`MaskProbe`] holds one snapshot and what its unmasked model gives
+//! (computed once); for any ratio it answers with the masked model's gamma, atypical set, ID test
+//! accuracy and OOD detection on every validation and test OOD set, next to the unmasked model's.
+//!
+//! Every answer comes twice: first a *preview* on fixed, seeded, class-stratified subsets (a
+//! fraction of a second), then the answer on the complete sets. The preview's subsets are drawn
+//! once per probe, so two previews differ only by their masks.
+
+use super::atypical::{self, AtypicalSample, AtypicalSet, FullPass};
+use super::mask::MaskKind;
+use crate::error::Result;
+use crate::model::Net;
+use crate::ood::{Score, Metrics};
+use crate::run::{self, ScoreMetrics};
+use crate::train::eval::{self, LabelledPass, PreparedSet};
+use crate::train::session::{score_metrics, Sets};
+use burn::prelude::Device;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Progress of a pass: (samples done, samples in the pass); Err stops the pass.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> Result<()>;
+
+/// What every forward pass needs besides the model and the samples.
+#[derive(Debug, Clone)]
+pub struct EvalContext {
+    pub classes: usize,
+    pub device: Device,
+    pub batch: usize,
+}
+
+/// Sizes of the preview subsets: enough for a stable gamma and AUROC, small enough to answer in
+/// well under a second on two CPU cores (about 2,750 forward passes with the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewSize {
+    pub train: usize,
+    pub id_test: usize,
+    pub per_ood_set: usize,
+}
+
+impl Default for PreviewSize {
+    fn default() -> Self {
+        PreviewSize { train: 1000, id_test: 500, per_ood_set: 250 }
+    }
+}
+
+/// A model's ID test accuracy and OOD detection (every score, every set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub test_acc: f64,
+    /// The validation OOD set and its metrics (what selection may look at).
+    pub val_name: String,
+    pub val: ScoreMetrics,
+    /// Test OOD sets (reported only), by name.
+    pub ood: BTreeMap<String, ScoreMetrics>,
+    /// Plain mean over the test OOD sets.
+    pub ood_mean: ScoreMetrics,
+}
+
+impl Detection {
+    /// The headline: mean test-OOD AUROC of a score.
+    pub fn mean_auroc(&self, score: Score) -> f64 {
+        self.ood_mean.get(&score).map_or(f64::NAN, |m| m.auroc)
+    }
+
+    pub fn mean(&self, score: Score) -> Option<Metrics> {
+        self.ood_mean.get(&score).copied()
+    }
+}
+
+/// What the unmasked model gives on one collection of sets: the reference every mask is compared to.
+#[derive(Debug, Clone)]
+struct Reference {
+    train: LabelledPass,
+    detection: Detection,
+}
+
+/// Subsets of the evaluation sets for previews, with the training subset's original indices.
+#[derive(Debug, Clone)]
+struct PreviewSets {
+    sets: Sets,
+    train_index: Vec<usize>,
+}
+
+/// One snapshot under the mask explorer.
+pub struct MaskProbe {
+    pub epoch: usize,
+    model: Net,
+    ctx: EvalContext,
+    preview_size: PreviewSize,
+    preview: PreviewSets,
+    preview_reference: Option<Reference>,
+    reference: Option<Reference>,
+}
+
+impl MaskProbe {
+    /// A probe of `model` (the inference model of snapshot `epoch`). Nothing is computed yet.
+    pub fn new(model: Net, epoch: usize, sets: &Sets, ctx: EvalContext, preview_size: PreviewSize) -> MaskProbe {
+        let preview = preview_sets(sets, preview_size, epoch as u64);
+        MaskProbe { epoch, model, ctx, preview_size, preview, preview_reference: None, reference: None }
+    }
+
+    pub fn model(&self) -> &Net {
+        &self.model
+    }
+
+    /// The model masked at `ratio` (layer-wise; see [`super::mask`]).
+    pub fn masked(&self, ratio: f64, kind: MaskKind, seed: u64) -> Result<Net> {
+        atypical::masked_model(&self.model, ratio, kind, seed)
+    }
+
+    /// The unmasked model's full-set reference (computed on first use).
+    pub fn full_detection(&mut self, sets: &Sets, progress: Progress) -> Result<Detection> {
+        Ok(self.reference(sets, progress)?.detection.clone())
+    }
+
+    /// The full model's pass over the training set and its test accuracy (for gamma sources and
+    /// the CLI's summary).
+    pub fn full_pass(&mut self, sets: &Sets, progress: Progress) -> Result<FullPass> {
+        let epoch = self.epoch;
+        let r = self.reference(sets, progress)?;
+        Ok(FullPass { epoch, train: r.train.clone(), test_acc: r.detection.test_acc })
+    }
+
+    /// The preview answer for `masked`: gamma, atypical set, masked accuracy and detection on the
+    /// preview subsets. Atypical sample indices are indices into the full training set.
+    pub fn preview(&mut self, masked: &Net, ratio: f64, kind: MaskKind) -> Result<AtypicalSet> {
+        let mut nothing = |_: usize, _: usize| -> Result<()> { Ok(()) };
+        if self.preview_reference.is_none() {
+            let r = reference(&self.model, &self.preview.sets, &self.ctx, &mut nothing)?;
+            self.preview_reference = Some(r);
+        }
+        let reference = self.preview_reference.as_ref().expect("set above");
+        let full = FullPass { epoch: self.epoch, train: reference.train.clone(), test_acc: reference.detection.test_acc };
+        let mut set = atypical::analyze(masked, &full, ratio, kind, &self.preview.sets.train, self.ctx.classes, &self.ctx.device, self.ctx.batch, &mut nothing)?;
+        remap_indices(&mut set.samples, &self.preview.train_index);
+        let detection = detect(masked, &self.preview.sets, &self.ctx, &mut nothing)?;
+        set.masked_test_acc = Some(detection.test_acc);
+        set.masked_detection = Some(detection);
+        set.full_detection = Some(reference.detection.clone());
+        set.preview = Some(self.preview_size);
+        Ok(set)
+    }
+
+    /// gamma and the atypical set of `masked` on the complete training set (one pass).
+    pub fn gamma_at(&mut self, masked: &Net, ratio: f64, kind: MaskKind, sets: &Sets, progress: Progress) -> Result<AtypicalSet> {
+        let epoch = self.epoch;
+        let ctx = self.ctx.clone();
+        let r = self.reference(sets, progress)?;
+        let full = FullPass { epoch, train: r.train.clone(), test_acc: r.detection.test_acc };
+        let mut set = atypical::analyze(masked, &full, ratio, kind, &sets.train, ctx.classes, &ctx.device, ctx.batch, progress)?;
+        set.full_detection = Some(r.detection.clone());
+        Ok(set)
+    }
+
+    /// The masked model's ID test accuracy and OOD detection on the complete sets.
+    pub fn detection(&self, masked: &Net, sets: &Sets, progress: Progress) -> Result<Detection> {
+        detect(masked, sets, &self.ctx, progress)
+    }
+
+    /// The whole answer on the complete sets: [`Self::gamma_at`] then [`Self::detection`].
+    pub fn answer(&mut self, ratio: f64, kind: MaskKind, seed: u64, sets: &Sets, progress: Progress) -> Result<AtypicalSet> {
+        let masked = self.masked(ratio, kind, seed)?;
+        let mut set = self.gamma_at(&masked, ratio, kind, sets, progress)?;
+        let detection = self.detection(&masked, sets, progress)?;
+        set.masked_test_acc = Some(detection.test_acc);
+        set.masked_detection = Some(detection);
+        Ok(set)
+    }
+
+    fn reference(&mut self, sets: &Sets, progress: Progress) -> Result<&Reference> {
+        if self.reference.is_none() {
+            self.reference = Some(reference(&self.model, sets, &self.ctx, progress)?);
+        }
+        Ok(self.reference.as_ref().expect("set above"))
+    }
+}
+
+/// The unmasked model's training pass and detection.
+fn reference(model: &Net, sets: &Sets, ctx: &EvalContext, progress: Progress) -> Result<Reference> {
+    let logits = eval::logits(model, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
+    let train = LabelledPass::from_logits(&logits, ctx.classes, &sets.train.labels)?;
+    Ok(Reference { train, detection: detect(model, sets, ctx, progress)? })
+}
+
+/// ID test accuracy and every score's metrics on the validation and every test OOD set.
+fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, progress: Progress) -> Result<Detection> {
+    let mut pass = |set: &PreparedSet| eval::logits(model, set, ctx.batch, &ctx.device, &mut |d| progress(d, set.len()));
+    let test_logits = pass(&sets.test)?;
+    let test = LabelledPass::from_logits(&test_logits, ctx.classes, &sets.test.labels)?;
+    let id_scores = eval::all_scores(&test_logits, ctx.classes);
+    let val_id_scores = eval::all_scores(&pass(validation_id_side(sets))?, ctx.classes);
+    let val = score_metrics(&val_id_scores, &eval::all_scores(&pass(&sets.val)?, ctx.classes))?;
+    let mut ood = BTreeMap::new();
+    for set in &sets.ood {
+        ood.insert(set.name.clone(), score_metrics(&id_scores, &eval::all_scores(&pass(set)?, ctx.classes))?);
+    }
+    let ood_mean = run::mean_over_sets(&ood);
+    Ok(Detection { test_acc: test.accuracy, val_name: sets.val.name.clone(), val, ood, ood_mean })
+}
+
+/// The ID side of validation metrics.
+fn validation_id_side(sets: &Sets) -> &PreparedSet {
+    &sets.test
+}
+
+fn remap_indices(samples: &mut [AtypicalSample], original: &[usize]) {
+    for s in samples {
+        s.index = original[s.index];
+    }
+}
+
+/// Seeded subsets: class-stratified for the labelled ID sets, uniform for the OOD sets.
+fn preview_sets(sets: &Sets, size: PreviewSize, seed: u64) -> PreviewSets {
+    let train_index = stratified(&sets.train.labels, size.train, seed);
+    let test_index = stratified(&sets.test.labels, size.id_test, seed.wrapping_add(1));
+    let pick = |set: &PreparedSet, k: u64| subset(set, &uniform(set.len(), size.per_ood_set, seed.wrapping_add(k)));
+    PreviewSets {
+        sets: Sets {
+            train: subset(&sets.train, &train_index),
+            test: subset(&sets.test, &test_index),
+            val: pick(&sets.val, 2),
+            ood: sets.ood.iter().enumerate().map(|(i, s)| pick(s, 3 + i as u64)).collect(),
+        },
+        train_index,
+    }
+}
+
+/// `n` indices of `0..len`, seeded, ascending (all of them when `n >= len`).
+fn uniform(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..len).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    idx.truncate(n);
+    idx.sort_unstable();
+    idx
+}
+
+/// About `n` indices with each class represented in proportion to its share (largest remainders
+/// get the rounding), seeded, ascending.
+pub fn stratified(labels: &[u32], n: usize, seed: u64) -> Vec<usize> {
+    if n >= labels.len() {
+        return (0..labels.len()).collect();
+    }
+    let mut by_class: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        by_class.entry(l).or_default().push(i);
+    }
+    let total = labels.len() as f64;
+    let mut quotas: Vec<(u32, usize, f64)> = by_class
+        .iter()
+        .map(|(&c, members)| {
+            let exact = n as f64 * members.len() as f64 / total;
+            (c, exact.floor() as usize, exact - exact.floor())
+        })
+        .collect();
+    let mut left = n - quotas.iter().map(|q| q.1).sum::<usize>();
+    let mut by_remainder: Vec<usize> = (0..quotas.len()).collect();
+    by_remainder.sort_by(|&a, &b| quotas[b].2.total_cmp(&quotas[a].2).then(a.cmp(&b)));
+    for &k in &by_remainder {
+        if left == 0 {
+            break;
+        }
+        quotas[k].1 += 1;
+        left -= 1;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(n);
+    for (c, quota, _) in quotas {
+        let mut members = by_class[&c].clone();
+        members.shuffle(&mut rng);
+        out.extend(members.into_iter().take(quota));
+    }
+    out.sort_unstable();
+    out
+}
+
+fn subset(set: &PreparedSet, indices: &[usize]) -> PreparedSet {
+    let d = set.shape.len();
+    let mut x = Vec::with_capacity(indices.len() * d);
+    for &i in indices {
+        x.extend_from_slice(&set.x[i * d..(i + 1) * d]);
+    }
+    PreparedSet { name: set.name.clone(), shape: set.shape, x, labels: indices.iter().map(|&i| set.labels[i]).collect() }
+}
+
+/// Ratios of the default sweep: log-spaced from 0.01 to 0.95, where magnitude masking goes from
+/// harmless to destructive; three significant digits, so they read well in tables.
+pub fn default_sweep_ratios(count: usize) -> Vec<f64> {
+    let (lo, hi) = (0.01f64.ln(), 0.95f64.ln());
+    (0..count).map(|i| (lo + (hi - lo) * i as f64 / (count.max(2) - 1) as f64).exp()).map(three_digits).collect()
+}
+
+fn three_digits(x: f64) -> f64 {
+    let scale = 10f64.powi(2 - x.log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+/// Linear interpolation of sweep points at `ratio` in log-ratio (the slider's scale); None
+/// outside the swept range.
+pub fn interpolate(points: &[atypical::MaskSweepPoint], ratio: f64) -> Option<atypical::MaskSweepPoint> {
+    let mut pts: Vec<&atypical::MaskSweepPoint> = points.iter().filter(|p| p.ratio > 0.0).collect();
+    pts.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+    if ratio <= 0.0 {
+        return None;
+    }
+    let x = ratio.ln();
+    let i = pts.windows(2).position(|w| w[0].ratio <= ratio && ratio <= w[1].ratio)?;
+    let (a, b) = (pts[i], pts[i + 1]);
+    let t = if b.ratio > a.ratio { (x - a.ratio.ln()) / (b.ratio.ln() - a.ratio.ln()) } else { 0.0 };
+    let lerp = |u: f64, v: f64| u + (v - u) * t;
+    Some(atypical::MaskSweepPoint {
+        ratio,
+        gamma: lerp(a.gamma, b.gamma),
+        atypical: lerp(a.atypical as f64, b.atypical as f64).round() as usize,
+        masked_test_acc: lerp(a.masked_test_acc, b.masked_test_acc),
+        masked_ood_auroc: lerp(a.masked_ood_auroc, b.masked_ood_auroc),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unleash::MaskSweepPoint;
+
+    #[test]
+    fn stratified_keeps_class_shares_and_is_seeded() {
+        // 60 of class 0, 30 of class 1, 10 of class 2: a 20-sample subset takes 12 / 6 / 2.
+        let labels: Vec<u32> = (0..100).map(|i| if i < 60 { 0 } else if i < 90 { 1 } else { 2 }).collect();
+        let a = stratified(&labels, 20, 7);
+        assert_eq!(a.len(), 20);
+        let count = |c| a.iter().filter(|&&i| labels[i] == c).count();
+        assert_eq!((count(0), count(1), count(2)), (12, 6, 2));
+        assert_eq!(a, stratified(&labels, 20, 7));
+        assert_ne!(a, stratified(&labels, 20, 8));
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn stratified_rounding_gives_exactly_n() {
+        // Three equal classes and n = 10: remainders 1/3 each, the first class gets the extra one.
+        let labels: Vec<u32> = (0..30).map(|i| (i % 3) as u32).collect();
+        let a = stratified(&labels, 10, 0);
+        assert_eq!(a.len(), 10);
+        assert_eq!(a.iter().filter(|&&i| labels[i] == 0).count(), 4);
+        assert_eq!(stratified(&labels, 50, 0).len(), 30);
+    }
+
+    #[test]
+    fn sweep_ratios_are_log_spaced_between_the_ends() {
+        let r = default_sweep_ratios(12);
+        assert_eq!(r.len(), 12);
+        assert_eq!((r[0], r[11]), (0.01, 0.95));
+        let steps: Vec<f64> = r.windows(2).map(|w| (w[1] / w[0]).ln()).collect();
+        assert!(steps.iter().all(|s| (s - steps[0]).abs() < 1e-2), "{steps:?}");
+    }
+
+    #[test]
+    fn interpolation_is_linear_in_log_ratio() {
+        let p = |ratio: f64, gamma: f64, atypical: usize| MaskSweepPoint { ratio, gamma, atypical, masked_test_acc: 1.0 - ratio, masked_ood_auroc: 0.9 };
+        let pts = [p(0.1, 0.0, 0), p(0.4, 2.0, 100)];
+        let mid = interpolate(&pts, 0.2).unwrap();
+        assert!((mid.gamma - 1.0).abs() < 1e-12);
+        assert_eq!(mid.atypical, 50);
+        assert!((mid.masked_test_acc - 0.75).abs() < 1e-12);
+        assert!(interpolate(&pts, 0.05).is_none());
+        assert!(interpolate(&pts, 0.5).is_none());
+        assert_eq!(interpolate(&pts, 0.4).unwrap().gamma, 2.0);
+    }
+}
