@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// time goes), next to PyTorch's with --pytorch.
     #[arg(long)]
     pub ops: bool,
+    /// Measure on this experiment's data (a TOML file's [data]) instead of the sample data, e.g.
+    /// CIFAR batches for ResNet-18 on a GPU.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -47,10 +51,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     let device = crate::device::resolve(DeviceChoice::parse(&a.device)?)?;
-    let exp = ExperimentConfig {
-        data: DataConfig::sample(),
-        train: TrainConfig { model: ModelKind::parse(&a.model)?, ..TrainConfig::default() },
+    let data = match &a.config {
+        Some(p) => ExperimentConfig::from_toml_file(p)?.data,
+        None => DataConfig::sample(),
     };
+    let exp = ExperimentConfig { data, train: TrainConfig { model: ModelKind::parse(&a.model)?, ..TrainConfig::default() } };
     let data = Arc::new(exp.data.load()?);
     let desc = device.description.clone();
     let s = Session::new(exp.clone(), device, data)?;

@@ -124,10 +124,11 @@ fn answer(app: &mut UnleashApp, ui: &mut egui::Ui) {
         Source::Answer(a) => {
             let detection = if a.preview.is_some() { a.masked_detection.clone().map(std::sync::Arc::new) } else { st.mask_detection.clone() };
             headline(ui, a.gamma, a.estimated_atypical(train_samples), a.preview.is_some(), detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss);
-            if a.gamma < 2.0 * a.full_train_loss && a.preview.is_none() {
+            // Masked and full training loss within 25% of each other: the mask hardly changes the model.
+            if a.gamma < 1.25 * a.full_train_loss && a.preview.is_none() {
                 ui.colored_label(
                     egui::Color32::from_rgb(230, 150, 40),
-                    "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is tiny and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
+                    "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is close to the full model's loss and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
                 );
             }
             if let (Some(masked), Some(full)) = (detection.as_deref(), a.full_detection.as_ref()) {
@@ -298,6 +299,10 @@ fn sweep_plots(app: &mut UnleashApp, ui: &mut egui::Ui) {
         ui.label(msg);
         return;
     };
+    if sweep.points.is_empty() {
+        ui.label(format!("The sweep of epoch {} is computing in the background (12 ratios, between your requests).", sweep.epoch));
+        return;
+    }
     let full = st.mask_result.as_ref().and_then(|m| m.full_detection.as_ref()).filter(|_| st.mask_result.as_ref().is_some_and(|m| m.epoch == sweep.epoch && m.preview.is_none()));
     let full_acc = st.mask_result.as_ref().filter(|m| m.epoch == sweep.epoch).map(|m| m.full_test_acc);
     let state = if sweep.complete { String::new() } else { format!(" ({} of {} ratios so far)", sweep.points.len(), crate::worker::DEFAULT_SWEEP_POINTS) };
@@ -316,6 +321,27 @@ fn sweep_plots(app: &mut UnleashApp, ui: &mut egui::Ui) {
     });
 }
 
+/// Grid marks of a log10(ratio) axis at 1, 2 and 5 times the powers of ten (0.01, 0.02, 0.05, 0.1,
+/// ...), the decades thicker.
+fn ratio_grid(input: egui_plot::GridInput) -> Vec<egui_plot::GridMark> {
+    let (lo, hi) = input.bounds;
+    let mut marks = Vec::new();
+    for decade in (lo.floor() as i32 - 1)..=(hi.ceil() as i32) {
+        for (k, m) in [1.0f64, 2.0, 5.0].into_iter().enumerate() {
+            let v = (m * 10f64.powi(decade)).log10();
+            if (lo..=hi).contains(&v) {
+                marks.push(egui_plot::GridMark { value: v, step_size: if k == 0 { 1.0 } else { 0.3 } });
+            }
+        }
+    }
+    marks
+}
+
+fn three_places(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &SweepView, ratio: f64, f: impl Fn(&crate::unleash::MaskSweepPoint) -> f64, full: Option<f64>) {
     let color = egui::Color32::from_rgb(90, 160, 230);
@@ -324,8 +350,8 @@ fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &
         let resp = Plot::new(id)
             .width(w)
             .height(h - 18.0)
-            .x_axis_formatter(|mark, _| format!("{:.3}", 10f64.powf(mark.value)))
-            .x_grid_spacer(egui_plot::log_grid_spacer(10))
+            .x_axis_formatter(|mark, _| format!("{}", three_places(10f64.powf(mark.value))))
+            .x_grid_spacer(ratio_grid)
             .show(ui, |pu| {
                 let pts: Vec<[f64; 2]> = sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
                 pu.line(Line::new(title.to_string(), pts.clone()).width(2.0).color(color));

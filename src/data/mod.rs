@@ -310,7 +310,8 @@ impl DataBundle {
 /// The bundled sample data folder: `sample_data/` next to the executable's crate, or in the
 /// working directory.
 pub fn sample_data_dir() -> PathBuf {
-    let cwd = PathBuf::from("sample_data");
+    // Absolute, so that a run's config.json names files that open from any working directory.
+    let cwd = std::env::current_dir().unwrap_or_default().join("sample_data");
     if cwd.is_dir() {
         return cwd;
     }
