@@ -8,7 +8,10 @@
 //!   per_sample_loss.npy       float32 [epochs, N]: the loss of every training sample, every epoch
 //!   epochs/0001/model.bpk     the snapshot after that epoch
 //!   epochs/0001/scores.npy    float32 [n, 3] (MSP, MaxLogit, Energy) per set; one file per set:
-//!                             scores_<set>.npy for id_test, val_<name> and each test OOD set
+//!                             scores_<set>.npy for id_test, id_val (the ID validation split),
+//!                             val_<name> and each test OOD set. The MSP column holds log-MSP
+//!                             (same order, no f32 saturation) since config.json's
+//!                             "msp_stored_as": "log_msp"; older runs hold plain MSP.
 //! ```
 //! Each epoch first writes its files (each atomically), then the loss matrix, then appends its line
 //! to events.jsonl with an fsync. A reader trusts only the lines of events.jsonl that parse, so a
@@ -68,6 +71,10 @@ pub struct EpochRecord {
     pub test_acc: f64,
     /// The validation OOD set (selects the best epoch).
     pub val_name: String,
+    /// The ID side of `val`: "id_val" (the split held out of training), or the training set
+    /// when there is no split. Records of runs made before the split used the ID test set.
+    #[serde(default = "legacy_val_id_name")]
+    pub val_id_name: String,
     pub val: ScoreMetrics,
     /// Test OOD sets, by name.
     pub ood: BTreeMap<String, ScoreMetrics>,
@@ -75,6 +82,10 @@ pub struct EpochRecord {
     pub ood_mean: ScoreMetrics,
     pub seconds: f64,
     pub samples_per_sec: f64,
+}
+
+fn legacy_val_id_name() -> String {
+    "id_test".to_string()
 }
 
 /// The snapshot of an epoch, relative to the run folder.

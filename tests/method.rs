@@ -256,3 +256,80 @@ fn device_choices_answer_without_hanging_or_panicking() {
     assert!(!unleash::device::resolve(DeviceChoice::Cpu).unwrap().is_gpu);
     assert!(t.elapsed().as_secs() < 90);
 }
+
+#[test]
+fn arms_from_one_snapshot_train_on_the_same_batches() {
+    // UM with gamma 0 is |CE - 0| + 0 = CE, with CE's gradient: from one snapshot and on the same
+    // batches it must retrace the control exactly. Keyed on the run epoch (2 for the control, 3
+    // for UM) the two would shuffle differently and part at the first step.
+    let mut s = session(small_experiment(1, 3));
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    let dir = tempfile::tempdir().unwrap();
+    s.create_run(&dir.path().join("run")).unwrap();
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let arm = |phase, objective| PhaseSpec { phase, epochs: 2, lr: 0.05, objective, umap_ratio: None, from_epoch: Some(1) };
+    s.run_phase(&arm(Phase::Control, Objective::CrossEntropy), &Control::new(), &mut |_| {}).unwrap();
+    s.run_phase(&arm(Phase::Um, Objective::Flooded { gamma: 0.0 }), &Control::new(), &mut |_| {}).unwrap();
+    let r = &s.records;
+    assert_eq!(r.iter().map(|r| r.phase).collect::<Vec<_>>(), vec![Phase::Base, Phase::Control, Phase::Control, Phase::Um, Phase::Um]);
+    for k in 0..2 {
+        let (control, um) = (&r[1 + k], &r[3 + k]);
+        assert_eq!(control.train_loss.to_bits(), um.train_loss.to_bits(), "phase epoch {}: {} vs {}", k + 1, control.train_loss, um.train_loss);
+        assert_eq!(s.loss_rows[1 + k], s.loss_rows[3 + k], "per-sample losses after phase epoch {}", k + 1);
+    }
+    // ...and the fine-tune moved the model (the comparison is not vacuous).
+    assert_ne!(s.loss_rows[0], s.loss_rows[1]);
+}
+
+#[test]
+fn a_run_refuses_a_validation_set_of_a_test_family_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = small_experiment(1, 0);
+    // small_data's test OOD sets include "gaussian:300"; Gaussian noise of another seed is its family.
+    exp.data.val_ood = "gaussian:300:77".into();
+    let mut s = session(exp.clone());
+    let e = s.create_run(&dir.path().join("refused")).unwrap_err().to_string();
+    assert!(e.contains("'gaussian:300:77'") && e.contains("'gaussian:300'"), "{e}");
+    assert!(!dir.path().join("refused/config.json").exists(), "nothing written");
+    // With the override the run starts, and config.json says so, naming the clash.
+    exp.data.allow_val_test_overlap = true;
+    let mut s = session(exp);
+    let run = dir.path().join("allowed");
+    s.create_run(&run).unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["val_test_overlap"]["allowed"], true);
+    assert!(cfg["val_test_overlap"]["clashes"][0].as_str().unwrap().contains("gaussian noise"), "{cfg}");
+    assert_eq!(cfg["experiment"]["data"]["allow_val_test_overlap"], true);
+}
+
+#[test]
+fn validation_uses_the_held_out_split_and_never_the_test_set() {
+    let s = session(small_experiment(1, 0));
+    let d = &s.data;
+    // 600 -> 540 trained on + 60 held out, class-stratified (10% of each class, +-1).
+    assert_eq!((d.train.len(), d.id_val.len(), d.id_val_split.count), (540, 60, 60));
+    for c in 0..10u32 {
+        let all = d.train.labels.iter().chain(&d.id_val.labels).filter(|&&l| l == c).count() as f64;
+        let held = d.id_val.labels.iter().filter(|&&l| l == c).count() as f64;
+        assert!((held - 0.1 * all).abs() <= 1.0, "class {c}: {held} of {all}");
+    }
+    assert_eq!(d.validation_id_name(), "id_val");
+    // The validation OOD set is built from the held-out images' pixels, not from training images.
+    let mut exp = small_experiment(1, 0);
+    exp.data.val_ood = "patch-shuffle:60:1".into();
+    let s2 = session(exp);
+    for i in 0..60 {
+        let mut a = s2.data.val_ood.image(i).to_vec();
+        let mut b = s2.data.id_val.image(i).to_vec();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "validation OOD image {i} is a rearranged held-out image");
+    }
+    // Fraction 0: a warning, and the training set (never the test set) is the ID side.
+    let mut exp = small_experiment(1, 0);
+    exp.data.id_val_fraction = 0.0;
+    let s3 = session(exp);
+    assert_eq!((s3.data.train.len(), s3.data.id_val.len()), (600, 0));
+    assert!(s3.data.warnings.iter().any(|w| w.contains("no ID validation split")), "{:?}", s3.data.warnings);
+    assert_eq!(s3.data.validation_id_name(), unleash::data::VALIDATION_ID_FALLBACK);
+}
