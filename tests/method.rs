@@ -333,3 +333,88 @@ fn validation_uses_the_held_out_split_and_never_the_test_set() {
     assert!(s3.data.warnings.iter().any(|w| w.contains("no ID validation split")), "{:?}", s3.data.warnings);
     assert_eq!(s3.data.validation_id_name(), unleash::data::VALIDATION_ID_FALLBACK);
 }
+
+#[test]
+fn flooding_acts_on_the_batch_mean_not_per_sample() {
+    // gamma between the two samples' CEs: a per-sample flood mean(|ce_i - g| + g) differs from
+    // the batch-mean flood |mean - g| + g in value and in gradient.
+    let dev = unleash::device::cpu().device.autodiff();
+    dev.seed(5);
+    let net = unleash::unleash::mask::force_init(Net::new(ModelKind::Mlp, tiny_shape(), 3, &dev).unwrap());
+    let x = Tensor::<4>::from_data(TensorData::new((0..32).map(|i| ((i * 7 % 11) as f32 / 3.0).cos() * 3.0).collect::<Vec<_>>(), [2, 1, 4, 4]), &dev);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &dev);
+    let logits = net.logits(x.clone()).detach().try_into_vec_as::<f32>().unwrap();
+    let ce: Vec<f64> = [0usize, 2].iter().enumerate().map(|(i, &label)| unleash::train::eval::cross_entropy(&logits[i * 3..i * 3 + 3], label)).collect();
+    let (lo, hi) = (ce[0].min(ce[1]), ce[0].max(ce[1]));
+    assert!(hi - lo > 0.05, "the two CEs must differ: {ce:?}");
+    let mean = (ce[0] + ce[1]) / 2.0;
+    let grad_of = |objective| {
+        let loss = objective_loss(net.logits(x.clone()), y.clone(), 2, objective);
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        let grads = loss.backward();
+        let Net::Mlp(m) = &net else { unreachable!() };
+        (value, m.fc2.weight.val().grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap())
+    };
+    let (_, g_mean) = grad_of(Objective::CrossEntropy);
+    for (gamma, sign) in [(lo + 0.25 * (hi - lo), 1.0f32), (lo + 0.75 * (hi - lo), -1.0)] {
+        assert!(gamma > lo && gamma < hi);
+        let (value, g) = grad_of(Objective::Flooded { gamma });
+        let want = (mean - gamma).abs() + gamma;
+        let per_sample = ce.iter().map(|c| (c - gamma).abs() + gamma).sum::<f64>() / 2.0;
+        assert!((value - want).abs() < 1e-5, "gamma {gamma}: loss {value}, |mean - g| + g = {want}");
+        assert!((value - per_sample).abs() > 1e-3, "indistinguishable from a per-sample flood");
+        for (a, b) in g.iter().zip(&g_mean) {
+            assert!((a - sign * b).abs() < 1e-6, "gamma {gamma}: gradient {a} vs sign(mean - g) * grad(mean) = {}", sign * b);
+        }
+    }
+}
+
+/// Every float parameter of a model (rank and values: weights, biases), in module order.
+fn all_params(net: &Net) -> Vec<(usize, Vec<f32>)> {
+    struct Collect(Vec<(usize, Vec<f32>)>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.push((D, param.val().try_into_vec_as::<f32>().unwrap()));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    net.visit(&mut c);
+    c.0
+}
+
+#[test]
+fn umap_freezes_biases_materialises_what_it_scored_and_takes_ratios_0_and_099() {
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    for ratio in [0.0, 0.99] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = session(small_experiment(1, 6));
+        t.create_run(&dir.path().join("run")).unwrap();
+        t.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+        let before = all_params(&t.inference_model());
+        let weights = prunable_weights(&t.inference_model());
+        let umap = PhaseSpec { phase: Phase::Umap, epochs: 1, lr: 0.05, objective: Objective::Flooded { gamma: 0.3 }, umap_ratio: Some(ratio), from_epoch: None };
+        t.run_phase(&umap, &Control::new(), &mut |_| {}).unwrap();
+        let pruned = t.inference_model();
+        let after = all_params(&pruned);
+        assert_eq!(before.iter().filter(|p| p.0 == 1).count(), 4, "conv1, conv2, fc1, fc2 biases");
+        // Biases stay bit-identical; weights are kept bit-identical or zeroed.
+        for (k, ((rank, a), (_, b))) in before.iter().zip(&after).enumerate() {
+            for (x, y) in a.iter().zip(b) {
+                assert!(x.to_bits() == y.to_bits() || (*y == 0.0 && *rank > 1), "ratio {ratio}, parameter {k} (rank {rank}): {x} -> {y}");
+            }
+        }
+        for ((name, _, w), (_, _, p)) in weights.iter().zip(prunable_weights(&pruned)) {
+            let zeros = p.iter().zip(w).filter(|(v, orig)| **v == 0.0 && **orig != 0.0).count();
+            assert_eq!(zeros, masked_count(w.len(), ratio), "ratio {ratio}: {name}");
+        }
+        // The materialised model computes what the scored model computed.
+        let x = t.sets.test.batch(0..50, t.inference_device());
+        let scored = t.model.valid().logits(x.clone()).into_data();
+        let baked = pruned.logits(x).into_data();
+        scored.assert_approx_eq::<f32>(&baked, burn::tensor::Tolerance::absolute(1e-5));
+        // The snapshot on disk is the pruned model.
+        let snap = RunReader::open(&dir.path().join("run")).unwrap().snapshot(2).unwrap();
+        let loaded = Net::load_bpk(ModelKind::SmallCnn, t.data.train.shape, 10, &snap, t.inference_device()).unwrap();
+        assert_eq!(all_params(&loaded), after, "ratio {ratio}");
+    }
+}

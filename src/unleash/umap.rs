@@ -108,5 +108,10 @@ mod tests {
         let m = PopupMask { scores: Param::from_tensor(s), keep: 2 };
         let out = m.apply(Tensor::<1>::ones([4], &dev)).try_into_vec_as::<f32>().unwrap();
         assert_eq!(out, vec![1.0, 0.0, 1.0, 0.0]);
+        // The keep-all and keep-none branches (ratio 0; a ratio that rounds to every entry).
+        let all = PopupMask { scores: m.scores.clone(), keep: 4 }.apply(Tensor::<1>::ones([4], &dev));
+        assert_eq!(all.try_into_vec_as::<f32>().unwrap(), vec![1.0; 4]);
+        let none = PopupMask { scores: m.scores.clone(), keep: 0 }.apply(Tensor::<1>::ones([4], &dev));
+        assert_eq!(none.try_into_vec_as::<f32>().unwrap(), vec![0.0; 4]);
     }
 }
