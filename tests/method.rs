@@ -305,7 +305,7 @@ fn a_run_refuses_a_validation_set_of_a_test_family_unless_told() {
 #[test]
 fn validation_uses_the_held_out_split_and_never_the_test_set() {
     let s = session(small_experiment(1, 0));
-    let d = &s.data;
+    let d = s.data.clone();
     // 600 -> 540 trained on + 60 held out, class-stratified (10% of each class, +-1).
     assert_eq!((d.train.len(), d.id_val.len(), d.id_val_split.count), (540, 60, 60));
     for c in 0..10u32 {
@@ -314,6 +314,21 @@ fn validation_uses_the_held_out_split_and_never_the_test_set() {
         assert!((held - 0.1 * all).abs() <= 1.0, "class {c}: {held} of {all}");
     }
     assert_eq!(d.validation_id_name(), "id_val");
+    // An epoch's validation metrics are the split's scores against the validation OOD set's.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = s;
+    s.create_run(&dir.path().join("run")).unwrap();
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let run = RunReader::open(&dir.path().join("run")).unwrap();
+    let (id_val, val, test) = (run.scores(1, "id_val").unwrap(), run.scores(1, "val_uniform-val").unwrap(), run.scores(1, "id_test").unwrap());
+    assert_eq!(id_val[&unleash::ood::Score::Energy].len(), 60);
+    for score in unleash::ood::Score::ALL {
+        let m = unleash::ood::metrics::compute(&id_val[&score], &val[&score]).unwrap();
+        assert_eq!(run.records[0].val[&score], m, "{score:?}");
+        assert_ne!(unleash::ood::metrics::compute(&test[&score], &val[&score]).unwrap(), m, "the test set would give other numbers");
+    }
+    assert_eq!(run.records[0].val_id_name, "id_val");
     // The validation OOD set is built from the held-out images' pixels, not from training images.
     let mut exp = small_experiment(1, 0);
     exp.data.val_ood = "patch-shuffle:60:1".into();
