@@ -433,3 +433,42 @@ fn umap_freezes_biases_materialises_what_it_scored_and_takes_ratios_0_and_099() 
         assert_eq!(all_params(&loaded), after, "ratio {ratio}");
     }
 }
+
+#[test]
+fn a_run_folder_from_before_the_split_reopens_and_continues() {
+    // Made as the earlier version made runs: every training sample trained on, Gaussian validation
+    // next to a Gaussian test set, no id_val_split in config.json, no val_id_name in events.jsonl.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("old");
+    let mut exp = small_experiment(1, 2);
+    exp.data.id_val_fraction = 0.0;
+    exp.data.val_ood = "gaussian:300:2".into();
+    exp.data.allow_val_test_overlap = true;
+    let mut s = session(exp);
+    s.create_run(&run).unwrap();
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    for k in ["id_val_split", "validation_id", "val_test_overlap", "msp_stored_as"] {
+        cfg.as_object_mut().unwrap().remove(k);
+    }
+    for k in ["id_val_fraction", "id_val_seed", "allow_val_test_overlap"] {
+        cfg["experiment"]["data"].as_object_mut().unwrap().remove(k);
+    }
+    std::fs::write(run.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let mut line: serde_json::Value = serde_json::from_str(events.trim()).unwrap();
+    line.as_object_mut().unwrap().remove("val_id_name");
+    std::fs::write(run.join("events.jsonl"), format!("{line}\n")).unwrap();
+
+    let reader = RunReader::open(&run).unwrap();
+    assert_eq!(reader.records[0].val_id_name, "id_test", "old records were validated against the ID test set");
+    // It resumes with all 600 samples (its loss rows have 600 entries) and continues.
+    let mut old = unleash::train::Session::resume(&run, Some(unleash::config::DeviceChoice::Cpu), None).unwrap();
+    assert_eq!(old.data.train.len(), 600);
+    let control = PhaseSpec { phase: Phase::Control, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: Some(1) };
+    old.run_phase(&control, &Control::new(), &mut |_| {}).unwrap();
+    let reader = RunReader::open(&run).unwrap();
+    assert_eq!(reader.records.len(), 2);
+    assert_eq!(reader.loss_matrix().unwrap().unwrap().0, 600);
+}
