@@ -323,6 +323,8 @@ pub fn resolve_gamma(a: &FinetuneArgs, s: &Session, start: usize, r: &mut Render
 /// `unleash um|umap|control`.
 pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+    // Fail fast on a bad mask name, before the data is loaded.
+    MaskKind::parse(&a.mask)?;
     let reader = RunReader::open(&a.run)?;
     let start = match a.epoch {
         Some(e) => e,

@@ -195,3 +195,35 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
     let out2 = unleash(&["reproduce", "--seeds", "0..2", "--report-only", "--out", &o, "--summaries", &sm]);
     assert!(!out2.status.success() && String::from_utf8_lossy(&out2.stderr).contains("seed-2.json"));
 }
+
+#[test]
+fn batch_order_prints_the_batches_a_phase_trains_on() {
+    use unleash::train::{epoch_order, OrderKey};
+    let out = unleash_ok(&["batch-order", "--seed", "3", "--phase", "finetune", "--epochs", "1..2", "--samples", "50"].map(String::from));
+    let lines: Vec<Vec<usize>> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split(' ').map(|i| i.parse().unwrap()).collect()).collect();
+    assert_eq!(lines, vec![epoch_order(3, OrderKey::Finetune { phase_epoch: 1 }, 50), epoch_order(3, OrderKey::Finetune { phase_epoch: 2 }, 50)]);
+    let base = unleash_ok(&["batch-order", "--seed", "3", "--epochs", "2..2", "--samples", "50"].map(String::from));
+    let line: Vec<usize> = String::from_utf8(base.stdout).unwrap().trim().split(' ').map(|i| i.parse().unwrap()).collect();
+    assert_eq!(line, epoch_order(3, OrderKey::Base { epoch: 2 }, 50));
+    let bad = unleash(&["batch-order", "--seed", "3", "--phase", "warmup", "--epochs", "1..2", "--samples", "50"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("'warmup' is not base or finetune"));
+}
+
+#[test]
+fn um_takes_gamma_from_a_random_mask_as_mask_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train_run(&dir.path().join("a"), 1, 5);
+    let a_s = a.to_str().unwrap();
+    let arg = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = unleash_ok(&arg(&["mask", "--run", a_s, "--ratios", "0.3", "--mask", "random", "--seed", "4", "--json", "--device", "cpu"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let random_gamma = v["ratios"][0]["gamma"].as_f64().unwrap();
+    let out = unleash_ok(&arg(&["mask", "--run", a_s, "--ratios", "0.3", "--json", "--device", "cpu"]));
+    let magnitude_gamma = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["ratios"][0]["gamma"].as_f64().unwrap();
+    assert_ne!(random_gamma, magnitude_gamma);
+    unleash_ok(&arg(&["um", "--run", a_s, "--mask-ratio", "0.3", "--mask", "random", "--mask-seed", "4", "--epochs", "1", "--device", "cpu"]));
+    let run = RunReader::open(&a).unwrap();
+    assert_eq!(run.records[1].gamma, Some(random_gamma), "UM's gamma is what `mask --json` reported");
+    let bad = unleash(&["um", "--run", a_s, "--mask", "bogus", "--epochs", "1"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("unknown mask 'bogus'"));
+}
