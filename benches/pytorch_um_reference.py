@@ -39,6 +39,8 @@ def main():
                     "to use instead of a shuffle, e.g. unleash's own order for a step-by-step comparison")
     ap.add_argument("--compare", nargs="*", default=[], metavar="EPOCH=FILE.safetensors",
                     help="after that fine-tune epoch, print the largest weight difference to this model (unleash's snapshot)")
+    ap.add_argument("--run-config", help="an unleash run's config.json: train on the samples it trained on (its ID "
+                    "validation split held out), as --orders and --init from that run expect")
     ap.add_argument("--cache", default="/tmp/um_reference_cache", help="final base models per seed")
     ap.add_argument("--init", help="folder of seed<N>.safetensors (e.g. `unleash export --epoch 40` of each seed's run): "
                     "start UM and control from these instead of training a base model here")
@@ -49,10 +51,11 @@ def main():
     from sklearn.metrics import roc_auc_score, roc_curve
 
     torch.set_num_threads(args.threads)
-    from torch_smallcnn import SAMPLE_DATA as root, SmallCNN, read_idx, sgd_epoch
+    from torch_smallcnn import SAMPLE_DATA as root, SmallCNN, drop_held_out, read_idx, sgd_epoch
     load = lambda name: read_idx(os.path.join(root, name))
     x_train = load("fashion-train-images-idx3-ubyte.gz")
     y_train = load("fashion-train-labels-idx1-ubyte.gz").astype(np.int64)
+    x_train, y_train = drop_held_out(x_train, y_train, args.run_config)
     x_test = load("fashion-t10k-images-idx3-ubyte.gz")
     y_test = load("fashion-t10k-labels-idx1-ubyte.gz").astype(np.int64)
     rng = np.random.default_rng(12345)

@@ -19,17 +19,21 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--gamma", type=float, required=True)
     ap.add_argument("--orders", required=True, help="first line: one epoch's sample order")
+    ap.add_argument("--run-config", help="the unleash run's config.json: train on the samples it trained on "
+                    "(its ID validation split held out), as the --orders indices expect")
     ap.add_argument("--nudge", type=float, default=1e-6)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--epochs-in-phase", type=int, default=10, help="for the cosine schedule's length")
     args = ap.parse_args()
     import torch
     from safetensors.torch import load_file
-    from torch_smallcnn import SAMPLE_DATA, SmallCNN, read_idx, sgd_epoch
+    from torch_smallcnn import SAMPLE_DATA, SmallCNN, drop_held_out, read_idx, sgd_epoch
 
     torch.set_num_threads(1)
-    x = read_idx(os.path.join(SAMPLE_DATA, "fashion-train-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
-    y = torch.from_numpy(read_idx(os.path.join(SAMPLE_DATA, "fashion-train-labels-idx1-ubyte.gz")).astype(np.int64))
+    x, y = drop_held_out(read_idx(os.path.join(SAMPLE_DATA, "fashion-train-images-idx3-ubyte.gz")),
+                         read_idx(os.path.join(SAMPLE_DATA, "fashion-train-labels-idx1-ubyte.gz")), args.run_config)
+    x = x.astype(np.float32) / 255.0
+    y = torch.from_numpy(y.astype(np.int64))
     X = torch.from_numpy((x - x.mean()) / x.std()).unsqueeze(1)
     with open(args.orders) as f:
         order = torch.tensor([int(i) for i in f.readline().split()])

@@ -19,6 +19,20 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def drop_held_out(x, y, run_config):
+    """The training samples unleash trained on: drops the ID validation split that the run's
+    config.json lists (`id_val_split.indices`, positions in the training file), keeping file order,
+    so that `unleash batch-order` indices and the normalisation match. Runs made before the split
+    (no such key) trained on every sample."""
+    if not run_config:
+        return x, y
+    import json
+    with open(run_config) as f:
+        held = json.load(f).get("id_val_split", {}).get("indices", [])
+    keep = np.setdiff1d(np.arange(len(x)), np.asarray(held, dtype=np.int64))
+    return x[keep], y[keep]
+
+
 class SmallCNN(nn.Module):
     def __init__(self, channels=1, classes=10):
         super().__init__()

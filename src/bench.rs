@@ -51,10 +51,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     let device = crate::device::resolve(DeviceChoice::parse(&a.device)?)?;
-    let data = match &a.config {
+    let mut data = match &a.config {
         Some(p) => ExperimentConfig::from_toml_file(p)?.data,
         None => DataConfig::sample(),
     };
+    // All training samples, as the PyTorch reference measures: no ID validation split.
+    data.id_val_fraction = 0.0;
     let exp = ExperimentConfig { data, train: TrainConfig { model: ModelKind::parse(&a.model)?, ..TrainConfig::default() } };
     let data = Arc::new(exp.data.load()?);
     let desc = device.description.clone();
@@ -153,7 +155,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         "mask_preview_secs": median(preview_secs),
         "mask_ratio_to_gamma_secs": median(mask_secs),
         "mask_full_secs": median(full_secs),
-        "mask_full_samples": s.sets.train.len() + s.sets.test.len() * 2 + s.sets.val.len() + s.sets.ood.iter().map(|o| o.len()).sum::<usize>(),
+        "mask_full_samples": s.sets.train.len() + s.sets.test.len() + s.sets.id_val.as_ref().map_or(0, |v| v.len()) + s.sets.val.len() + s.sets.ood.iter().map(|o| o.len()).sum::<usize>(),
         "metrics_1m_1m_secs": median(metric_secs),
         "ops": ops,
         // This process after its training steps and full passes over the sample data; a whole

@@ -18,8 +18,7 @@ use std::sync::Arc;
 /// The experiment a run folder was made with.
 pub fn run_experiment(run: &Path) -> Result<ExperimentConfig> {
     let r = RunReader::open(run)?;
-    serde_json::from_value(r.config["experiment"].clone())
-        .map_err(|e| Error::run(run, format!("config.json does not describe an experiment: {e}")))
+    ExperimentConfig::from_run_config(&r.config, run)
 }
 
 fn default_out(exp: &ExperimentConfig) -> PathBuf {
@@ -34,14 +33,19 @@ pub fn open_session(exp: ExperimentConfig, device_choice: DeviceChoice, r: &mut 
     r.handle(&Event::Info(format!("device: {}", dev.description)));
     let data = Arc::new(exp.data.load()?);
     r.handle(&Event::Info(format!(
-        "data: {} training / {} test samples ({}, {} classes); validation OOD: {}; test OOD: {}",
+        "data: {} training / {} test samples ({}, {} classes); validation: {} ({} samples) vs {}; test OOD: {}",
         data.train.len(),
         data.test.len(),
         data.train.shape,
         data.train.num_classes,
+        data.validation_id_name(),
+        data.validation_id().len(),
         data.val_ood.name,
         data.ood.iter().map(|d| format!("{} ({})", d.name, d.len())).collect::<Vec<_>>().join(", ")
     )));
+    for w in &data.warnings {
+        r.handle(&Event::Info(w.clone()));
+    }
     Session::new(exp, dev, data)
 }
 
@@ -108,12 +112,12 @@ pub fn eval(exp: ExperimentConfig, model: &Path, device_choice: Option<DeviceCho
     for (set, scores) in s.sets.ood.iter().zip(&ev.ood_scores) {
         rows.insert(set.name.clone(), crate::train::session::score_metrics(&ev.test_scores, scores)?);
     }
-    let val = crate::train::session::score_metrics(&ev.test_scores, &ev.val_scores)?;
+    let val = crate::train::session::score_metrics(&ev.id_val_scores, &ev.val_scores)?;
     let mean = crate::run::mean_over_sets(&rows);
     if json {
         let out = serde_json::json!({
             "model": model, "id_test_accuracy": ev.test.accuracy, "id_test_loss": ev.test.mean_loss,
-            "validation": {"set": s.sets.val.name, "metrics": val}, "ood": rows, "ood_mean": mean,
+            "validation": {"set": s.sets.val.name, "id_side": s.data.validation_id_name(), "metrics": val}, "ood": rows, "ood_mean": mean,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
@@ -299,6 +303,14 @@ pub struct FinetuneArgs {
     /// gamma = mean training loss of the model masked at this ratio (default 0.7).
     #[arg(long, allow_negative_numbers = true)]
     pub mask_ratio: Option<f64>,
+    /// The mask that gives gamma: magnitude (the smallest weights of each layer), or random (a
+    /// seeded random fraction of each layer, as the official code's estimate: random scores on
+    /// the dense checkpoint, top-k per layer).
+    #[arg(long, default_value = "magnitude")]
+    pub mask: String,
+    /// Seed of the random mask.
+    #[arg(long, default_value_t = 0)]
+    pub mask_seed: u64,
     /// gamma = this quantile of the start snapshot's per-sample training losses.
     #[arg(long, allow_negative_numbers = true)]
     pub quantile: Option<f64>,
@@ -341,15 +353,18 @@ pub fn resolve_gamma(a: &FinetuneArgs, s: &Session, start: usize, r: &mut Render
         r.handle(&Event::Evaluating { epoch: start, set: format!("mask {ratio}"), done: d, total: t });
         Ok(())
     };
+    let kind = MaskKind::parse(&a.mask)?;
     let full = s.full_pass(&model, start, &mut progress)?;
-    let set = s.mask_analysis(&model, &full, ratio, MaskKind::Magnitude, 0, &mut progress)?;
-    r.handle(&Event::Info(format!("gamma from magnitude mask ratio {ratio}: {:.5} ({} atypical samples)", set.gamma, set.samples.len())));
+    let set = s.mask_analysis(&model, &full, ratio, kind, a.mask_seed, &mut progress)?;
+    r.handle(&Event::Info(format!("gamma from {} mask ratio {ratio}: {:.5} ({} atypical samples)", kind.key(), set.gamma, set.samples.len())));
     Ok(set.gamma)
 }
 
 /// `unleash um|umap|control`.
 pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+    // Fail fast on a bad mask name, before the data is loaded.
+    MaskKind::parse(&a.mask)?;
     let reader = RunReader::open(&a.run)?;
     let start = match a.epoch {
         Some(e) => e,
@@ -443,8 +458,14 @@ pub fn export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// `unleash batch-order`: the training order of run epochs `first..last` (inclusive).
-pub fn batch_order(seed: u64, epochs: &str, samples: usize) -> Result<()> {
+/// `unleash batch-order`: the training order of epochs `first..last` (inclusive) of a base phase
+/// (run epochs) or of any fine-tune phase (epochs within the phase).
+pub fn batch_order(seed: u64, epochs: &str, samples: usize, phase: &str) -> Result<()> {
+    let finetune = match phase.to_ascii_lowercase().as_str() {
+        "base" => false,
+        "finetune" | "fine-tune" | "um" | "umap" | "control" => true,
+        _ => return Err(Error::config("phase", format!("'{phase}' is not base or finetune"))),
+    };
     let bad = || Error::config("epochs", format!("'{epochs}' is not a range like 41..50"));
     let (first, last) = epochs.split_once("..").ok_or_else(bad)?;
     let (first, last): (usize, usize) = (first.trim().parse().map_err(|_| bad())?, last.trim().parse().map_err(|_| bad())?);
@@ -453,7 +474,8 @@ pub fn batch_order(seed: u64, epochs: &str, samples: usize) -> Result<()> {
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for epoch in first..=last {
-        let line: Vec<String> = crate::train::epoch_order(seed, epoch, samples).iter().map(usize::to_string).collect();
+        let key = if finetune { crate::train::OrderKey::Finetune { phase_epoch: epoch } } else { crate::train::OrderKey::Base { epoch } };
+        let line: Vec<String> = crate::train::epoch_order(seed, key, samples).iter().map(usize::to_string).collect();
         writeln!(out, "{}", line.join(" ")).map_err(|e| Error::Other(format!("cannot write the order: {e}")))?;
     }
     Ok(())

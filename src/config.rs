@@ -1,7 +1,7 @@
 //! Run configuration: what the CLI flags, a TOML file or the GUI's setup panel produce. Validated
 //! as a whole, with every bad field listed in one error.
 
-use crate::data::{noise, DataSource};
+use crate::data::{validation, DataSource};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -74,15 +74,30 @@ pub struct DataConfig {
     /// `data::classes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<String>>,
+    /// Fraction of the training samples held out (class-stratified) as the ID side of
+    /// validation; 0 is allowed (with a warning: the training samples stand in).
+    #[serde(default = "default_id_val_fraction")]
+    pub id_val_fraction: f64,
+    /// Seed of that split.
+    #[serde(default)]
+    pub id_val_seed: u64,
+    /// Accept a validation OOD set equal to a test set or of a test set's family (the run
+    /// records it). Off: such a configuration is refused.
+    #[serde(default)]
+    pub allow_val_test_overlap: bool,
 }
 
 fn default_val_ood() -> String {
-    format!("gaussian:{}:{}", noise::DEFAULT_COUNT, noise::VALIDATION_SEED)
+    format!("{}:{}:{}", validation::PATCH_SHUFFLE, validation::DEFAULT_COUNT, validation::DEFAULT_SEED)
+}
+
+fn default_id_val_fraction() -> f64 {
+    validation::DEFAULT_ID_VAL_FRACTION
 }
 
 impl DataConfig {
     /// The bundled sample data: Fashion-MNIST as ID; MNIST, textures, Gaussian and uniform noise
-    /// as test OOD sets; separately seeded Gaussian noise for validation.
+    /// as test OOD sets; patch-shuffled held-out Fashion-MNIST images for validation.
     pub fn sample() -> DataConfig {
         let dir = crate::data::sample_data_dir();
         let p = |f: &str| dir.join(f).display().to_string();
@@ -98,12 +113,49 @@ impl DataConfig {
             ],
             train_limit: None,
             classes: None,
+            id_val_fraction: default_id_val_fraction(),
+            id_val_seed: 0,
+            allow_val_test_overlap: false,
         }
     }
 
     /// Names of the `classes` labels of the training data.
     pub fn class_names(&self, classes: usize) -> Result<Vec<String>> {
         crate::data::classes::class_names(&self.train, self.classes.as_deref(), classes)
+    }
+
+    /// The protocol rules: the validation OOD set is no test set and of no test set's family
+    /// (unless `allow_val_test_overlap`), and the split fraction is in range. Every problem at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut bad = Vec::new();
+        if let Err(e) = validation::check_fraction(self.id_val_fraction) {
+            bad.push(e);
+        }
+        if !self.allow_val_test_overlap {
+            bad.extend(self.val_test_clashes()?);
+        }
+        check(bad)
+    }
+
+    /// Each test set (ID test and test OOD) that the validation OOD set equals or shares a family with.
+    pub fn val_test_clashes(&self) -> Result<Vec<String>> {
+        let val = DataSource::parse(&self.val_ood)?;
+        let mut out = Vec::new();
+        for (role, spec) in std::iter::once(("ID test set", &self.test)).chain(self.ood.iter().map(|o| ("test OOD set", o))) {
+            let test = DataSource::parse(spec)?;
+            let why = if val == test || self.val_ood.trim() == spec.trim() {
+                "is the same set as".to_string()
+            } else if val.family() == test.family() {
+                format!("is of the same family ({}) as", val.family())
+            } else {
+                continue;
+            };
+            out.push(format!(
+                "the validation OOD set '{}' {why} the {role} '{spec}': selecting on it would select on a test distribution (choose another --val-ood, or pass --allow-val-test-overlap / allow_val_test_overlap = true to accept it; the run records that)",
+                self.val_ood
+            ));
+        }
+        Ok(out)
     }
 
     pub fn sources(&self) -> Result<(DataSource, DataSource, DataSource, Vec<DataSource>)> {
@@ -117,7 +169,7 @@ impl DataConfig {
 
     pub fn load(&self) -> Result<crate::data::DataBundle> {
         let (train, test, val, ood) = self.sources()?;
-        crate::data::DataBundle::load(&train, &test, &val, &ood, self.train_limit)
+        crate::data::DataBundle::load_split(&train, &test, &val, &ood, self.train_limit, self.id_val_fraction, self.id_val_seed)
     }
 }
 
@@ -211,6 +263,31 @@ pub struct ExperimentConfig {
 }
 
 impl ExperimentConfig {
+    /// The training recipe's and the data protocol's rules together: what a new run must pass.
+    pub fn validate(&self) -> Result<()> {
+        let mut bad = Vec::new();
+        for e in [self.train.validate(), self.data.validate()] {
+            if let Err(e) = e {
+                bad.push(e.to_string());
+            }
+        }
+        check(bad)
+    }
+
+    /// The experiment of a run folder's config.json. Folders written before the ID validation
+    /// split existed (no `id_val_split` key) trained on every sample and validated against the ID
+    /// test set with any validation set: they reopen as they were made (fraction 0, overlap
+    /// accepted), so their per-sample arrays still line up.
+    pub fn from_run_config(config: &serde_json::Value, dir: &Path) -> Result<ExperimentConfig> {
+        let mut exp: ExperimentConfig = serde_json::from_value(config["experiment"].clone())
+            .map_err(|e| Error::run(dir, format!("config.json does not describe an experiment: {e}")))?;
+        if config.get("id_val_split").is_none() {
+            exp.data.id_val_fraction = 0.0;
+            exp.data.allow_val_test_overlap = true;
+        }
+        Ok(exp)
+    }
+
     pub fn from_toml_file(path: &Path) -> Result<ExperimentConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
         let cfg: ExperimentConfig =
@@ -247,6 +324,66 @@ mod tests {
         assert!(ModelKind::parse("vgg").unwrap_err().to_string().contains("vgg"));
         assert!(DeviceChoice::parse("tpu").unwrap_err().to_string().contains("tpu"));
         assert_eq!(ModelKind::parse("smallcnn").unwrap(), ModelKind::SmallCnn);
+    }
+
+    #[test]
+    fn the_default_validation_set_shares_no_test_family() {
+        let d = DataConfig::sample();
+        assert!(d.val_ood.starts_with("patch-shuffle"), "{}", d.val_ood);
+        assert_eq!(d.id_val_fraction, 0.1);
+        d.validate().unwrap();
+    }
+
+    #[test]
+    fn a_validation_set_of_a_test_family_is_refused_naming_both() {
+        let mut d = DataConfig::sample();
+        // Gaussian noise with another seed is still the test Gaussian's family (the old default).
+        d.val_ood = "gaussian:2000:2".into();
+        let e = d.validate().unwrap_err().to_string();
+        assert!(e.contains("'gaussian:2000:2'") && e.contains("'gaussian'") && e.contains("gaussian noise"), "{e}");
+        assert!(e.contains("--allow-val-test-overlap"), "{e}");
+        // The very same file as a test set.
+        let mnist = d.ood[0].clone();
+        d.val_ood = mnist.clone();
+        let e = d.validate().unwrap_err().to_string();
+        assert!(e.contains("is the same set as") && e.contains(&mnist), "{e}");
+        // Another split of a test dataset ("mnist-train" vs "mnist-t10k") is its family too.
+        d.val_ood = mnist.replace("t10k", "train");
+        assert!(d.validate().unwrap_err().to_string().contains("dataset 'mnist'"));
+        // The ID test set counts as a test set.
+        d.val_ood = d.test.clone();
+        assert!(d.validate().unwrap_err().to_string().contains("ID test set"));
+        // Another family passes; the override accepts a clash.
+        d.val_ood = "patch-shuffle:500:9".into();
+        d.validate().unwrap();
+        d.val_ood = "uniform:100:5".into();
+        assert!(d.validate().is_err());
+        d.allow_val_test_overlap = true;
+        d.validate().unwrap();
+        // A bad split fraction is listed too.
+        d.id_val_fraction = 1.5;
+        assert!(d.validate().unwrap_err().to_string().contains("id_val_fraction"));
+    }
+
+    #[test]
+    fn old_run_configs_reopen_as_they_were_made() {
+        let mut exp = serde_json::to_value(ExperimentConfig { data: DataConfig::sample(), train: TrainConfig::default() }).unwrap();
+        // An old config.json: no split fields, the old Gaussian validation default.
+        for k in ["id_val_fraction", "id_val_seed", "allow_val_test_overlap"] {
+            exp["data"].as_object_mut().unwrap().remove(k);
+        }
+        exp["data"]["val_ood"] = "gaussian:2000:2".into();
+        let old = serde_json::json!({ "experiment": exp });
+        let e = ExperimentConfig::from_run_config(&old, Path::new("run")).unwrap();
+        assert_eq!((e.data.id_val_fraction, e.data.allow_val_test_overlap), (0.0, true));
+        e.validate().unwrap();
+        // A new one keeps its fields.
+        let mut new = old.clone();
+        new["id_val_split"] = serde_json::json!({"fraction": 0.1, "seed": 0, "count": 1000});
+        new["experiment"]["data"]["id_val_fraction"] = 0.1.into();
+        let e = ExperimentConfig::from_run_config(&new, Path::new("run")).unwrap();
+        assert_eq!((e.data.id_val_fraction, e.data.allow_val_test_overlap), (0.1, false));
+        assert!(e.validate().is_err());
     }
 
     #[test]

@@ -70,12 +70,16 @@ enum Command {
         /// The run's seed.
         #[arg(long)]
         seed: u64,
-        /// Run epochs, e.g. 41..50 (a fine-tune's epochs continue the run's numbering).
+        /// Epochs, e.g. 1..10: run epochs for `--phase base`, epochs within the phase for
+        /// `--phase finetune` (every UM, UMAP and control phase draws the same orders).
         #[arg(long)]
         epochs: String,
-        /// Training samples.
+        /// Training samples (the training set after the ID validation split is held out).
         #[arg(long)]
         samples: usize,
+        /// base or finetune.
+        #[arg(long, default_value = "base")]
+        phase: String,
     },
 }
 
@@ -93,12 +97,24 @@ pub struct DataArgs {
     /// Test OOD set (repeatable): a path, or gaussian[:N[:SEED]] / uniform[:N[:SEED]].
     #[arg(long = "ood")]
     ood: Vec<String>,
-    /// Validation OOD set: chooses the best epoch and gamma (default: seeded Gaussian noise).
+    /// Validation OOD set: chooses the best epoch and gamma (default: patch-shuffle, held-out ID
+    /// images with their 4x4 patches shuffled). It may not equal a test set or share its family.
     #[arg(long)]
     val_ood: Option<String>,
     /// Use only the first N training samples.
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Fraction of the training samples held out (class-stratified) as the ID side of validation
+    /// (default 0.1; 0 allowed, with a warning).
+    #[arg(long)]
+    id_val_fraction: Option<f64>,
+    /// Seed of the ID validation split (default 0).
+    #[arg(long)]
+    id_val_seed: Option<u64>,
+    /// Accept a validation OOD set equal to a test set or of a test set's family; config.json
+    /// records it.
+    #[arg(long)]
+    allow_val_test_overlap: bool,
 }
 
 #[derive(Args)]
@@ -168,6 +184,15 @@ impl DataArgs {
         if self.train_limit.is_some() {
             exp.data.train_limit = self.train_limit;
         }
+        if let Some(f) = self.id_val_fraction {
+            exp.data.id_val_fraction = f;
+        }
+        if let Some(seed) = self.id_val_seed {
+            exp.data.id_val_seed = seed;
+        }
+        if self.allow_val_test_overlap {
+            exp.data.allow_val_test_overlap = true;
+        }
         Ok(exp)
     }
 }
@@ -234,7 +259,7 @@ fn main() -> ExitCode {
         Some(Command::Export(a)) => commands::export(a),
         Some(Command::Reproduce(a)) => commands::reproduce(a),
         Some(Command::Bench(a)) => commands::bench(a),
-        Some(Command::BatchOrder { seed, epochs, samples }) => commands::batch_order(seed, &epochs, samples),
+        Some(Command::BatchOrder { seed, epochs, samples, phase }) => commands::batch_order(seed, &epochs, samples, &phase),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

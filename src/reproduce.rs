@@ -1,7 +1,10 @@
 //! `unleash reproduce`: the paper's finding on the sample data, over several seeds. Per seed: base
-//! training; then, each from the final base snapshot, UM with gamma from mask ratio 0.7, UM with
-//! the validation-chosen gamma, UMAP at r = 0.2, and a plain-CE control of the same length.
-//! Writes a markdown + JSON table (mean and sd over seeds) and a PNG of AUROC vs epoch.
+//! training; then, each from the final base snapshot and on the same batches (fine-tune orders
+//! are keyed on the phase epoch), a plain-CE control, UM with gamma from mask ratio 0.7, UM with
+//! the validation-chosen gamma, and UMAP at r = 0.2. Each finished seed writes a small summary
+//! (`seed-N.json`), so seeds can run across sessions and machines; the report (markdown + JSON:
+//! mean and sd over seeds, paired differences with 95% t intervals, and a PNG of AUROC vs epoch)
+//! is built from those summaries alone.
 
 use crate::cli::Renderer;
 use crate::commands::open_session;
@@ -9,21 +12,25 @@ use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::fsio;
-use crate::ood::Score;
+use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, EpochRecord, Phase};
 use crate::train::{Objective, PhaseSpec, Session};
 use crate::unleash::MaskKind;
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Clone)]
 pub struct ReproduceArgs {
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
-    pub seeds: Vec<u64>,
+    /// Seeds: a list and/or inclusive ranges, e.g. 0..9 or 0,1,5..7.
+    #[arg(long, default_value = "0..9")]
+    pub seeds: String,
     #[arg(long, default_value_t = 40)]
     pub epochs: usize,
+    /// Base training lr (the recipe's default, 0.05).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    pub lr: f64,
     /// Epochs of each fine-tune (UM, UMAP, control).
     #[arg(long, default_value_t = 10)]
     pub finetune_epochs: usize,
@@ -31,6 +38,10 @@ pub struct ReproduceArgs {
     pub finetune_lr: f64,
     #[arg(long, default_value_t = 0.7)]
     pub um_mask_ratio: f64,
+    /// The mask that gives the mask gamma: magnitude (the default; what the PyTorch cross-check
+    /// and the README's reference use) or random (per layer, as the official code's estimate).
+    #[arg(long, default_value = "magnitude")]
+    pub gamma_mask: String,
     #[arg(long, default_value_t = 0.2)]
     pub umap_ratio: f64,
     #[arg(long, default_value = "cpu")]
@@ -38,11 +49,43 @@ pub struct ReproduceArgs {
     /// Use only the first N training samples (quick checks).
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// Folder of the run folders (seed-N) and the report.
     #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
-    /// Only rebuild the table and plot from the run folders already in --out (seed-N).
+    /// Folder of the per-seed summaries (seed-N.json), meant to be committed.
+    #[arg(long, default_value = "assets/reproduction/seeds")]
+    pub summaries: PathBuf,
+    /// Only rebuild the report (into --out) from the summaries of --seeds in --summaries.
     #[arg(long)]
     pub report_only: bool,
+}
+
+/// Parses `0..9`, `0,1,2`, `0,3..5` (ranges inclusive) into distinct seeds, in order.
+pub fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
+    let bad = |why: String| Error::config("seeds", format!("'{spec}': {why} (give e.g. 0..9 or 0,1,2)"));
+    let mut out: Vec<u64> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad(format!("'{}' is not a seed", s.trim())));
+        let (a, b) = match part.split_once("..") {
+            Some((a, b)) => (num(a)?, num(b.trim_start_matches('='))?),
+            None => (num(part)?, num(part)?),
+        };
+        if b < a {
+            return Err(bad(format!("the range {part} is empty")));
+        }
+        if b - a >= 10_000 {
+            return Err(bad(format!("the range {part} is too long")));
+        }
+        for seed in a..=b {
+            if !out.contains(&seed) {
+                out.push(seed);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("no seeds".into()));
+    }
+    Ok(out)
 }
 
 /// The stages compared in the table. Each fine-tune is reported at its last epoch and at its
@@ -86,7 +129,7 @@ pub fn stages_from_records(records: &[EpochRecord]) -> Result<Vec<StageResult>> 
 }
 
 /// One stage's numbers for one seed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageResult {
     pub stage: String,
     pub epoch: usize,
@@ -113,81 +156,232 @@ fn stage_result(stage: &str, r: &EpochRecord) -> StageResult {
     StageResult { stage: stage.to_string(), epoch: r.epoch, gamma: r.gamma, id_acc: r.test_acc, metrics }
 }
 
-pub fn reproduce(a: ReproduceArgs) -> Result<()> {
-    if a.seeds.is_empty() {
-        return Err(Error::config("seeds", "give at least one seed"));
-    }
-    if a.report_only {
-        let mut all = Vec::new();
-        for &seed in &a.seeds {
-            let run = crate::run::RunReader::open(&a.out.join(format!("seed-{seed}")))?;
-            all.push((seed, stages_from_records(&run.records)?, run.records));
-        }
-        return write_report(&a, &all, None);
-    }
-    let started = std::time::Instant::now();
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, "create", e))?;
-    let device = DeviceChoice::parse(&a.device)?;
-    let mut all: Vec<(u64, Vec<StageResult>, Vec<EpochRecord>)> = Vec::new();
-    for &seed in &a.seeds {
-        let mut r = Renderer::new(false);
-        r.handle(&Event::Info(format!("=== seed {seed} ===")));
-        let mut data = DataConfig::sample();
-        data.train_limit = a.train_limit;
-        let exp = ExperimentConfig { data, train: TrainConfig { epochs: a.epochs, seed, device, ..TrainConfig::default() } };
-        let mut s = open_session(exp, device, &mut r)?;
-        let dir = a.out.join(format!("seed-{seed}"));
-        if dir.join("events.jsonl").exists() {
-            return Err(Error::run(&dir, "already holds a run; remove it or choose another --out"));
-        }
-        s.create_run(&dir)?;
-        let control = Control::new();
-        let run = |s: &mut Session, spec: PhaseSpec, r: &mut Renderer| s.run_phase(&spec, &control, &mut |e| r.handle(&e));
-        let base = PhaseSpec { phase: Phase::Base, epochs: a.epochs, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
-        run(&mut s, base, &mut r)?;
-        let final_epoch = a.epochs;
-        let best = best_by_validation(&s.records, Score::Energy, Some(Phase::Base)).unwrap_or(final_epoch);
-        // gamma from the mask ratio, on the final snapshot.
-        let model = s.inference_model();
-        let mut nop = |_, _| Ok(());
-        let full = s.full_pass(&model, final_epoch, &mut nop)?;
-        let masked = s.mask_analysis(&model, &full, a.um_mask_ratio, MaskKind::Magnitude, 0, &mut nop)?;
-        let gamma_mask = masked.gamma;
-        // The validation-chosen gamma: the mean training loss at the best-by-validation epoch.
-        let gamma_val = s.records[best - 1].train_eval_loss;
-        r.handle(&Event::Info(format!(
-            "gamma: {gamma_mask:.4} from mask ratio {} ({} atypical); {gamma_val:.4} from the best-by-validation epoch {best}",
-            a.um_mask_ratio,
-            masked.samples.len()
-        )));
-        let ft = |phase, objective, umap_ratio| PhaseSpec { phase, epochs: a.finetune_epochs, lr: a.finetune_lr, objective, umap_ratio, from_epoch: Some(final_epoch) };
-        run(&mut s, ft(Phase::Control, Objective::CrossEntropy, None), &mut r)?;
-        run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_mask }, None), &mut r)?;
-        run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_val }, None), &mut r)?;
-        run(&mut s, ft(Phase::Umap, Objective::Flooded { gamma: gamma_mask }, Some(a.umap_ratio)), &mut r)?;
-        r.finish();
-        let stages = stages_from_records(&s.records)?;
-        all.push((seed, stages, s.records.clone()));
-    }
-    write_report(&a, &all, Some(started.elapsed().as_secs_f64()))
+/// The settings a seed ran with; every summary pooled in one table must share them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub epochs: usize,
+    pub lr: f64,
+    pub finetune_epochs: usize,
+    pub finetune_lr: f64,
+    pub um_mask_ratio: f64,
+    pub gamma_mask: String,
+    pub umap_ratio: f64,
+    pub train_limit: Option<usize>,
+    pub id_val_fraction: f64,
+    pub val_ood: String,
 }
 
-/// The markdown + JSON table and the AUROC-vs-epoch plot.
-fn write_report(a: &ReproduceArgs, all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], wall: Option<f64>) -> Result<()> {
-    let md = markdown_table(all, a, wall);
-    fsio::write_atomic(&a.out.join("reproduction.md"), md.as_bytes())?;
+impl Settings {
+    fn of(a: &ReproduceArgs) -> Settings {
+        let data = DataConfig::sample();
+        Settings {
+            epochs: a.epochs,
+            lr: a.lr,
+            finetune_epochs: a.finetune_epochs,
+            finetune_lr: a.finetune_lr,
+            um_mask_ratio: a.um_mask_ratio,
+            gamma_mask: a.gamma_mask.to_ascii_lowercase(),
+            umap_ratio: a.umap_ratio,
+            train_limit: a.train_limit,
+            id_val_fraction: data.id_val_fraction,
+            val_ood: data.val_ood,
+        }
+    }
+}
+
+/// One epoch of the AUROC-vs-epoch plot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub epoch: usize,
+    pub phase: Phase,
+    pub phase_epoch: usize,
+    pub from_epoch: usize,
+    pub gamma: Option<f64>,
+    pub test_acc: f64,
+    /// Mean test-OOD Energy AUROC.
+    pub energy_auroc: f64,
+    /// Validation Energy AUROC (ID validation split vs the validation OOD set).
+    pub val_energy_auroc: f64,
+}
+
+/// What one finished seed leaves behind (`seed-N.json`): enough for the tables and the plot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedSummary {
+    pub seed: u64,
+    pub settings: Settings,
+    pub device: String,
+    pub unleash_version: String,
+    pub wall_seconds: f64,
+    /// gamma of the mask at `um_mask_ratio`, its atypical count, and the validation-chosen gamma
+    /// with the best-by-validation base epoch it came from.
+    pub gamma_mask: f64,
+    pub atypical: usize,
+    pub gamma_val: f64,
+    pub best_base_epoch: usize,
+    pub stages: Vec<StageResult>,
+    pub curve: Vec<CurvePoint>,
+}
+
+pub fn summary_path(dir: &Path, seed: u64) -> PathBuf {
+    dir.join(format!("seed-{seed}.json"))
+}
+
+fn read_summary(dir: &Path, seed: u64) -> Result<SeedSummary> {
+    let p = summary_path(dir, seed);
+    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, "read", e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::bad_data(&p, format!("not a seed summary: {e}")))
+}
+
+pub fn reproduce(a: ReproduceArgs) -> Result<()> {
+    let seeds = parse_seeds(&a.seeds)?;
+    MaskKind::parse(&a.gamma_mask)?;
+    crate::config::check_mask_ratio(a.um_mask_ratio)?;
+    crate::config::check_mask_ratio(a.umap_ratio)?;
+    if !a.report_only {
+        let device = DeviceChoice::parse(&a.device)?;
+        for dir in [&a.out, &a.summaries] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+        }
+        for &seed in &seeds {
+            let path = summary_path(&a.summaries, seed);
+            if path.exists() {
+                // Seeds run across sessions: a finished seed is kept, not run again.
+                eprintln!("seed {seed}: {} exists, skipping (delete it to run the seed again)", path.display());
+                continue;
+            }
+            let summary = run_seed(&a, seed, device)?;
+            let text = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Other(e.to_string()))?;
+            fsio::write_atomic(&path, &text)?;
+            eprintln!("seed {seed}: wrote {}", path.display());
+        }
+    }
+    let summaries = seeds.iter().map(|&s| read_summary(&a.summaries, s)).collect::<Result<Vec<_>>>()?;
+    if let Some(other) = summaries.iter().find(|s| s.settings != summaries[0].settings) {
+        return Err(Error::bad_data(
+            &summary_path(&a.summaries, other.seed),
+            format!("was run with other settings than seed {}'s; a table pools only like runs", summaries[0].seed),
+        ));
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, "create", e))?;
+    write_report(&a.out, &summaries)
+}
+
+/// Base training and the four fine-tunes of one seed, in its run folder `out/seed-N`.
+fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSummary> {
+    let started = std::time::Instant::now();
+    let mut r = Renderer::new(false);
+    r.handle(&Event::Info(format!("=== seed {seed} ===")));
+    let mut data = DataConfig::sample();
+    data.train_limit = a.train_limit;
+    let exp = ExperimentConfig { data, train: TrainConfig { epochs: a.epochs, lr: a.lr, seed, device, ..TrainConfig::default() } };
+    let dir = a.out.join(format!("seed-{seed}"));
+    if dir.join("events.jsonl").exists() {
+        return Err(Error::run(&dir, "already holds a run but its seed has no summary (an interrupted seed?); remove the folder or choose another --out"));
+    }
+    let mut s = open_session(exp.clone(), device, &mut r)?;
+    s.create_run(&dir)?;
+    let control = Control::new();
+    let run = |s: &mut Session, spec: PhaseSpec, r: &mut Renderer| s.run_phase(&spec, &control, &mut |e| r.handle(&e));
+    let base = PhaseSpec { phase: Phase::Base, epochs: a.epochs, lr: exp.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    run(&mut s, base, &mut r)?;
+    let final_epoch = a.epochs;
+    let best = best_by_validation(&s.records, Score::Energy, Some(Phase::Base)).unwrap_or(final_epoch);
+    // gamma from the mask ratio, on the final snapshot.
+    let kind = MaskKind::parse(&a.gamma_mask)?;
+    let model = s.inference_model();
+    let mut nop = |_, _| Ok(());
+    let full = s.full_pass(&model, final_epoch, &mut nop)?;
+    let masked = s.mask_analysis(&model, &full, a.um_mask_ratio, kind, seed, &mut nop)?;
+    let gamma_mask = masked.gamma;
+    // The validation-chosen gamma: the mean training loss at the best-by-validation epoch.
+    let gamma_val = s.records[best - 1].train_eval_loss;
+    r.handle(&Event::Info(format!(
+        "gamma: {gamma_mask:.4} from {} mask ratio {} ({} atypical); {gamma_val:.4} from the best-by-validation epoch {best}",
+        kind.key(),
+        a.um_mask_ratio,
+        masked.samples.len()
+    )));
+    let ft = |phase, objective, umap_ratio| PhaseSpec { phase, epochs: a.finetune_epochs, lr: a.finetune_lr, objective, umap_ratio, from_epoch: Some(final_epoch) };
+    run(&mut s, ft(Phase::Control, Objective::CrossEntropy, None), &mut r)?;
+    run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_mask }, None), &mut r)?;
+    run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_val }, None), &mut r)?;
+    run(&mut s, ft(Phase::Umap, Objective::Flooded { gamma: gamma_mask }, Some(a.umap_ratio)), &mut r)?;
+    r.finish();
+    let energy = |m: &crate::run::ScoreMetrics| m.get(&Score::Energy).map_or(f64::NAN, |m| m.auroc);
+    Ok(SeedSummary {
+        seed,
+        settings: Settings::of(a),
+        device: s.device.description.clone(),
+        unleash_version: env!("CARGO_PKG_VERSION").to_string(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        gamma_mask,
+        atypical: masked.samples.len(),
+        gamma_val,
+        best_base_epoch: best,
+        stages: stages_from_records(&s.records)?,
+        curve: s
+            .records
+            .iter()
+            .map(|r| CurvePoint {
+                epoch: r.epoch,
+                phase: r.phase,
+                phase_epoch: r.phase_epoch,
+                from_epoch: r.from_epoch,
+                gamma: r.gamma,
+                test_acc: r.test_acc,
+                energy_auroc: energy(&r.ood_mean),
+                val_energy_auroc: energy(&r.val),
+            })
+            .collect(),
+    })
+}
+
+/// The markdown + JSON report and the AUROC-vs-epoch plot, from the seeds' summaries.
+fn write_report(out: &Path, all: &[SeedSummary]) -> Result<()> {
+    let md = markdown_report(all);
+    fsio::write_atomic(&out.join("reproduction.md"), md.as_bytes())?;
     let json = serde_json::json!({
-        "args": format!("{a:?}"),
-        "wall_seconds": wall,
-        "seeds": all.iter().map(|(seed, stages, _)| serde_json::json!({"seed": seed, "stages": stages})).collect::<Vec<_>>(),
+        "settings": all[0].settings,
+        "wall_seconds": all.iter().map(|s| s.wall_seconds).sum::<f64>(),
+        "seeds": all.iter().map(|s| serde_json::json!({"seed": s.seed, "gamma_mask": s.gamma_mask, "gamma_val": s.gamma_val, "best_base_epoch": s.best_base_epoch, "stages": s.stages})).collect::<Vec<_>>(),
+        "paired": paired_differences(all),
     });
-    fsio::write_atomic(&a.out.join("reproduction.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
-    let png = a.out.join("auroc_vs_epoch.png");
-    let labels = ["base training", "CE control", "UM (gamma from mask 0.7)", "UM (val-chosen gamma)", "UMAP (r 0.2)"];
-    crate::plot::auroc_vs_epoch(&all.iter().map(|(s, _, r)| (*s, r.clone())).collect::<Vec<_>>(), Some(&labels), &png)?;
+    fsio::write_atomic(&out.join("reproduction.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    let png = out.join("auroc_vs_epoch.png");
+    let labels = ["base training", "CE control", "UM (gamma from mask)", "UM (val-chosen gamma)", "UMAP"];
+    let runs: Vec<(u64, Vec<EpochRecord>)> = all.iter().map(|s| (s.seed, curve_records(&s.curve))).collect();
+    crate::plot::auroc_vs_epoch(&runs, Some(&labels), &png)?;
     println!("{md}");
-    println!("wrote {}, {}, {}", a.out.join("reproduction.md").display(), a.out.join("reproduction.json").display(), png.display());
+    println!("wrote {}, {}, {}", out.join("reproduction.md").display(), out.join("reproduction.json").display(), png.display());
     Ok(())
+}
+
+/// Epoch records holding only what the plot reads (phase layout, mean test-OOD Energy AUROC).
+fn curve_records(curve: &[CurvePoint]) -> Vec<EpochRecord> {
+    let only_auroc = |a: f64| BTreeMap::from([(Score::Energy, Metrics { auroc: a, fpr95: f64::NAN, aupr_in: f64::NAN, aupr_out: f64::NAN })]);
+    curve
+        .iter()
+        .map(|c| EpochRecord {
+            epoch: c.epoch,
+            phase: c.phase,
+            phase_epoch: c.phase_epoch,
+            from_epoch: c.from_epoch,
+            gamma: c.gamma,
+            lr_end: f64::NAN,
+            train_loss: f64::NAN,
+            train_acc: f64::NAN,
+            train_eval_loss: f64::NAN,
+            test_loss: f64::NAN,
+            test_acc: c.test_acc,
+            val_name: String::new(),
+            val_id_name: String::new(),
+            val: only_auroc(c.val_energy_auroc),
+            ood: BTreeMap::new(),
+            ood_mean: only_auroc(c.energy_auroc),
+            seconds: 0.0,
+            samples_per_sec: 0.0,
+        })
+        .collect()
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -197,17 +391,115 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-fn markdown_table(all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], a: &ReproduceArgs, wall: Option<f64>) -> String {
-    let seeds: Vec<String> = all.iter().map(|(s, _, _)| s.to_string()).collect();
-    let sets: Vec<String> = all[0].1[0].metrics["Energy"].keys().filter(|k| *k != "mean").cloned().collect();
+/// The 0.975 quantile of Student's t with `df` degrees of freedom (two-sided 95%), from the
+/// standard table; between tabulated df the next smaller df's (wider) value is used.
+pub fn t_975(df: usize) -> Option<f64> {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
+        2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => None,
+        1..=30 => Some(TABLE[df - 1]),
+        31..=39 => Some(2.042),
+        40..=59 => Some(2.021),
+        60..=119 => Some(2.000),
+        _ => Some(1.980),
+    }
+}
+
+/// Mean, sd and the 95% t interval of the mean of paired differences.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PairedStat {
+    pub n: usize,
+    pub mean: f64,
+    pub sd: f64,
+    /// None with fewer than two seeds.
+    pub ci95: Option<(f64, f64)>,
+}
+
+pub fn paired_stat(diffs: &[f64]) -> PairedStat {
+    let (mean, sd) = mean_sd(diffs);
+    let ci95 = t_975(diffs.len().saturating_sub(1)).map(|t| {
+        let half = t * sd / (diffs.len() as f64).sqrt();
+        (mean - half, mean + half)
+    });
+    PairedStat { n: diffs.len(), mean, sd, ci95 }
+}
+
+/// The paired comparisons: (label, stage index of A, stage index of B) for A - B, per seed.
+pub const COMPARISONS: [(&str, usize, usize); 7] = [
+    ("UM (mask gamma) - control, last epoch", 4, 2),
+    ("UM (mask gamma) - control, best (val)", 5, 3),
+    ("UM (val gamma) - control, last epoch", 6, 2),
+    ("UM (val gamma) - control, best (val)", 7, 3),
+    ("UMAP - control, last epoch", 8, 2),
+    ("UMAP - control, best (val)", 9, 3),
+    ("best epoch (val) - final epoch, base", 0, 1),
+];
+
+/// Per comparison and score: the paired AUROC and FPR95 differences (mean over test OOD sets).
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedRow {
+    pub comparison: String,
+    pub score: String,
+    pub auroc: PairedStat,
+    pub fpr95: PairedStat,
+}
+
+pub fn paired_differences(all: &[SeedSummary]) -> Vec<PairedRow> {
+    let mut rows = Vec::new();
+    for score in [Score::Energy, Score::Msp, Score::MaxLogit] {
+        for (label, a, b) in COMPARISONS {
+            let mean_of = |st: &StageResult| st.metrics.get(score.name()).and_then(|m| m.get("mean")).copied().unwrap_or((f64::NAN, f64::NAN));
+            let diffs: Vec<(f64, f64)> = all
+                .iter()
+                .map(|s| {
+                    let (x, y) = (mean_of(&s.stages[a]), mean_of(&s.stages[b]));
+                    (x.0 - y.0, x.1 - y.1)
+                })
+                .collect();
+            rows.push(PairedRow {
+                comparison: label.to_string(),
+                score: score.name().to_string(),
+                auroc: paired_stat(&diffs.iter().map(|d| d.0).collect::<Vec<_>>()),
+                fpr95: paired_stat(&diffs.iter().map(|d| d.1).collect::<Vec<_>>()),
+            });
+        }
+    }
+    rows
+}
+
+fn fmt_paired(p: &PairedStat) -> String {
+    let ci = p.ci95.map_or("n/a".to_string(), |(lo, hi)| format!("[{:+.1}, {:+.1}]", lo * 100.0, hi * 100.0));
+    format!("{:+.1} ± {:.1} {ci}", p.mean * 100.0, p.sd * 100.0)
+}
+
+fn markdown_report(all: &[SeedSummary]) -> String {
+    let st = &all[0].settings;
+    let seeds: Vec<String> = all.iter().map(|s| s.seed.to_string()).collect();
+    let sets: Vec<String> = all[0].stages[0].metrics["Energy"].keys().filter(|k| *k != "mean").cloned().collect();
+    let wall: f64 = all.iter().map(|s| s.wall_seconds).sum();
     let mut md = format!(
-        "Reproduction on the sample data (SmallCNN, {} base epochs, fine-tunes of {} epochs at lr {}; seeds {}; mean ± sd over seeds; {}).\n\
-         Test OOD sets: {} (reported only). Best epoch and the validation gamma are chosen on the validation OOD set (Gaussian noise, its own seed).\n\
-         AUROC and FPR95 x100, ID positive.\n\n",
-        a.epochs, a.finetune_epochs, a.finetune_lr, seeds.join(", "), wall.map_or("wall time not measured in this call".to_string(), |w| format!("{} wall", crate::cli::format_secs(w))), sets.join(", ")
+        "Reproduction on the sample data (SmallCNN, {} base epochs at lr {}, fine-tunes of {} epochs at lr {} from the final snapshot, all arms on the same batches; {} seeds: {}; {} of compute summed over seeds).\n\
+         Test OOD sets: {} (reported only). The best epoch and the validation gamma are chosen on the ID validation split ({}% of the training set, held out) against the validation OOD set `{}`, of no test set's family. \
+         Mask gamma: {} mask at ratio {}. UMAP at r {}.\n\
+         AUROC and FPR95 x100, ID positive; MSP stored as log-MSP (same ranking).\n\n",
+        st.epochs, st.lr, st.finetune_epochs, st.finetune_lr, all.len(), seeds.join(", "), crate::cli::format_secs(wall),
+        sets.join(", "), st.id_val_fraction * 100.0, st.val_ood, st.gamma_mask, st.um_mask_ratio, st.umap_ratio
     );
+    md.push_str("**Paired differences over seeds** (mean over the test OOD sets; mean ± sd [95% t interval of the mean], x100; for FPR95 lower is better)\n\n");
+    md.push_str("| comparison | score | AUROC difference | FPR95 difference |\n|---|---|---|---|\n");
+    for row in paired_differences(all) {
+        md.push_str(&format!("| {} | {} | {} | {} |\n", row.comparison, row.score, fmt_paired(&row.auroc), fmt_paired(&row.fpr95)));
+    }
+    md.push_str(&format!(
+        "\ngamma per seed: mask {}; validation-chosen {}.\n\n",
+        all.iter().map(|s| format!("{:.3}", s.gamma_mask)).collect::<Vec<_>>().join(", "),
+        all.iter().map(|s| format!("{:.3} (epoch {})", s.gamma_val, s.best_base_epoch)).collect::<Vec<_>>().join(", ")
+    ));
     for score in Score::ALL {
-        md.push_str(&format!("**{}**\n\n| stage | ID acc | mean AUROC | mean FPR95 |", score.name()));
+        md.push_str(&format!("**{}** (mean ± sd over seeds)\n\n| stage | ID acc | mean AUROC | mean FPR95 |", score.name()));
         for s in &sets {
             md.push_str(&format!(" {s} AUROC | {s} FPR95 |"));
         }
@@ -215,7 +507,7 @@ fn markdown_table(all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], a: &Reprodu
         md.push_str(&"---|---|".repeat(sets.len()));
         md.push('\n');
         for (k, stage) in STAGES.iter().enumerate() {
-            let pick = |f: &dyn Fn(&StageResult) -> f64| mean_sd(&all.iter().map(|(_, st, _)| f(&st[k])).collect::<Vec<_>>());
+            let pick = |f: &dyn Fn(&StageResult) -> f64| mean_sd(&all.iter().map(|s| f(&s.stages[k])).collect::<Vec<_>>());
             let fmt = |(m, sd): (f64, f64)| format!("{:.1} ± {:.1}", m * 100.0, sd * 100.0);
             md.push_str(&format!("| {stage} | {} |", fmt(pick(&|r| r.id_acc))));
             for set in std::iter::once("mean".to_string()).chain(sets.iter().cloned()) {
@@ -228,4 +520,70 @@ fn markdown_table(all: &[(u64, Vec<StageResult>, Vec<EpochRecord>)], a: &Reprodu
         md.push('\n');
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_take_lists_and_inclusive_ranges() {
+        assert_eq!(parse_seeds("0..9").unwrap(), (0..=9).collect::<Vec<u64>>());
+        assert_eq!(parse_seeds("3").unwrap(), vec![3]);
+        assert_eq!(parse_seeds("0,1, 5..7,1").unwrap(), vec![0, 1, 5, 6, 7]);
+        assert_eq!(parse_seeds("2..=3").unwrap(), vec![2, 3]);
+        for bad in ["", "a", "5..2", "1..x", "-1"] {
+            assert!(parse_seeds(bad).unwrap_err().to_string().contains("seeds"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paired_stat_is_the_t_interval() {
+        // Differences 1, 2, 3: mean 2, sd 1, t(2) = 4.303, half width 4.303 / sqrt(3).
+        let p = paired_stat(&[1.0, 2.0, 3.0]);
+        assert_eq!((p.n, p.mean, p.sd), (3, 2.0, 1.0));
+        let (lo, hi) = p.ci95.unwrap();
+        let half = 4.303 / 3f64.sqrt();
+        assert!((lo - (2.0 - half)).abs() < 1e-12 && (hi - (2.0 + half)).abs() < 1e-12);
+        assert_eq!(t_975(9), Some(2.262));
+        assert_eq!(paired_stat(&[0.5]).ci95, None);
+    }
+
+    fn stage(name: &str, auroc: f64, fpr: f64) -> StageResult {
+        let per = BTreeMap::from([("mean".to_string(), (auroc, fpr)), ("mnist".to_string(), (auroc, fpr))]);
+        let metrics = Score::ALL.iter().map(|s| (s.name().to_string(), per.clone())).collect();
+        StageResult { stage: name.into(), epoch: 1, gamma: None, id_acc: 0.9, metrics }
+    }
+
+    #[test]
+    fn paired_differences_pair_within_a_seed() {
+        // Seed k: control AUROC 0.80 + k/10 (last) and UM 0.01 above it; across seeds the arms
+        // vary a lot, within a seed the difference is always +0.01.
+        let summary = |seed: u64| {
+            let base = 0.8 + seed as f64 / 10.0;
+            let mut stages: Vec<StageResult> = STAGES.iter().map(|s| stage(s, base, 0.5)).collect();
+            stages[4] = stage(STAGES[4], base + 0.01, 0.4);
+            SeedSummary {
+                seed,
+                settings: Settings::of(&ReproduceArgs { seeds: String::new(), epochs: 1, lr: 0.05, finetune_epochs: 1, finetune_lr: 0.05, um_mask_ratio: 0.7, gamma_mask: "magnitude".into(), umap_ratio: 0.2, device: "cpu".into(), train_limit: None, out: PathBuf::new(), summaries: PathBuf::new(), report_only: true }),
+                device: "cpu".into(),
+                unleash_version: String::new(),
+                wall_seconds: 1.0,
+                gamma_mask: 0.2,
+                atypical: 1,
+                gamma_val: 0.3,
+                best_base_epoch: 1,
+                stages,
+                curve: Vec::new(),
+            }
+        };
+        let all: Vec<SeedSummary> = (0..3).map(summary).collect();
+        let rows = paired_differences(&all);
+        let um = rows.iter().find(|r| r.score == "Energy" && r.comparison.starts_with("UM (mask gamma) - control, last")).unwrap();
+        assert!((um.auroc.mean - 0.01).abs() < 1e-12 && um.auroc.sd < 1e-12, "{um:?}");
+        assert!((um.fpr95.mean + 0.1).abs() < 1e-12);
+        let umap = rows.iter().find(|r| r.score == "MSP" && r.comparison.starts_with("UMAP - control, last")).unwrap();
+        assert_eq!(umap.auroc.mean, 0.0);
+        assert_eq!(rows.len(), 3 * COMPARISONS.len());
+    }
 }

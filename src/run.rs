@@ -8,7 +8,10 @@
 //!   per_sample_loss.npy       float32 [epochs, N]: the loss of every training sample, every epoch
 //!   epochs/0001/model.bpk     the snapshot after that epoch
 //!   epochs/0001/scores.npy    float32 [n, 3] (MSP, MaxLogit, Energy) per set; one file per set:
-//!                             scores_<set>.npy for id_test, val_<name> and each test OOD set
+//!                             scores_<set>.npy for id_test, id_val (the ID validation split),
+//!                             val_<name> and each test OOD set. The MSP column holds log-MSP
+//!                             (same order, no f32 saturation) since config.json's
+//!                             "msp_stored_as": "log_msp"; older runs hold plain MSP.
 //! ```
 //! Each epoch first writes its files (each atomically), then the loss matrix, then appends its line
 //! to events.jsonl with an fsync. A reader trusts only the lines of events.jsonl that parse, so a
@@ -68,6 +71,10 @@ pub struct EpochRecord {
     pub test_acc: f64,
     /// The validation OOD set (selects the best epoch).
     pub val_name: String,
+    /// The ID side of `val`: "id_val" (the split held out of training), or the training set
+    /// when there is no split. Records of runs made before the split used the ID test set.
+    #[serde(default = "legacy_val_id_name")]
+    pub val_id_name: String,
     pub val: ScoreMetrics,
     /// Test OOD sets, by name.
     pub ood: BTreeMap<String, ScoreMetrics>,
@@ -75,6 +82,10 @@ pub struct EpochRecord {
     pub ood_mean: ScoreMetrics,
     pub seconds: f64,
     pub samples_per_sec: f64,
+}
+
+fn legacy_val_id_name() -> String {
+    "id_test".to_string()
 }
 
 /// The snapshot of an epoch, relative to the run folder.
@@ -282,15 +293,74 @@ pub fn mean_over_sets(per_set: &BTreeMap<String, ScoreMetrics>) -> ScoreMetrics 
         .collect()
 }
 
-/// The epoch whose validation-OOD AUROC for `score` is highest (first on ties).
+/// The epoch whose validation-OOD AUROC for `score` is highest (first on ties). An epoch whose
+/// AUROC is not a number (a degenerate score) is never chosen.
 pub fn best_by_validation(records: &[EpochRecord], score: Score, phase: Option<Phase>) -> Option<usize> {
     records
         .iter()
         .filter(|r| phase.is_none_or(|p| r.phase == p))
         .filter_map(|r| r.val.get(&score).map(|m| (r.epoch, m.auroc)))
+        .filter(|(_, a)| !a.is_nan())
         .fold(None, |best: Option<(usize, f64)>, (e, a)| match best {
             Some((_, b)) if b >= a => best,
             _ => Some((e, a)),
         })
         .map(|(e, _)| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize, phase: Phase, energy_auroc: f64) -> EpochRecord {
+        let m = Metrics { auroc: energy_auroc, fpr95: 0.5, aupr_in: 0.5, aupr_out: 0.5 };
+        EpochRecord {
+            epoch,
+            phase,
+            phase_epoch: 1,
+            from_epoch: 0,
+            gamma: None,
+            lr_end: 0.0,
+            train_loss: 0.0,
+            train_acc: 0.0,
+            train_eval_loss: 0.0,
+            test_loss: 0.0,
+            test_acc: 0.0,
+            val_name: "v".into(),
+            val_id_name: "id_val".into(),
+            val: BTreeMap::from([(Score::Energy, m)]),
+            ood: BTreeMap::new(),
+            ood_mean: BTreeMap::new(),
+            seconds: 0.0,
+            samples_per_sec: 0.0,
+        }
+    }
+
+    #[test]
+    fn best_by_validation_ties_phases_and_nan() {
+        let recs = vec![
+            record(1, Phase::Base, 0.7),
+            record(2, Phase::Base, 0.9),
+            record(3, Phase::Base, 0.9),
+            record(4, Phase::Base, f64::NAN),
+            record(5, Phase::Um, 0.95),
+            record(6, Phase::Um, f64::NAN),
+            record(7, Phase::Control, 0.8),
+        ];
+        // Ties: the first of the best.
+        assert_eq!(best_by_validation(&recs, Score::Energy, Some(Phase::Base)), Some(2));
+        // Phase filter: only that phase's epochs; None: all.
+        assert_eq!(best_by_validation(&recs, Score::Energy, Some(Phase::Um)), Some(5));
+        assert_eq!(best_by_validation(&recs, Score::Energy, Some(Phase::Control)), Some(7));
+        assert_eq!(best_by_validation(&recs, Score::Energy, None), Some(5));
+        assert_eq!(best_by_validation(&recs, Score::Energy, Some(Phase::Umap)), None);
+        // A NaN metric is never chosen, wherever it stands.
+        let nan_last = vec![record(1, Phase::Base, 0.6), record(2, Phase::Base, f64::NAN)];
+        assert_eq!(best_by_validation(&nan_last, Score::Energy, None), Some(1));
+        let nan_first = vec![record(1, Phase::Base, f64::NAN), record(2, Phase::Base, 0.6)];
+        assert_eq!(best_by_validation(&nan_first, Score::Energy, None), Some(2));
+        assert_eq!(best_by_validation(&[record(1, Phase::Base, f64::NAN)], Score::Energy, None), None);
+        // A score with no metrics: nothing to choose.
+        assert_eq!(best_by_validation(&recs, Score::Msp, None), None);
+    }
 }

@@ -324,7 +324,11 @@ impl Worker {
         self.emit(WorkerEvent::Busy(Job::LoadingData));
         config.train.validate()?;
         let device = crate::device::resolve(config.train.device)?;
+        config.validate()?;
         let data = Arc::new(config.data.load()?);
+        for w in &data.warnings {
+            self.engine(Event::Info(w.clone()));
+        }
         let mut s = Session::new(config.clone(), device, data.clone())?;
         s.create_run(&out)?;
         self.forget_run();
@@ -524,8 +528,7 @@ impl Worker {
     fn open_run(&mut self, dir: PathBuf) -> Result<()> {
         self.emit(WorkerEvent::Busy(Job::OpeningRun(dir.clone())));
         let reader = RunReader::open(&dir)?;
-        let config: ExperimentConfig = serde_json::from_value(reader.config["experiment"].clone())
-            .map_err(|e| Error::run(&dir, format!("config.json does not describe an experiment: {e}")))?;
+        let config = ExperimentConfig::from_run_config(&reader.config, &dir)?;
         let rows = reader.loss_matrix()?.map(|(_, r)| r).unwrap_or_default();
         self.emit(WorkerEvent::RunLoaded { dir: dir.clone(), records: reader.records.clone(), loss_rows: rows.into_iter().map(Arc::new).collect(), config: Box::new(config) });
         self.forget_run();

@@ -23,6 +23,8 @@ fn train_writes_a_complete_reproducible_run() {
         assert_eq!(r.phase, Phase::Base);
         assert!(r.test_acc > 0.1 && r.test_acc <= 1.0);
         assert_eq!(r.val_name, "uniform-val");
+        // Validation's ID side is the held-out split, never the ID test set.
+        assert_eq!(r.val_id_name, "id_val");
         assert_eq!(r.ood.keys().cloned().collect::<Vec<_>>(), vec!["gaussian".to_string(), "textures".to_string()]);
         for m in r.ood.values().chain([&r.val, &r.ood_mean]) {
             for s in Score::ALL {
@@ -35,6 +37,12 @@ fn train_writes_a_complete_reproducible_run() {
         // The saved score arrays reproduce the recorded metrics exactly.
         let id = run.scores(r.epoch, "id_test").unwrap();
         assert_eq!(id[&Score::Energy].len(), 2000);
+        let id_val = run.scores(r.epoch, "id_val").unwrap();
+        assert_eq!(id_val[&Score::Energy].len(), 60);
+        let val = run.scores(r.epoch, "val_uniform-val").unwrap();
+        for s in Score::ALL {
+            assert_eq!(metrics::compute(&id_val[&s], &val[&s]).unwrap(), r.val[&s], "validation {s:?}");
+        }
         for set in ["textures", "gaussian"] {
             let ood = run.scores(r.epoch, set).unwrap();
             for s in Score::ALL {
@@ -43,10 +51,17 @@ fn train_writes_a_complete_reproducible_run() {
         }
         assert!(run.snapshot(r.epoch).unwrap().exists());
     }
+    // 600 samples: 60 held out (stratified, seeded), 540 trained on; the per-sample arrays index those.
+    let split = &run.config["id_val_split"];
+    assert_eq!((split["fraction"].as_f64(), split["seed"].as_u64(), split["count"].as_u64()), (Some(0.1), Some(0), Some(60)));
+    assert_eq!(split["indices"].as_array().unwrap().len(), 60);
+    assert_eq!(run.config["train_samples"].as_u64(), Some(540));
+    assert_eq!(run.config["validation_id"], "id_val");
+    assert_eq!(run.config["val_test_overlap"]["allowed"], false);
     let (n, rows) = run.loss_matrix().unwrap().unwrap();
-    assert_eq!((n, rows.len()), (600, 2));
+    assert_eq!((n, rows.len()), (540, 2));
     // Per-sample losses average to the recorded eval loss.
-    let mean = rows[1].iter().map(|&l| f64::from(l)).sum::<f64>() / 600.0;
+    let mean = rows[1].iter().map(|&l| f64::from(l)).sum::<f64>() / 540.0;
     assert!((mean - run.records[1].train_eval_loss).abs() < 1e-4);
 
     // eval of a snapshot reproduces that epoch's numbers.
@@ -146,11 +161,21 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("repro");
     let o = out.display().to_string();
-    let args = ["reproduce", "--seeds", "0", "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "300", "--out", &o];
+    let sums = dir.path().join("seeds");
+    let sm = sums.display().to_string();
+    let args = ["reproduce", "--seeds", "0..1", "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "300", "--out", &o, "--summaries", &sm];
     unleash_ok(&args.map(String::from));
+    for seed in 0..2 {
+        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(sums.join(format!("seed-{seed}.json"))).unwrap()).unwrap();
+        assert_eq!(summary["seed"], seed);
+        assert_eq!(summary["curve"].as_array().unwrap().len(), 5);
+    }
     let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
     for stage in unleash::reproduce::STAGES {
         assert!(md.contains(stage), "{stage} missing from\n{md}");
+    }
+    for (comparison, _, _) in unleash::reproduce::COMPARISONS {
+        assert!(md.contains(comparison), "{comparison} missing from\n{md}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
     assert_eq!(json["seeds"][0]["stages"].as_array().unwrap().len(), unleash::reproduce::STAGES.len());
@@ -159,11 +184,50 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
     let run = RunReader::open(&out.join("seed-0")).unwrap();
     let phases: Vec<Phase> = run.records.iter().map(|r| r.phase).collect();
     assert_eq!(phases, vec![Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap]);
-    // The table is rebuilt from the run folders alone, with the same numbers.
-    std::fs::remove_file(out.join("reproduction.json")).unwrap();
-    unleash_ok(&["reproduce", "--seeds", "0", "--report-only", "--out", &o].map(String::from));
+    assert_eq!(json["paired"].as_array().unwrap().len(), 3 * unleash::reproduce::COMPARISONS.len());
+    // The table is rebuilt from the committed summaries alone (no run folders), with the same numbers.
+    std::fs::remove_dir_all(&out).unwrap();
+    unleash_ok(&["reproduce", "--seeds", "0,1", "--report-only", "--out", &o, "--summaries", &sm].map(String::from));
     let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
-    assert_eq!(again["seeds"][0]["stages"], json["seeds"][0]["stages"]);
+    assert_eq!(again["seeds"], json["seeds"]);
+    assert_eq!(again["paired"], json["paired"]);
+    assert!(out.join("auroc_vs_epoch.png").exists());
+    // A finished seed is not run again; a missing summary is an error naming it.
+    unleash_ok(&args.map(String::from));
+    let out2 = unleash(&["reproduce", "--seeds", "0..2", "--report-only", "--out", &o, "--summaries", &sm]);
+    assert!(!out2.status.success() && String::from_utf8_lossy(&out2.stderr).contains("seed-2.json"));
+}
+
+#[test]
+fn batch_order_prints_the_batches_a_phase_trains_on() {
+    use unleash::train::{epoch_order, OrderKey};
+    let out = unleash_ok(&["batch-order", "--seed", "3", "--phase", "finetune", "--epochs", "1..2", "--samples", "50"].map(String::from));
+    let lines: Vec<Vec<usize>> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split(' ').map(|i| i.parse().unwrap()).collect()).collect();
+    assert_eq!(lines, vec![epoch_order(3, OrderKey::Finetune { phase_epoch: 1 }, 50), epoch_order(3, OrderKey::Finetune { phase_epoch: 2 }, 50)]);
+    let base = unleash_ok(&["batch-order", "--seed", "3", "--epochs", "2..2", "--samples", "50"].map(String::from));
+    let line: Vec<usize> = String::from_utf8(base.stdout).unwrap().trim().split(' ').map(|i| i.parse().unwrap()).collect();
+    assert_eq!(line, epoch_order(3, OrderKey::Base { epoch: 2 }, 50));
+    let bad = unleash(&["batch-order", "--seed", "3", "--phase", "warmup", "--epochs", "1..2", "--samples", "50"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("'warmup' is not base or finetune"));
+}
+
+#[test]
+fn um_takes_gamma_from_a_random_mask_as_mask_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train_run(&dir.path().join("a"), 1, 5);
+    let a_s = a.to_str().unwrap();
+    let arg = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = unleash_ok(&arg(&["mask", "--run", a_s, "--ratios", "0.3", "--mask", "random", "--seed", "4", "--json", "--device", "cpu"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let random_gamma = v["ratios"][0]["gamma"].as_f64().unwrap();
+    let out = unleash_ok(&arg(&["mask", "--run", a_s, "--ratios", "0.3", "--json", "--device", "cpu"]));
+    let magnitude_gamma = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["ratios"][0]["gamma"].as_f64().unwrap();
+    assert_ne!(random_gamma, magnitude_gamma);
+    unleash_ok(&arg(&["um", "--run", a_s, "--mask-ratio", "0.3", "--mask", "random", "--mask-seed", "4", "--epochs", "1", "--device", "cpu"]));
+    let run = RunReader::open(&a).unwrap();
+    assert_eq!(run.records[1].gamma, Some(random_gamma), "UM's gamma is what `mask --json` reported");
+    let bad = unleash(&["um", "--run", a_s, "--mask", "bogus", "--epochs", "1"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("unknown mask 'bogus'"));
 }
 
 #[test]

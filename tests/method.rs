@@ -256,3 +256,219 @@ fn device_choices_answer_without_hanging_or_panicking() {
     assert!(!unleash::device::resolve(DeviceChoice::Cpu).unwrap().is_gpu);
     assert!(t.elapsed().as_secs() < 90);
 }
+
+#[test]
+fn arms_from_one_snapshot_train_on_the_same_batches() {
+    // UM with gamma 0 is |CE - 0| + 0 = CE, with CE's gradient: from one snapshot and on the same
+    // batches it must retrace the control exactly. Keyed on the run epoch (2 for the control, 3
+    // for UM) the two would shuffle differently and part at the first step.
+    let mut s = session(small_experiment(1, 3));
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    let dir = tempfile::tempdir().unwrap();
+    s.create_run(&dir.path().join("run")).unwrap();
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let arm = |phase, objective| PhaseSpec { phase, epochs: 2, lr: 0.05, objective, umap_ratio: None, from_epoch: Some(1) };
+    s.run_phase(&arm(Phase::Control, Objective::CrossEntropy), &Control::new(), &mut |_| {}).unwrap();
+    s.run_phase(&arm(Phase::Um, Objective::Flooded { gamma: 0.0 }), &Control::new(), &mut |_| {}).unwrap();
+    let r = &s.records;
+    assert_eq!(r.iter().map(|r| r.phase).collect::<Vec<_>>(), vec![Phase::Base, Phase::Control, Phase::Control, Phase::Um, Phase::Um]);
+    for k in 0..2 {
+        let (control, um) = (&r[1 + k], &r[3 + k]);
+        assert_eq!(control.train_loss.to_bits(), um.train_loss.to_bits(), "phase epoch {}: {} vs {}", k + 1, control.train_loss, um.train_loss);
+        assert_eq!(s.loss_rows[1 + k], s.loss_rows[3 + k], "per-sample losses after phase epoch {}", k + 1);
+    }
+    // ...and the fine-tune moved the model (the comparison is not vacuous).
+    assert_ne!(s.loss_rows[0], s.loss_rows[1]);
+}
+
+#[test]
+fn a_run_refuses_a_validation_set_of_a_test_family_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = small_experiment(1, 0);
+    // small_data's test OOD sets include "gaussian:300"; Gaussian noise of another seed is its family.
+    exp.data.val_ood = "gaussian:300:77".into();
+    let mut s = session(exp.clone());
+    let e = s.create_run(&dir.path().join("refused")).unwrap_err().to_string();
+    assert!(e.contains("'gaussian:300:77'") && e.contains("'gaussian:300'"), "{e}");
+    assert!(!dir.path().join("refused/config.json").exists(), "nothing written");
+    // With the override the run starts, and config.json says so, naming the clash.
+    exp.data.allow_val_test_overlap = true;
+    let mut s = session(exp);
+    let run = dir.path().join("allowed");
+    s.create_run(&run).unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["val_test_overlap"]["allowed"], true);
+    assert!(cfg["val_test_overlap"]["clashes"][0].as_str().unwrap().contains("gaussian noise"), "{cfg}");
+    assert_eq!(cfg["experiment"]["data"]["allow_val_test_overlap"], true);
+}
+
+#[test]
+fn validation_uses_the_held_out_split_and_never_the_test_set() {
+    let s = session(small_experiment(1, 0));
+    let d = s.data.clone();
+    // 600 -> 540 trained on + 60 held out, class-stratified (10% of each class, +-1).
+    assert_eq!((d.train.len(), d.id_val.len(), d.id_val_split.count), (540, 60, 60));
+    for c in 0..10u32 {
+        let all = d.train.labels.iter().chain(&d.id_val.labels).filter(|&&l| l == c).count() as f64;
+        let held = d.id_val.labels.iter().filter(|&&l| l == c).count() as f64;
+        assert!((held - 0.1 * all).abs() <= 1.0, "class {c}: {held} of {all}");
+    }
+    assert_eq!(d.validation_id_name(), "id_val");
+    // An epoch's validation metrics are the split's scores against the validation OOD set's.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = s;
+    s.create_run(&dir.path().join("run")).unwrap();
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let run = RunReader::open(&dir.path().join("run")).unwrap();
+    let (id_val, val, test) = (run.scores(1, "id_val").unwrap(), run.scores(1, "val_uniform-val").unwrap(), run.scores(1, "id_test").unwrap());
+    assert_eq!(id_val[&unleash::ood::Score::Energy].len(), 60);
+    for score in unleash::ood::Score::ALL {
+        let m = unleash::ood::metrics::compute(&id_val[&score], &val[&score]).unwrap();
+        assert_eq!(run.records[0].val[&score], m, "{score:?}");
+        assert_ne!(unleash::ood::metrics::compute(&test[&score], &val[&score]).unwrap(), m, "the test set would give other numbers");
+    }
+    assert_eq!(run.records[0].val_id_name, "id_val");
+    // The validation OOD set is built from the held-out images' pixels, not from training images.
+    let mut exp = small_experiment(1, 0);
+    exp.data.val_ood = "patch-shuffle:60:1".into();
+    let s2 = session(exp);
+    for i in 0..60 {
+        let mut a = s2.data.val_ood.image(i).to_vec();
+        let mut b = s2.data.id_val.image(i).to_vec();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "validation OOD image {i} is a rearranged held-out image");
+    }
+    // Fraction 0: a warning, and the training set (never the test set) is the ID side.
+    let mut exp = small_experiment(1, 0);
+    exp.data.id_val_fraction = 0.0;
+    let s3 = session(exp);
+    assert_eq!((s3.data.train.len(), s3.data.id_val.len()), (600, 0));
+    assert!(s3.data.warnings.iter().any(|w| w.contains("no ID validation split")), "{:?}", s3.data.warnings);
+    assert_eq!(s3.data.validation_id_name(), unleash::data::VALIDATION_ID_FALLBACK);
+}
+
+#[test]
+fn flooding_acts_on_the_batch_mean_not_per_sample() {
+    // gamma between the two samples' CEs: a per-sample flood mean(|ce_i - g| + g) differs from
+    // the batch-mean flood |mean - g| + g in value and in gradient.
+    let dev = unleash::device::cpu().device.autodiff();
+    dev.seed(5);
+    let net = unleash::unleash::mask::force_init(Net::new(ModelKind::Mlp, tiny_shape(), 3, &dev).unwrap());
+    let x = Tensor::<4>::from_data(TensorData::new((0..32).map(|i| ((i * 7 % 11) as f32 / 3.0).cos() * 3.0).collect::<Vec<_>>(), [2, 1, 4, 4]), &dev);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &dev);
+    let logits = net.logits(x.clone()).detach().try_into_vec_as::<f32>().unwrap();
+    let ce: Vec<f64> = [0usize, 2].iter().enumerate().map(|(i, &label)| unleash::train::eval::cross_entropy(&logits[i * 3..i * 3 + 3], label)).collect();
+    let (lo, hi) = (ce[0].min(ce[1]), ce[0].max(ce[1]));
+    assert!(hi - lo > 0.05, "the two CEs must differ: {ce:?}");
+    let mean = (ce[0] + ce[1]) / 2.0;
+    let grad_of = |objective| {
+        let loss = objective_loss(net.logits(x.clone()), y.clone(), 2, objective);
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        let grads = loss.backward();
+        let Net::Mlp(m) = &net else { unreachable!() };
+        (value, m.fc2.weight.val().grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap())
+    };
+    let (_, g_mean) = grad_of(Objective::CrossEntropy);
+    for (gamma, sign) in [(lo + 0.25 * (hi - lo), 1.0f32), (lo + 0.75 * (hi - lo), -1.0)] {
+        assert!(gamma > lo && gamma < hi);
+        let (value, g) = grad_of(Objective::Flooded { gamma });
+        let want = (mean - gamma).abs() + gamma;
+        let per_sample = ce.iter().map(|c| (c - gamma).abs() + gamma).sum::<f64>() / 2.0;
+        assert!((value - want).abs() < 1e-5, "gamma {gamma}: loss {value}, |mean - g| + g = {want}");
+        assert!((value - per_sample).abs() > 1e-3, "indistinguishable from a per-sample flood");
+        for (a, b) in g.iter().zip(&g_mean) {
+            assert!((a - sign * b).abs() < 1e-6, "gamma {gamma}: gradient {a} vs sign(mean - g) * grad(mean) = {}", sign * b);
+        }
+    }
+}
+
+/// Every float parameter of a model (rank and values: weights, biases), in module order.
+fn all_params(net: &Net) -> Vec<(usize, Vec<f32>)> {
+    struct Collect(Vec<(usize, Vec<f32>)>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.push((D, param.val().try_into_vec_as::<f32>().unwrap()));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    net.visit(&mut c);
+    c.0
+}
+
+#[test]
+fn umap_freezes_biases_materialises_what_it_scored_and_takes_ratios_0_and_099() {
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    for ratio in [0.0, 0.99] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = session(small_experiment(1, 6));
+        t.create_run(&dir.path().join("run")).unwrap();
+        t.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+        let before = all_params(&t.inference_model());
+        let weights = prunable_weights(&t.inference_model());
+        let umap = PhaseSpec { phase: Phase::Umap, epochs: 1, lr: 0.05, objective: Objective::Flooded { gamma: 0.3 }, umap_ratio: Some(ratio), from_epoch: None };
+        t.run_phase(&umap, &Control::new(), &mut |_| {}).unwrap();
+        let pruned = t.inference_model();
+        let after = all_params(&pruned);
+        assert_eq!(before.iter().filter(|p| p.0 == 1).count(), 4, "conv1, conv2, fc1, fc2 biases");
+        // Biases stay bit-identical; weights are kept bit-identical or zeroed.
+        for (k, ((rank, a), (_, b))) in before.iter().zip(&after).enumerate() {
+            for (x, y) in a.iter().zip(b) {
+                assert!(x.to_bits() == y.to_bits() || (*y == 0.0 && *rank > 1), "ratio {ratio}, parameter {k} (rank {rank}): {x} -> {y}");
+            }
+        }
+        for ((name, _, w), (_, _, p)) in weights.iter().zip(prunable_weights(&pruned)) {
+            let zeros = p.iter().zip(w).filter(|(v, orig)| **v == 0.0 && **orig != 0.0).count();
+            assert_eq!(zeros, masked_count(w.len(), ratio), "ratio {ratio}: {name}");
+        }
+        // The materialised model computes what the scored model computed.
+        let x = t.sets.test.batch(0..50, t.inference_device());
+        let scored = t.model.valid().logits(x.clone()).into_data();
+        let baked = pruned.logits(x).into_data();
+        scored.assert_approx_eq::<f32>(&baked, burn::tensor::Tolerance::absolute(1e-5));
+        // The snapshot on disk is the pruned model.
+        let snap = RunReader::open(&dir.path().join("run")).unwrap().snapshot(2).unwrap();
+        let loaded = Net::load_bpk(ModelKind::SmallCnn, t.data.train.shape, 10, &snap, t.inference_device()).unwrap();
+        assert_eq!(all_params(&loaded), after, "ratio {ratio}");
+    }
+}
+
+#[test]
+fn a_run_folder_from_before_the_split_reopens_and_continues() {
+    // Made as the earlier version made runs: every training sample trained on, Gaussian validation
+    // next to a Gaussian test set, no id_val_split in config.json, no val_id_name in events.jsonl.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("old");
+    let mut exp = small_experiment(1, 2);
+    exp.data.id_val_fraction = 0.0;
+    exp.data.val_ood = "gaussian:300:2".into();
+    exp.data.allow_val_test_overlap = true;
+    let mut s = session(exp);
+    s.create_run(&run).unwrap();
+    let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+    s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    for k in ["id_val_split", "validation_id", "val_test_overlap", "msp_stored_as"] {
+        cfg.as_object_mut().unwrap().remove(k);
+    }
+    for k in ["id_val_fraction", "id_val_seed", "allow_val_test_overlap"] {
+        cfg["experiment"]["data"].as_object_mut().unwrap().remove(k);
+    }
+    std::fs::write(run.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let mut line: serde_json::Value = serde_json::from_str(events.trim()).unwrap();
+    line.as_object_mut().unwrap().remove("val_id_name");
+    std::fs::write(run.join("events.jsonl"), format!("{line}\n")).unwrap();
+
+    let reader = RunReader::open(&run).unwrap();
+    assert_eq!(reader.records[0].val_id_name, "id_test", "old records were validated against the ID test set");
+    // It resumes with all 600 samples (its loss rows have 600 entries) and continues.
+    let mut old = unleash::train::Session::resume(&run, Some(unleash::config::DeviceChoice::Cpu), None).unwrap();
+    assert_eq!(old.data.train.len(), 600);
+    let control = PhaseSpec { phase: Phase::Control, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: Some(1) };
+    old.run_phase(&control, &Control::new(), &mut |_| {}).unwrap();
+    let reader = RunReader::open(&run).unwrap();
+    assert_eq!(reader.records.len(), 2);
+    assert_eq!(reader.loss_matrix().unwrap().unwrap().0, 600);
+}

@@ -7,6 +7,7 @@ pub mod classes;
 pub mod folder;
 pub mod idx;
 pub mod noise;
+pub mod validation;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -164,6 +165,8 @@ pub enum DataSource {
     Folder { path: PathBuf },
     /// Seeded noise with the ID set's shape.
     Noise { noise: noise::NoiseKind, count: usize, seed: u64 },
+    /// Patch-shuffled held-out ID images (see [`validation`]): the default validation OOD family.
+    PatchShuffle { count: usize, seed: u64 },
 }
 
 impl DataSource {
@@ -176,6 +179,9 @@ impl DataSource {
         }
         if let Some(noise) = noise::NoiseKind::parse_spec(spec)? {
             return Ok(noise);
+        }
+        if let Some(shuffled) = validation::parse_spec(spec)? {
+            return Ok(shuffled);
         }
         let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
         if parts.iter().all(|p| p.ends_with(".bin")) {
@@ -207,6 +213,18 @@ impl DataSource {
             DataSource::Cifar { files } => files.first().map(|f| stem(f)).unwrap_or_default(),
             DataSource::Folder { path } => stem(path),
             DataSource::Noise { noise, .. } => noise.key().to_string(),
+            DataSource::PatchShuffle { .. } => validation::PATCH_SHUFFLE.to_string(),
+        }
+    }
+
+    /// The generator family: sets of one family are copies of one distribution (two seeds of one
+    /// noise, two splits of one dataset), so a validation set must not share a test set's.
+    pub fn family(&self) -> String {
+        match self {
+            DataSource::Noise { noise, .. } => format!("{} noise", noise.key()),
+            DataSource::PatchShuffle { .. } => format!("{} of ID images", validation::PATCH_SHUFFLE),
+            // "mnist-train" and "mnist-t10k" are one family: the short name drops the split.
+            _ => format!("dataset '{}'", self.short_name()),
         }
     }
 
@@ -218,11 +236,12 @@ impl DataSource {
             }
             DataSource::Folder { path } => path.display().to_string(),
             DataSource::Noise { noise, count, seed } => format!("{}:{count} (seed {seed})", noise.key()),
+            DataSource::PatchShuffle { count, seed } => format!("{}:{count} (seed {seed})", validation::PATCH_SHUFFLE),
         }
     }
 
-    /// Loads the set. `like` is the ID training set: noise takes its shape, and folders its
-    /// channel count.
+    /// Loads the set. `like` is an ID set: noise takes its shape, folders its channel count, and
+    /// patch-shuffle its images (the ID validation split, when there is one).
     pub fn load(&self, like: Option<&Dataset>) -> Result<Dataset> {
         let mut ds = match self {
             DataSource::Idx { images, labels } => idx::load_pair(images, labels.as_deref())?,
@@ -233,6 +252,10 @@ impl DataSource {
                     Error::config("data", "a noise set needs an ID set to take its image shape from")
                 })?;
                 noise::generate(*noise, like.shape, *count, *seed)
+            }
+            DataSource::PatchShuffle { count, seed } => {
+                let like = like.ok_or_else(|| Error::config("data", "patch-shuffle needs ID images to shuffle"))?;
+                validation::patch_shuffle(like, *count, *seed)?
             }
         };
         ds.name = self.short_name();
@@ -251,16 +274,51 @@ pub struct DataBundle {
     pub val_ood: Dataset,
     /// Test OOD sets: reported only.
     pub ood: Vec<Dataset>,
+    /// The ID validation split held out of the training file (empty when the fraction is 0):
+    /// the ID side of every validation metric. `train` is what remains.
+    pub id_val: Dataset,
+    pub id_val_split: validation::IdValSplit,
+    /// Things the user should know (a 0 split), to print before training.
+    pub warnings: Vec<String>,
 }
 
+/// The name events.jsonl gives the ID side of validation when there is no split.
+pub const VALIDATION_ID_FALLBACK: &str = "train (no ID validation split)";
+
 impl DataBundle {
-    /// Loads everything and checks that the sets fit together, before any training starts.
+    /// The ID side of every validation metric: the ID validation split, or (fraction 0) the
+    /// training samples. Never the ID test set.
+    pub fn validation_id(&self) -> &Dataset {
+        if self.id_val.is_empty() { &self.train } else { &self.id_val }
+    }
+
+    /// Its name, as events.jsonl records it.
+    pub fn validation_id_name(&self) -> &str {
+        if self.id_val.is_empty() { VALIDATION_ID_FALLBACK } else { "id_val" }
+    }
+
+    /// Loads everything with no ID validation split (see [`DataBundle::load_split`]).
     pub fn load(
         train: &DataSource,
         test: &DataSource,
         val_ood: &DataSource,
         ood: &[DataSource],
         train_limit: Option<usize>,
+    ) -> Result<DataBundle> {
+        DataBundle::load_split(train, test, val_ood, ood, train_limit, 0.0, 0)
+    }
+
+    /// Loads everything and checks that the sets fit together, before any training starts. The
+    /// training file (its first `train_limit` samples) is split into training and a class-
+    /// stratified ID validation split of `id_val_fraction`, drawn with `id_val_seed`.
+    pub fn load_split(
+        train: &DataSource,
+        test: &DataSource,
+        val_ood: &DataSource,
+        ood: &[DataSource],
+        train_limit: Option<usize>,
+        id_val_fraction: f64,
+        id_val_seed: u64,
     ) -> Result<DataBundle> {
         let mut train = train.load(None)?;
         for ds in [&train] {
@@ -270,6 +328,13 @@ impl DataBundle {
         }
         if let Some(n) = train_limit {
             train = train.truncated(n);
+        }
+        let (train, id_val, id_val_split) = validation::split_id_validation(train, id_val_fraction, id_val_seed)?;
+        let mut warnings = Vec::new();
+        if id_val.is_empty() {
+            warnings.push(
+                "warning: no ID validation split (fraction 0): the ID side of validation falls back to the training samples, which the model has seen; the ID test set is still never used to select".to_string(),
+            );
         }
         let test = test.load(Some(&train))?;
         if !test.labelled {
@@ -282,7 +347,9 @@ impl DataBundle {
                 test.origin, test.num_classes, train.origin, train.num_classes
             )));
         }
-        let mut val_ood = val_ood.load(Some(&train))?;
+        // Generated validation sets draw from the held-out ID images, not the trained-on ones.
+        let val_source = if id_val.is_empty() { &train } else { &id_val };
+        let mut val_ood = val_ood.load(Some(val_source))?;
         // Its own name, so it is never mistaken for a test set of the same kind.
         val_ood.name = format!("{}-val", val_ood.name);
         train.check_same_shape(&val_ood)?;
@@ -303,7 +370,7 @@ impl DataBundle {
             }
         }
         let norm = Normalization::from_dataset(&train);
-        Ok(DataBundle { train, test, norm, val_ood, ood: ood_sets })
+        Ok(DataBundle { train, test, norm, val_ood, ood: ood_sets, id_val, id_val_split, warnings })
     }
 }
 

@@ -58,6 +58,9 @@ pub struct PhaseSpec {
 pub struct Sets {
     pub train: PreparedSet,
     pub test: PreparedSet,
+    /// The ID validation split: the ID side of validation (None: no split, the training set
+    /// stands in).
+    pub id_val: Option<PreparedSet>,
     pub val: PreparedSet,
     pub ood: Vec<PreparedSet>,
 }
@@ -85,6 +88,8 @@ pub struct EpochEval {
     pub train: LabelledPass,
     pub test: LabelledPass,
     pub test_scores: BTreeMap<Score, Vec<f32>>,
+    /// Scores of the ID side of validation (the split, or the training set without one).
+    pub id_val_scores: BTreeMap<Score, Vec<f32>>,
     pub val_scores: BTreeMap<Score, Vec<f32>>,
     pub ood_scores: Vec<BTreeMap<Score, Vec<f32>>>,
 }
@@ -97,6 +102,7 @@ impl Session {
         let sets = Arc::new(Sets {
             train: PreparedSet::new(&data.train, &data.norm),
             test: PreparedSet::new(&data.test, &data.norm),
+            id_val: (!data.id_val.is_empty()).then(|| PreparedSet::new(&data.id_val, &data.norm)),
             val: PreparedSet::new(&data.val_ood, &data.norm),
             ood: data.ood.iter().map(|d| PreparedSet::new(d, &data.norm)).collect(),
         });
@@ -120,8 +126,7 @@ impl Session {
     /// the model is the snapshot of `epoch` (the last one by default).
     pub fn resume(dir: &std::path::Path, device: Option<crate::config::DeviceChoice>, epoch: Option<usize>) -> Result<Session> {
         let reader = run::RunReader::open(dir)?;
-        let exp: ExperimentConfig = serde_json::from_value(reader.config["experiment"].clone())
-            .map_err(|e| Error::run(dir, format!("config.json does not describe an experiment: {e}")))?;
+        let exp = ExperimentConfig::from_run_config(&reader.config, dir)?;
         let device = crate::device::resolve(device.unwrap_or(exp.train.device))?;
         let data = Arc::new(exp.data.load()?);
         let mut s = Session::new(exp, device, data)?;
@@ -136,8 +141,12 @@ impl Session {
         Ok(s)
     }
 
-    /// Starts writing a new run folder.
+    /// Starts writing a new run folder, after checking the protocol rules (a new run must not
+    /// select on a test distribution unless the user said so; config.json then says it too).
     pub fn create_run(&mut self, dir: &std::path::Path) -> Result<()> {
+        self.config.validate()?;
+        let split = &self.data.id_val_split;
+        let overlap = self.config.data.val_test_clashes()?;
         let cfg = serde_json::json!({
             "experiment": self.config,
             "device": self.device.description,
@@ -145,7 +154,12 @@ impl Session {
             "shape": self.data.train.shape,
             "normalization": self.data.norm,
             "train_samples": self.data.train.len(),
+            // Per-sample arrays index the training samples left after this split (file order).
+            "id_val_split": {"fraction": split.fraction, "seed": split.seed, "count": split.count, "indices": split.indices},
+            "validation_id": self.data.validation_id_name(),
             "val_ood": self.data.val_ood.name,
+            "val_test_overlap": {"allowed": self.config.data.allow_val_test_overlap, "clashes": overlap},
+            "msp_stored_as": "log_msp",
             "ood": self.data.ood.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
             "unleash_version": env!("CARGO_PKG_VERSION"),
         });
@@ -243,7 +257,7 @@ impl Session {
         for phase_epoch in 1..=spec.epochs {
             let epoch = self.records.len() + 1;
             let epoch_start = Instant::now();
-            let order = super::epoch_order(train_cfg.seed, epoch, n);
+            let order = super::epoch_order(train_cfg.seed, super::OrderKey::of(spec.phase, epoch, phase_epoch), n);
             let (mut loss_sum, mut correct) = (0f64, 0usize);
             let mut lr = spec.lr;
             for (b, idx) in order.chunks(batch).enumerate() {
@@ -304,17 +318,23 @@ impl Session {
         let test_logits = pass(&self.sets.test, sink)?;
         let test = LabelledPass::from_logits(&test_logits, self.classes, &self.sets.test.labels)?;
         let test_scores = eval::all_scores(&test_logits, self.classes);
+        let id_val_scores = match &self.sets.id_val {
+            Some(set) => eval::all_scores(&pass(set, sink)?, self.classes),
+            None => eval::all_scores(&train_logits, self.classes),
+        };
         let val_scores = eval::all_scores(&pass(&self.sets.val, sink)?, self.classes);
         let mut ood_scores = Vec::new();
         for set in &self.sets.ood {
             ood_scores.push(eval::all_scores(&pass(set, sink)?, self.classes));
         }
-        Ok(EpochEval { train, test, test_scores, val_scores, ood_scores })
+        Ok(EpochEval { train, test, test_scores, id_val_scores, val_scores, ood_scores })
     }
 
     #[allow(clippy::too_many_arguments)]
     fn record(&self, spec: &PhaseSpec, from_epoch: usize, epoch: usize, phase_epoch: usize, lr_end: f64, train_loss: f64, train_acc: f64, ev: &EpochEval, train_secs: f64, n: usize) -> Result<EpochRecord> {
-        let val = score_metrics(&ev.test_scores, &ev.val_scores)?;
+        // Validation: the ID validation split against the validation OOD set. The ID test set is
+        // for reporting only.
+        let val = score_metrics(&ev.id_val_scores, &ev.val_scores)?;
         let mut ood = BTreeMap::new();
         for (set, scores) in self.sets.ood.iter().zip(&ev.ood_scores) {
             ood.insert(set.name.clone(), score_metrics(&ev.test_scores, scores)?);
@@ -336,6 +356,7 @@ impl Session {
             test_loss: ev.test.mean_loss,
             test_acc: ev.test.accuracy,
             val_name: self.sets.val.name.clone(),
+            val_id_name: self.data.validation_id_name().to_string(),
             val,
             ood,
             ood_mean,
@@ -354,6 +375,9 @@ impl Session {
                 model.save_bpk(&run::snapshot_path(&w.dir, epoch))?;
             }
             w.write_scores(epoch, "id_test", &ev.test_scores)?;
+            if self.sets.id_val.is_some() {
+                w.write_scores(epoch, "id_val", &ev.id_val_scores)?;
+            }
             w.write_scores(epoch, &format!("val_{}", self.sets.val.name), &ev.val_scores)?;
             for (set, scores) in self.sets.ood.iter().zip(&ev.ood_scores) {
                 w.write_scores(epoch, &set.name, scores)?;

@@ -143,7 +143,12 @@ pub fn masked_model(model: &Net, ratio: f64, kind: MaskKind, seed: u64) -> Resul
 #[allow(clippy::too_many_arguments)]
 pub fn analyze(masked: &Net, full: &FullPass, ratio: f64, kind: MaskKind, train: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
     let tl = eval::logits(masked, train, batch, device, &mut |d| progress(d, train.len()))?;
-    let m_train = LabelledPass::from_logits(&tl, classes, &train.labels)?;
+    analyze_logits(&tl, full, ratio, kind, train, classes)
+}
+
+/// [`analyze`] from the masked model's logits over the training set, row-major `[n, classes]`.
+pub fn analyze_logits(tl: &[f32], full: &FullPass, ratio: f64, kind: MaskKind, train: &PreparedSet, classes: usize) -> Result<AtypicalSet> {
+    let m_train = LabelledPass::from_logits(tl, classes, &train.labels)?;
     let mut samples: Vec<AtypicalSample> = (0..train.len())
         .filter(|&i| full.train.predictions[i] == train.labels[i] && m_train.predictions[i] != train.labels[i])
         .map(|i| AtypicalSample {

@@ -94,13 +94,16 @@ pub struct MaskProbe {
     preview: PreviewSets,
     preview_reference: Option<Reference>,
     reference: Option<Reference>,
+    /// The last [`MaskProbe::gamma_at`] model's training-set logits, kept only where the training
+    /// set is the ID side of validation (no split), for the detection pass that follows.
+    masked_train_logits: Option<Vec<f32>>,
 }
 
 impl MaskProbe {
     /// A probe of `model` (the inference model of snapshot `epoch`). Nothing is computed yet.
     pub fn new(model: Net, epoch: usize, sets: &Sets, ctx: EvalContext, preview_size: PreviewSize) -> MaskProbe {
         let preview = preview_sets(sets, preview_size, epoch as u64);
-        MaskProbe { epoch, model, ctx, preview_size, preview, preview_reference: None, reference: None }
+        MaskProbe { epoch, model, ctx, preview_size, preview, preview_reference: None, reference: None, masked_train_logits: None }
     }
 
     pub fn model(&self) -> &Net {
@@ -108,7 +111,9 @@ impl MaskProbe {
     }
 
     /// The model masked at `ratio` (layer-wise; see [`super::mask`]).
-    pub fn masked(&self, ratio: f64, kind: MaskKind, seed: u64) -> Result<Net> {
+    pub fn masked(&mut self, ratio: f64, kind: MaskKind, seed: u64) -> Result<Net> {
+        // A new mask: logits kept from the previous one no longer apply.
+        self.masked_train_logits = None;
         atypical::masked_model(&self.model, ratio, kind, seed)
     }
 
@@ -137,7 +142,7 @@ impl MaskProbe {
         let full = FullPass { epoch: self.epoch, train: reference.train.clone(), test_acc: reference.detection.test_acc };
         let mut set = atypical::analyze(masked, &full, ratio, kind, &self.preview.sets.train, self.ctx.classes, &self.ctx.device, self.ctx.batch, &mut nothing)?;
         remap_indices(&mut set.samples, &self.preview.train_index);
-        let detection = detect(masked, &self.preview.sets, &self.ctx, &mut nothing)?;
+        let detection = detect(masked, &self.preview.sets, &self.ctx, None, &mut nothing)?;
         set.masked_test_acc = Some(detection.test_acc);
         set.masked_detection = Some(detection);
         set.full_detection = Some(reference.detection.clone());
@@ -151,14 +156,19 @@ impl MaskProbe {
         let ctx = self.ctx.clone();
         let r = self.reference(sets, progress)?;
         let full = FullPass { epoch, train: r.train.clone(), test_acc: r.detection.test_acc };
-        let mut set = atypical::analyze(masked, &full, ratio, kind, &sets.train, ctx.classes, &ctx.device, ctx.batch, progress)?;
-        set.full_detection = Some(r.detection.clone());
+        let detection = r.detection.clone();
+        let logits = eval::logits(masked, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
+        let mut set = atypical::analyze_logits(&logits, &full, ratio, kind, &sets.train, ctx.classes)?;
+        set.full_detection = Some(detection);
+        self.masked_train_logits = sets.id_val.is_none().then_some(logits);
         Ok(set)
     }
 
-    /// The masked model's ID test accuracy and OOD detection on the complete sets.
-    pub fn detection(&self, masked: &Net, sets: &Sets, progress: Progress) -> Result<Detection> {
-        detect(masked, sets, &self.ctx, progress)
+    /// The masked model's ID test accuracy and OOD detection on the complete sets. Called right
+    /// after [`Self::gamma_at`] with the same model, it reuses that pass where it can.
+    pub fn detection(&mut self, masked: &Net, sets: &Sets, progress: Progress) -> Result<Detection> {
+        let train_logits = self.masked_train_logits.take();
+        detect(masked, sets, &self.ctx, train_logits.as_deref(), progress)
     }
 
     /// The whole answer on the complete sets: [`Self::gamma_at`] then [`Self::detection`].
@@ -183,16 +193,23 @@ impl MaskProbe {
 fn reference(model: &Net, sets: &Sets, ctx: &EvalContext, progress: Progress) -> Result<Reference> {
     let logits = eval::logits(model, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
     let train = LabelledPass::from_logits(&logits, ctx.classes, &sets.train.labels)?;
-    Ok(Reference { train, detection: detect(model, sets, ctx, progress)? })
+    Ok(Reference { train, detection: detect(model, sets, ctx, Some(&logits), progress)? })
 }
 
-/// ID test accuracy and every score's metrics on the validation and every test OOD set.
-fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, progress: Progress) -> Result<Detection> {
+/// ID test accuracy and every score's metrics on the validation and every test OOD set. The ID
+/// side of validation is the ID validation split (the training set where a run has none), as in
+/// the per-epoch evaluation; `train_logits` are the training set's when the caller has them.
+fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, train_logits: Option<&[f32]>, progress: Progress) -> Result<Detection> {
     let mut pass = |set: &PreparedSet| eval::logits(model, set, ctx.batch, &ctx.device, &mut |d| progress(d, set.len()));
     let test_logits = pass(&sets.test)?;
     let test = LabelledPass::from_logits(&test_logits, ctx.classes, &sets.test.labels)?;
     let id_scores = eval::all_scores(&test_logits, ctx.classes);
-    let val_id_scores = eval::all_scores(&pass(validation_id_side(sets))?, ctx.classes);
+    let val_id_logits = match (&sets.id_val, train_logits) {
+        (Some(split), _) => pass(split)?,
+        (None, Some(train)) => train.to_vec(),
+        (None, None) => pass(&sets.train)?,
+    };
+    let val_id_scores = eval::all_scores(&val_id_logits, ctx.classes);
     let val = score_metrics(&val_id_scores, &eval::all_scores(&pass(&sets.val)?, ctx.classes))?;
     let mut ood = BTreeMap::new();
     for set in &sets.ood {
@@ -200,11 +217,6 @@ fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, progress: Progress) -> Re
     }
     let ood_mean = run::mean_over_sets(&ood);
     Ok(Detection { test_acc: test.accuracy, val_name: sets.val.name.clone(), val, ood, ood_mean })
-}
-
-/// The ID side of validation metrics.
-fn validation_id_side(sets: &Sets) -> &PreparedSet {
-    &sets.test
 }
 
 fn remap_indices(samples: &mut [AtypicalSample], original: &[usize]) {
@@ -222,6 +234,7 @@ fn preview_sets(sets: &Sets, size: PreviewSize, seed: u64) -> PreviewSets {
         sets: Sets {
             train: subset(&sets.train, &train_index),
             test: subset(&sets.test, &test_index),
+            id_val: sets.id_val.as_ref().map(|v| subset(v, &stratified(&v.labels, size.id_test, seed.wrapping_add(2)))),
             val: pick(&sets.val, 2),
             ood: sets.ood.iter().enumerate().map(|(i, s)| pick(s, 3 + i as u64)).collect(),
         },

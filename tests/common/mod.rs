@@ -11,7 +11,8 @@ pub fn sample(path: &str) -> String {
     format!("{}/sample_data/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Sample data cut down for tests: 600 training samples, small OOD sets.
+/// Sample data cut down for tests: the first 600 training samples (540 trained on, 60 held out
+/// as the ID validation split), small OOD sets.
 pub fn small_data() -> DataConfig {
     DataConfig {
         train: sample("fashion-train-images-idx3-ubyte.gz"),
@@ -20,6 +21,9 @@ pub fn small_data() -> DataConfig {
         ood: vec![sample("textures-images-idx3-ubyte.gz"), "gaussian:300".into()],
         train_limit: Some(600),
         classes: None,
+        id_val_fraction: 0.1,
+        id_val_seed: 0,
+        allow_val_test_overlap: false,
     }
 }
 
