@@ -472,3 +472,27 @@ fn a_run_folder_from_before_the_split_reopens_and_continues() {
     assert_eq!(reader.records.len(), 2);
     assert_eq!(reader.loss_matrix().unwrap().unwrap().0, 600);
 }
+
+#[test]
+fn a_phase_after_umap_continues_from_the_pruned_weights() {
+    let mut s = session(small_experiment(1, 8));
+    let spec = |phase, lr, objective, umap_ratio| PhaseSpec { phase, epochs: 1, lr, objective, umap_ratio, from_epoch: None };
+    s.run_phase(&spec(Phase::Base, 0.05, Objective::CrossEntropy, None), &Control::new(), &mut |_| {}).unwrap();
+    s.run_phase(&spec(Phase::Umap, 0.05, Objective::Flooded { gamma: 0.3 }, Some(0.5)), &Control::new(), &mut |_| {}).unwrap();
+    let pruned = prunable_weights(&s.inference_model());
+    // A control step this small moves no weight of ordinary size: the pruned zeros stay (nearly)
+    // zero only if the control started from the pruned model, not from the dense one under it.
+    s.run_phase(&spec(Phase::Control, 1e-30, Objective::CrossEntropy, None), &Control::new(), &mut |_| {}).unwrap();
+    let after = prunable_weights(&s.inference_model());
+    for ((name, _, p), (_, _, a)) in pruned.iter().zip(&after) {
+        let zeros = p.iter().filter(|v| **v == 0.0).count();
+        assert!(zeros >= masked_count(p.len(), 0.5), "{name}");
+        for (x, y) in p.iter().zip(a) {
+            if *x == 0.0 {
+                assert!(y.abs() < 1e-20, "{name}: a pruned weight came back as {y}");
+            } else {
+                assert!((x - y).abs() <= 1e-6 * x.abs(), "{name}: {x} -> {y}");
+            }
+        }
+    }
+}

@@ -238,8 +238,8 @@ impl Session {
             self.model = scored.train_on(&ad);
             self.umap_active = true;
         } else if self.umap_active {
-            // A non-UMAP phase after UMAP continues from the pruned weights.
-            self.model = self.inference_model().train_on(&ad);
+            // A non-UMAP phase after UMAP continues from the pruned weights (thawed: UMAP froze them).
+            self.model = crate::unleash::umap::unfreeze(self.inference_model()).train_on(&ad);
             self.umap_active = false;
         }
         let n = self.sets.train.len();

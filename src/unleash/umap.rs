@@ -63,6 +63,18 @@ impl Reparameterizer for EdgePopup {
     }
 }
 
+/// Every parameter trainable again: UMAP froze them all, so a later phase (UM, control) that
+/// continues from the pruned model must thaw them first or it has nothing to train.
+pub fn unfreeze<M: Module>(model: M) -> M {
+    struct Unfreeze;
+    impl burn::module::ModuleMapper for Unfreeze {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.set_require_grad(true)
+        }
+    }
+    model.map(&mut Unfreeze)
+}
+
 /// An inference model with UMAP scores attached (train it on an autodiff device).
 pub fn attach_scores<M: Module>(model: M, ratio: f64) -> M {
     model.apply_reparameterization(EdgePopup { ratio })
