@@ -32,6 +32,9 @@ pub enum Command {
     Sweep { ratios: Vec<f64>, kind: MaskKind, epoch: Option<usize> },
     /// Reopen a run folder (from the CLI or the app).
     OpenRun(PathBuf),
+    /// Open an interrupted run and continue its base training from its last complete epoch
+    /// (same numbers as if it had never stopped; see `unleash train --resume`).
+    Resume(PathBuf),
     /// Find out which device a choice resolves to (reported as an Info "device: ..." event).
     ProbeDevice(crate::config::DeviceChoice),
     Export(ExportRequest),
@@ -199,6 +202,7 @@ impl Worker {
                 Ok(())
             }
             Command::OpenRun(dir) => self.open_run(dir),
+            Command::Resume(dir) => self.resume(dir),
             Command::ProbeDevice(choice) => {
                 let d = crate::device::resolve(choice)?;
                 self.engine(Event::Info(format!("device: {}", d.description)));
@@ -227,15 +231,25 @@ impl Worker {
     }
 
     fn run_phase(&mut self, spec: PhaseSpec) -> Result<()> {
+        self.run_phase_or_resume(spec, false)
+    }
+
+    /// Runs a phase, or (`resume`) continues an interrupted one from the run's last epoch.
+    fn run_phase_or_resume(&mut self, spec: PhaseSpec, resume: bool) -> Result<()> {
         let events = self.events.clone();
         let control = self.control.clone();
         let s = self.session.as_mut().ok_or_else(|| Error::Other("no session".into()))?;
         let repaint = &self.repaint;
         let phase = spec.phase;
-        let result = s.run_phase(&spec, &control, &mut |e| {
+        let mut sink = |e| {
             let _ = events.send(WorkerEvent::Engine(e));
             repaint();
-        });
+        };
+        let result = if resume { s.resume_phase(&spec, &control, &mut sink) } else { s.run_phase(&spec, &control, &mut sink) };
+        // The run's lock is held only while a job writes: between jobs, a terminal may write it.
+        if let Some(w) = s.writer.as_mut() {
+            w.release_lock();
+        }
         if matches!(result, Err(Error::Stopped)) {
             self.engine(Event::PhaseDone { phase, stopped: true });
         }
@@ -313,9 +327,23 @@ impl Worker {
         Ok(set)
     }
 
+    /// Continues an interrupted base training (the app's Resume).
+    fn resume(&mut self, dir: PathBuf) -> Result<()> {
+        self.open_run(dir.clone())?;
+        let s = self.session.as_ref().ok_or_else(|| Error::run(&dir, "cannot be resumed without its data and snapshots"))?;
+        let train = &s.config.train;
+        let spec = PhaseSpec { phase: Phase::Base, epochs: train.epochs, lr: train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        self.emit(WorkerEvent::Busy("resuming training".into()));
+        self.run_phase_or_resume(spec, true)
+    }
+
     fn open_run(&mut self, dir: PathBuf) -> Result<()> {
         self.emit(WorkerEvent::Busy(format!("opening {}", dir.display())));
         let reader = RunReader::open(&dir)?;
+        // Damage is shown, not fatal: the run opens up to the epoch before it.
+        for w in &reader.warnings {
+            self.engine(Event::Error(w.clone()));
+        }
         let config: ExperimentConfig = serde_json::from_value(reader.config["experiment"].clone())
             .map_err(|e| Error::run(&dir, format!("config.json does not describe an experiment: {e}")))?;
         let rows = reader.loss_matrix()?.map(|(_, r)| r).unwrap_or_default();
