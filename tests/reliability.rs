@@ -314,3 +314,48 @@ fn a_new_run_records_its_format_version_and_optimizer_state() {
     // SGD momentum: one buffer per parameter, the size of the weights.
     assert!(o as f64 > 0.9 * m as f64 && (o as f64) < 1.2 * m as f64, "optimizer {o} B vs model {m} B");
 }
+
+fn worker_until_idle(w: &unleash::worker::WorkerHandle) -> Vec<String> {
+    use unleash::events::Event;
+    use unleash::worker::WorkerEvent;
+    let mut errors = Vec::new();
+    loop {
+        match w.events.recv_timeout(Duration::from_secs(600)).expect("the worker went quiet") {
+            WorkerEvent::Engine(Event::Error(e)) => errors.push(e),
+            WorkerEvent::Engine(Event::Idle) => return errors,
+            _ => {}
+        }
+    }
+}
+
+/// The app's side: opening a damaged run reports the damage (naming the line) and still opens;
+/// the worker holds no lock while a run is merely open or between jobs; Resume continues an
+/// interrupted base training to the uninterrupted run's numbers.
+#[test]
+fn the_app_worker_warns_of_damage_resumes_exactly_and_locks_only_while_writing() {
+    use unleash::worker::{spawn, Command as Job};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("app");
+    copy_dir(uninterrupted(), &run);
+    // Epochs 1-2 as a kill after epoch 2 leaves them, then a damaged line.
+    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(run.join("events.jsonl"), format!("{two}garbage\n")).unwrap();
+    let w = spawn(|| {});
+    w.send(Job::OpenRun(run.clone()));
+    let errors = worker_until_idle(&w);
+    assert!(errors.iter().any(|e| e.contains("events.jsonl") && e.contains("line 3 ")), "{errors:?}");
+    // The run is open in the app, and a terminal can still write it.
+    unleash_ok(&["repair", "--run", &s(&run)].map(String::from));
+    w.send(Job::Resume(run.clone()));
+    let errors = worker_until_idle(&w);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_same_run(uninterrupted(), &run);
+    // Between jobs the worker holds no lock.
+    unleash_ok(&["control", "--run", &s(&run), "--epochs", "1", "--device", "cpu"].map(String::from));
+    // ...and a job after that sees the run changed under it rather than numbering epochs twice.
+    w.send(Job::Finetune { kind: unleash::commands::Finetune::Control, gamma: 0.0, epochs: 1, lr: 0.05, prune_ratio: 0.2, from_epoch: None });
+    let errors = worker_until_idle(&w);
+    assert!(errors.iter().any(|e| e.contains("changed by another job")), "{errors:?}");
+    assert_eq!(RunReader::open(&run).unwrap().records.len(), 4);
+}
