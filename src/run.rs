@@ -7,7 +7,7 @@
 //!   events.jsonl              one JSON line per finished epoch: every metric (the commit marker)
 //!   per_sample_loss.npy       float32 [epochs, N]: the loss of every training sample, every epoch
 //!   epochs/0001/model.bpk     the snapshot after that epoch
-//!   epochs/0001/optimizer.bpk the SGD momentum buffers after that epoch (for `train --resume`)
+//!   epochs/0001/optimizer.bpk the SGD momentum buffers after that base epoch (`train --resume`)
 //!   epochs/0001/scores.npy    float32 [n, 3] (MSP, MaxLogit, Energy) per set; one file per set:
 //!                             scores_<set>.npy for id_test, val_<name> and each test OOD set
 //! ```

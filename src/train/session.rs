@@ -321,8 +321,9 @@ impl Session {
             let evaluated = self.evaluate(epoch, control, sink)?;
             let record = self.record(spec, from_epoch, epoch, phase_epoch, lr, loss_sum / n as f64, correct as f64 / n as f64, &evaluated, train_secs, n)?;
             let snapshot = train_cfg.snapshot_every_epoch || phase_epoch == spec.epochs;
-            if snapshot && let Some(w) = &mut self.writer {
-                // Beside the snapshot and before the events line: `train --resume` continues here.
+            // Base epochs only (what `train --resume` continues), beside the snapshot and before
+            // the events line; a fine-tune is short and restarts from its start snapshot instead.
+            if snapshot && spec.phase == Phase::Base && let Some(w) = &mut self.writer {
                 let bytes = optim.into_bytes().map_err(|e| Error::Other(format!("cannot serialize the optimizer state of epoch {epoch}: {e}")))?;
                 w.write_optimizer_state(epoch, &bytes)?;
             }
