@@ -270,7 +270,7 @@ pub fn mask(a: MaskArgs) -> Result<()> {
     }
     let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
     // Its CSVs go into the run folder unless --out says otherwise: then it writes the run.
-    let _lock = if a.out.is_none() { Some(crate::run::RunLock::acquire(&a.run, "mask")?) } else { None };
+    let _lock = if a.out.is_none() && a.run.is_dir() { Some(crate::run::RunLock::acquire(&a.run, "mask")?) } else { None };
     open_run(&a.run)?;
     let s = Session::resume(&a.run, device, a.epoch)?;
     let epoch = a.epoch.unwrap_or(s.records.len());

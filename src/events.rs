@@ -92,7 +92,7 @@ impl Control {
             for _ in signals.forever() {
                 seen += 1;
                 if seen == 1 {
-                    eprintln!("\nstopping after the epoch in flight is dropped (Ctrl-C again to quit at once)");
+                    eprintln!("\nstopping: the epoch in flight is dropped, every complete epoch is kept (Ctrl-C again to quit at once)");
                     control.request_stop();
                 } else {
                     eprintln!("\nquit: the run keeps every complete epoch");
