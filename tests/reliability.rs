@@ -92,8 +92,10 @@ fn weights(bpk: &Path) -> (serde_json::Value, Vec<u8>) {
 fn uninterrupted() -> &'static PathBuf {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let out = dir.join("straight");
+        // In cargo's scratch folder for integration tests, so that it outlives each test without
+        // piling up in the system's temp folder.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability-uninterrupted");
+        let _ = std::fs::remove_dir_all(&out);
         unleash_ok(&train_args(3, &out));
         out
     })
