@@ -15,9 +15,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Opens a run to read it, printing any damage warnings (the run is read up to the damage).
+pub fn open_run(run: &Path) -> Result<RunReader> {
+    let r = RunReader::open(run)?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(r)
+}
+
 /// The experiment a run folder was made with.
 pub fn run_experiment(run: &Path) -> Result<ExperimentConfig> {
-    let r = RunReader::open(run)?;
+    let r = open_run(run)?;
     ExperimentConfig::from_run_config(&r.config, run)
 }
 
@@ -49,34 +58,100 @@ pub fn open_session(exp: ExperimentConfig, device_choice: DeviceChoice, r: &mut 
     Session::new(exp, dev, data)
 }
 
-/// `unleash train`: returns the run folder.
-pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<PathBuf> {
-    let mut r = Renderer::new(false);
-    let out = out.unwrap_or_else(|| default_out(&exp));
-    let mut s = open_session(exp.clone(), exp.train.device, &mut r)?;
-    s.create_run(&out)?;
-    r.handle(&Event::Info(format!("run folder: {}", out.display())));
-    let spec = PhaseSpec {
-        phase: Phase::Base,
-        epochs: exp.train.epochs,
-        lr: exp.train.lr,
-        objective: Objective::CrossEntropy,
-        umap_ratio: None,
-        from_epoch: None,
-    };
+/// The base phase an experiment asks for.
+fn base_spec(exp: &ExperimentConfig) -> PhaseSpec {
+    PhaseSpec { phase: Phase::Base, epochs: exp.train.epochs, lr: exp.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None }
+}
+
+/// A stop control for a CLI job: Ctrl-C requests the stop (see [`Control::stop_on_ctrl_c`]).
+fn ctrl_c_control() -> Arc<Control> {
     let control = Control::new();
-    let result = s.run_phase(&spec, &control, &mut |e| {
+    #[cfg(unix)]
+    if let Err(e) = control.stop_on_ctrl_c() {
+        eprintln!("warning: Ctrl-C will end the process at once (cannot watch for it: {e})");
+    }
+    control
+}
+
+/// Takes the lock of a run folder for a CLI job before anything slow, so that a second writer
+/// fails at once; the writer the job makes later picks it up.
+fn lock_early(dir: &Path, job: &str) -> Result<()> {
+    if dir.is_dir() {
+        crate::run::RunLock::acquire(dir, job)?.park();
+    }
+    Ok(())
+}
+
+/// What the CLI says when Ctrl-C stopped a job: what the run keeps and how to go on.
+fn report_stop(dir: &Path, resumable: bool) {
+    let kept = RunReader::open(dir).map(|r| r.records.len()).unwrap_or(0);
+    let keeps = if kept == 0 { "no complete epoch".to_string() } else { format!("epochs 1 to {kept}") };
+    eprintln!("stopped: {} keeps {keeps}", dir.display());
+    if resumable && kept > 0 {
+        eprintln!("continue with: unleash train --resume {}", dir.display());
+    }
+}
+
+/// Runs a base phase (fresh or resumed), printing JSON lines and the stop message as asked.
+fn run_base(s: &mut Session, spec: &PhaseSpec, resume: bool, json: bool, r: &mut Renderer) -> Result<()> {
+    let control = ctrl_c_control();
+    let mut sink = |e: Event| {
         if json {
             if let Event::EpochDone { record, .. } = &e {
                 println!("{}", serde_json::to_string(record).unwrap_or_default());
             }
         }
         r.handle(&e)
-    });
+    };
+    let result = if resume { s.resume_phase(spec, &control, &mut sink) } else { s.run_phase(spec, &control, &mut sink) };
     r.finish();
-    result?;
+    if matches!(result, Err(Error::Stopped)) {
+        if let Some(w) = &s.writer {
+            report_stop(&w.dir, true);
+        }
+    }
+    result
+}
+
+/// `unleash train`: returns the run folder.
+pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<PathBuf> {
+    let mut r = Renderer::new(false);
+    let out = out.unwrap_or_else(|| default_out(&exp));
+    lock_early(&out, "train")?;
+    let mut s = open_session(exp.clone(), exp.train.device, &mut r)?;
+    s.create_run(&out)?;
+    r.handle(&Event::Info(format!("run folder: {}", out.display())));
+    run_base(&mut s, &base_spec(&exp), false, json, &mut r)?;
     print_summary(&s, &mut r);
     Ok(out)
+}
+
+/// `unleash train --resume DIR`: continues an interrupted base phase from its last complete epoch
+/// to the epoch count in its config, with the same numbers as an uninterrupted run.
+pub fn resume_training(dir: &Path, device: Option<DeviceChoice>, json: bool) -> Result<PathBuf> {
+    lock_early(dir, "train --resume")?;
+    let mut r = Renderer::new(false);
+    let mut s = Session::resume(dir, device, None)?;
+    let done = s.records.len();
+    r.handle(&Event::Info(format!("device: {}; resuming {} after epoch {done} of {}", s.device.description, dir.display(), s.config.train.epochs)));
+    let spec = base_spec(&s.config);
+    run_base(&mut s, &spec, true, json, &mut r)?;
+    print_summary(&s, &mut r);
+    Ok(dir.to_path_buf())
+}
+
+/// `unleash repair`: cuts a damaged events.jsonl back to its good prefix, keeping a backup.
+pub fn repair(dir: &Path) -> Result<()> {
+    match crate::run::repair_events(dir)? {
+        crate::run::Repair::Sound { epochs } => println!("{}: events.jsonl is sound ({epochs} complete epochs); nothing to repair", dir.display()),
+        crate::run::Repair::Cut { epochs, backup, warnings } => {
+            for w in warnings {
+                println!("found: {w}");
+            }
+            println!("{}: events.jsonl now holds epochs 1 to {epochs}; the original is kept as {}", dir.display(), backup.display());
+        }
+    }
+    Ok(())
 }
 
 fn print_summary(s: &Session, r: &mut Renderer) {
@@ -199,9 +274,12 @@ pub fn mask(a: MaskArgs) -> Result<()> {
         crate::config::check_mask_ratio(r)?;
     }
     let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+    // Its CSVs go into the run folder unless --out says otherwise: then it writes the run.
+    let _lock = if a.out.is_none() && a.run.is_dir() { Some(crate::run::RunLock::acquire(&a.run, "mask")?) } else { None };
+    let reader = open_run(&a.run)?;
     let epoch = match a.epoch {
         Some(e) => e,
-        None => crate::run::last_base_epoch(&RunReader::open(&a.run)?.records).ok_or_else(|| Error::run(&a.run, "has no base epochs to mask"))?,
+        None => crate::run::last_base_epoch(&reader.records).ok_or_else(|| Error::run(&a.run, "has no base epochs to mask"))?,
     };
     let s = Session::resume(&a.run, device, Some(epoch))?;
     let mut probe = mask_probe(&s, epoch);
@@ -365,7 +443,8 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
     // Fail fast on a bad mask name, before the data is loaded.
     MaskKind::parse(&a.mask)?;
-    let reader = RunReader::open(&a.run)?;
+    lock_early(&a.run, kind.job())?;
+    let reader = open_run(&a.run)?;
     let start = match a.epoch {
         Some(e) => e,
         None => crate::run::last_base_epoch(&reader.records).ok_or_else(|| Error::run(&a.run, "has no base epochs"))?,
@@ -380,8 +459,11 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
         Finetune::Um | Finetune::Umap => resolve_gamma(&a, &s, start, &mut r)?,
     };
     let spec = kind.phase_spec(gamma, a.prune_ratio, a.epochs, a.lr, start);
-    let result = s.run_phase(&spec, &Control::new(), &mut |e| r.handle(&e));
+    let result = s.run_phase(&spec, &ctrl_c_control(), &mut |e| r.handle(&e));
     r.finish();
+    if matches!(result, Err(Error::Stopped)) {
+        report_stop(&a.run, false);
+    }
     result?;
     print_summary(&s, &mut r);
     Ok(())
@@ -424,8 +506,9 @@ pub struct ExportArgs {
 pub fn export(a: ExportArgs) -> Result<()> {
     let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
     let mut written = Vec::new();
+    let run = open_run(&a.run)?;
     if let Some(p) = &a.report {
-        let r = RunReader::open(&a.run)?;
+        let r = run;
         let device = r.config["device"].as_str().unwrap_or("?").to_string();
         written.extend(crate::export::export_report(&r.records, &device, p)?);
     }

@@ -73,6 +73,30 @@ impl Control {
         self.pause.store(false, Ordering::SeqCst);
     }
 
+    /// Routes Ctrl-C (SIGINT) here, for the CLI: the first one requests a stop (the job finishes
+    /// or drops the epoch in flight, so the run stays complete and resumable); a second one
+    /// exits at once with status 130 (the run is still safe: every file is written atomically
+    /// and an epoch counts only once its events line is down).
+    #[cfg(unix)]
+    pub fn stop_on_ctrl_c(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
+        let control = self.clone();
+        std::thread::Builder::new().name("ctrl-c".into()).spawn(move || {
+            let mut seen = 0;
+            for _ in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    eprintln!("\nstopping: the epoch in flight is dropped, every complete epoch is kept (Ctrl-C again to quit at once)");
+                    control.request_stop();
+                } else {
+                    eprintln!("\nquit: the run keeps every complete epoch");
+                    std::process::exit(130);
+                }
+            }
+        })?;
+        Ok(())
+    }
+
     /// Blocks while paused; Err(Stopped) once a stop is requested.
     pub fn checkpoint(&self) -> crate::error::Result<()> {
         while self.is_paused() && !self.stop_requested() {

@@ -36,8 +36,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Train an ID classifier, evaluating every epoch.
+    /// Train an ID classifier, evaluating every epoch (or continue an interrupted one: --resume).
     Train(TrainArgs),
+    /// Cut a damaged events.jsonl back to its last good epoch, keeping the original as a backup.
+    Repair {
+        #[arg(long)]
+        run: PathBuf,
+    },
     /// Metric table of a saved model on an ID test set and OOD sets.
     Eval(EvalArgs),
     /// AUROC / FPR95 / AUPR-In / AUPR-Out from two files of scores (one per line; higher = more ID).
@@ -140,6 +145,10 @@ struct TrainArgs {
     /// Print the epoch records as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// Continue the interrupted base training in this run folder from its last complete epoch, to
+    /// the epoch count in its config (same numbers as an uninterrupted run on the same device).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "train", "test", "ood", "val_ood", "train_limit", "model", "epochs", "lr", "batch", "seed", "out"])]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -198,6 +207,10 @@ impl DataArgs {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
+    if let Some(dir) = &a.resume {
+        let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
+        return commands::resume_training(dir, device, a.json).map(|_| ());
+    }
     let mut exp = a.data.resolve(None)?;
     let t = &mut exp.train;
     if let Some(m) = &a.model {
@@ -250,6 +263,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "gui")]
         Some(Command::Gui { run, start, config, out }) => gui(run, start, config, out),
         Some(Command::Train(a)) => train(a),
+        Some(Command::Repair { run }) => commands::repair(&run),
         Some(Command::Eval(a)) => eval(a),
         Some(Command::Metrics { id_scores, ood_scores, column, json }) => commands::metrics(&id_scores, &ood_scores, column, json),
         Some(Command::Mask(a)) => commands::mask(a),

@@ -7,6 +7,7 @@
 //!   events.jsonl              one JSON line per finished epoch: every metric (the commit marker)
 //!   per_sample_loss.npy       float32 [epochs, N]: the loss of every training sample, every epoch
 //!   epochs/0001/model.bpk     the snapshot after that epoch
+//!   epochs/0001/optimizer.bpk the SGD momentum buffers after that base epoch (`train --resume`)
 //!   epochs/0001/scores.npy    float32 [n, 3] (MSP, MaxLogit, Energy) per set; one file per set:
 //!                             scores_<set>.npy for id_test, id_val (the ID validation split),
 //!                             val_<name> and each test OOD set. The MSP column holds log-MSP
@@ -16,6 +17,11 @@
 //! Each epoch first writes its files (each atomically), then the loss matrix, then appends its line
 //! to events.jsonl with an fsync. A reader trusts only the lines of events.jsonl that parse, so a
 //! kill at any moment leaves the run readable up to the last complete epoch.
+//!
+//! One writer at a time: every [`RunWriter`] holds a [`RunLock`] (an OS advisory lock on
+//! `writer.lock`) while it writes; readers take none. Damage in the middle of events.jsonl (two
+//! writers before locks existed, a bad line) is contained: the run opens up to the epoch before
+//! it, with a warning naming the line, and [`repair_events`] cuts the file back to that.
 
 use crate::error::{Error, Result};
 use crate::fsio;
@@ -97,6 +103,122 @@ pub fn snapshot_path(run: &Path, epoch: usize) -> PathBuf {
     epoch_dir(run, epoch).join("model.bpk")
 }
 
+/// The optimizer state (SGD momentum buffers) after an epoch, written beside its snapshot.
+pub fn optimizer_path(run: &Path, epoch: usize) -> PathBuf {
+    epoch_dir(run, epoch).join("optimizer.bpk")
+}
+
+/// The run format this code writes into config.json (`format_version`). A run without the field
+/// was written before it existed and is format 1. Bump it when older code could no longer read a
+/// new run correctly; readers refuse a run of a newer format by name.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The lock file every writer of a run holds (see [`RunLock`]).
+pub const LOCK_FILE: &str = "writer.lock";
+
+/// The one writer of a run folder: an exclusive advisory lock on `<run>/writer.lock`, held for as
+/// long as this value lives. The file's text names the holder (pid, command line, job, start
+/// time) so that a second writer can say who holds the run. The OS drops the lock when the
+/// process ends, however it ends, so a killed writer never leaves a stale lock.
+#[derive(Debug)]
+pub struct RunLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+/// Locks taken early by a CLI job (to fail before loading data) and kept for the writer it then
+/// makes: the OS lock belongs to one open file, so a second acquire in the same process must get
+/// the same one back rather than conflict with it.
+static PARKED: std::sync::Mutex<Vec<RunLock>> = std::sync::Mutex::new(Vec::new());
+
+impl RunLock {
+    /// Takes the lock at once or fails with a message naming the holder; never waits. A lock this
+    /// process parked for `dir` ([`RunLock::park`]) is handed over instead.
+    pub fn acquire(dir: &Path, job: &str) -> Result<RunLock> {
+        let path = dir.join(LOCK_FILE);
+        if let Some(parked) = take_parked(&path) {
+            return Ok(parked);
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "open the lock file", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(Error::run(dir, busy_message(&holder)));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
+        }
+        let holder = format!(
+            "pid {}\ncommand {}\njob {job}\nstarted {}\n",
+            std::process::id(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+            utc_now()
+        );
+        // Best effort: the lock is what matters; the text only explains it.
+        let _ = file.set_len(0).and_then(|()| std::io::Seek::rewind(&mut file)).and_then(|_| file.write_all(holder.as_bytes())).and_then(|()| file.flush());
+        Ok(RunLock { file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the lock held for the next [`RunLock::acquire`] of the same folder in this process.
+    pub fn park(self) {
+        PARKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(self);
+    }
+}
+
+fn take_parked(path: &Path) -> Option<RunLock> {
+    let mut parked = PARKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let same = |a: &Path| a == path || a.canonicalize().ok().zip(path.canonicalize().ok()).is_some_and(|(x, y)| x == y);
+    let i = parked.iter().position(|l| same(&l.path))?;
+    Some(parked.swap_remove(i))
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // The lock goes with the file handle anyway; unlocking first is only tidier.
+        let _ = self.file.unlock();
+    }
+}
+
+/// What a second writer is told: the holder's pid, command, job and start time.
+fn busy_message(holder: &str) -> String {
+    let field = |key: &str| holder.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()));
+    let who = match (field("pid "), field("command "), field("job "), field("started ")) {
+        (Some(pid), Some(cmd), job, started) => format!(
+            "pid {pid} (`{cmd}`{}), started {}",
+            job.map(|j| format!(", job: {j}")).unwrap_or_default(),
+            started.unwrap_or_else(|| "at an unknown time".into())
+        ),
+        _ => "another process (it has not written its details yet)".into(),
+    };
+    format!("is being written by {who}. One job writes a run at a time: wait for it to finish or stop it, then try again (reading the run needs no wait)")
+}
+
+/// The current time as `YYYY-MM-DD HH:MM:SS UTC` (days-to-civil conversion, proleptic Gregorian).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 pub fn scores_path(run: &Path, epoch: usize, set: &str) -> PathBuf {
     epoch_dir(run, epoch).join(format!("scores_{}.npy", file_safe(set)))
 }
@@ -106,47 +228,117 @@ pub fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-/// Writes a run folder as epochs finish.
+/// Writes a run folder as epochs finish. It writes only while it holds the run's [`RunLock`]:
+/// [`RunWriter::create`] takes it at once; a writer opened with [`RunWriter::append_to`] takes it
+/// before its first write (or earlier, with [`RunWriter::lock`]) and checks that nobody wrote the
+/// run in between.
 pub struct RunWriter {
     pub dir: PathBuf,
     /// Rows of the per-sample loss matrix so far (one per epoch).
     loss_rows: Vec<Vec<f32>>,
+    /// Complete epochs in events.jsonl as this writer knows it (read at open, plus its commits).
+    epochs: usize,
+    lock: Option<RunLock>,
 }
 
 impl RunWriter {
     /// Creates a new run folder (it must not hold a run already) and writes the config.
     pub fn create(dir: &Path, config_json: &serde_json::Value) -> Result<RunWriter> {
-        if dir.join("events.jsonl").exists() {
-            return Err(Error::run(dir, "already holds a run (events.jsonl exists); choose another output folder"));
-        }
         std::fs::create_dir_all(dir.join("epochs")).map_err(|e| Error::io(dir, "create the run folder", e))?;
-        let text = serde_json::to_vec_pretty(config_json).map_err(|e| Error::Other(e.to_string()))?;
+        let lock = RunLock::acquire(dir, "train")?;
+        if dir.join("events.jsonl").exists() {
+            return Err(Error::run(
+                dir,
+                "already holds a run (events.jsonl exists); choose another output folder, or continue it with `unleash train --resume`",
+            ));
+        }
+        let mut config = config_json.clone();
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("format_version".into(), FORMAT_VERSION.into());
+        }
+        let text = serde_json::to_vec_pretty(&config).map_err(|e| Error::Other(e.to_string()))?;
         fsio::write_atomic(&dir.join("config.json"), &text)?;
         std::fs::File::create(dir.join("events.jsonl")).map_err(|e| Error::io(dir.join("events.jsonl"), "create", e))?;
-        Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: Vec::new() })
+        Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: Vec::new(), epochs: 0, lock: Some(lock) })
     }
 
-    /// Continues an existing run (UM after base training): later epochs append.
+    /// Continues an existing run (UM after base training): later epochs append. Takes no lock
+    /// yet (opening a run to look at it must not block a writer elsewhere); the first write does.
+    /// A damaged run opens (to read its good epochs) but taking the lock refuses it until it is
+    /// repaired, so nothing is appended after a bad line.
     pub fn append_to(dir: &Path) -> Result<RunWriter> {
         let run = RunReader::open(dir)?;
         let loss_rows = run.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
         // Loss rows past the last complete epoch (a run killed between writing them and its events
         // line) are dropped; that epoch's files are overwritten when its number is written again.
-        Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: loss_rows.into_iter().take(run.records.len()).collect() })
+        let epochs = run.records.len();
+        Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: loss_rows.into_iter().take(epochs).collect(), epochs, lock: None })
+    }
+
+    /// Takes the run's lock for `job` unless this writer holds it (see [`RunWriter::adopt_lock`]).
+    pub fn lock(&mut self, job: &str) -> Result<()> {
+        if self.lock.is_none() {
+            let lock = RunLock::acquire(&self.dir, job)?;
+            self.adopt_lock(lock)?;
+        }
+        Ok(())
+    }
+
+    /// Holds a lock taken earlier (a CLI job takes it before loading its data, to fail at once).
+    /// Checks that the run on disk is still the one this writer read: had another process
+    /// written epochs in between, appending would number them twice.
+    pub fn adopt_lock(&mut self, lock: RunLock) -> Result<()> {
+        let ev_path = self.dir.join("events.jsonl");
+        let bytes = std::fs::read(&ev_path).map_err(|e| Error::io(&ev_path, "read", e))?;
+        let parsed = parse_events(&ev_path, &bytes);
+        if let Some(w) = parsed.warnings.first() {
+            return Err(Error::run(&self.dir, format!("is damaged, so nothing may be added to it: {w}")));
+        }
+        if parsed.records.len() != self.epochs {
+            return Err(Error::run(
+                &self.dir,
+                format!(
+                    "was changed by another job since it was opened here (it now holds {} complete epochs, this session read {}): open it again",
+                    parsed.records.len(),
+                    self.epochs
+                ),
+            ));
+        }
+        // A partial last line (a kill mid-append) would glue onto the next line: cut it off, and
+        // end a last record that lacks its newline.
+        if parsed.good_len < bytes.len() {
+            let f = std::fs::OpenOptions::new().write(true).open(&ev_path).map_err(|e| Error::io(&ev_path, "open", e))?;
+            f.set_len(parsed.good_len as u64).and_then(|()| f.sync_all()).map_err(|e| Error::io(&ev_path, "cut the partial last line of", e))?;
+        } else if bytes.last().is_some_and(|&b| b != b'\n') {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&ev_path).map_err(|e| Error::io(&ev_path, "open", e))?;
+            f.write_all(b"\n").and_then(|()| f.sync_all()).map_err(|e| Error::io(&ev_path, "append to", e))?;
+        }
+        self.lock = Some(lock);
+        Ok(())
+    }
+
+    /// Lets go of the lock (the app's worker, between jobs). The next write takes it again.
+    pub fn release_lock(&mut self) {
+        self.lock = None;
+    }
+
+    pub fn holds_lock(&self) -> bool {
+        self.lock.is_some()
     }
 
     pub fn epochs_written(&self) -> usize {
-        self.loss_rows.len()
+        self.epochs
     }
 
-    pub fn epoch_dir(&self, epoch: usize) -> Result<PathBuf> {
+    pub fn epoch_dir(&mut self, epoch: usize) -> Result<PathBuf> {
+        self.lock(&format!("writing epoch {epoch}"))?;
         let d = epoch_dir(&self.dir, epoch);
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, "create", e))?;
         Ok(d)
     }
 
     /// Writes one set's score arrays for an epoch: float32 [n, 3] in [`Score::ALL`] order.
-    pub fn write_scores(&self, epoch: usize, set: &str, scores: &BTreeMap<Score, Vec<f32>>) -> Result<()> {
+    pub fn write_scores(&mut self, epoch: usize, set: &str, scores: &BTreeMap<Score, Vec<f32>>) -> Result<()> {
         self.epoch_dir(epoch)?;
         let n = scores.values().next().map_or(0, Vec::len);
         let mut data = Vec::with_capacity(n * Score::ALL.len());
@@ -158,9 +350,16 @@ impl RunWriter {
         fsio::write_atomic(&scores_path(&self.dir, epoch, set), &fsio::npy_f32(&[n, Score::ALL.len()], &data))
     }
 
+    /// Writes the optimizer state of an epoch (burnpack bytes from burn's `ModuleOptimizer`).
+    pub fn write_optimizer_state(&mut self, epoch: usize, bytes: &[u8]) -> Result<()> {
+        self.epoch_dir(epoch)?;
+        fsio::write_atomic(&optimizer_path(&self.dir, epoch), bytes)
+    }
+
     /// Commits an epoch: the loss row, then the events line (fsynced). Call after the epoch's
     /// snapshot and score files are written.
     pub fn commit_epoch(&mut self, record: &EpochRecord, per_sample_loss: Vec<f32>) -> Result<()> {
+        self.lock(&format!("writing epoch {}", record.epoch))?;
         if let Some(first) = self.loss_rows.first() {
             if first.len() != per_sample_loss.len() {
                 return Err(Error::run(&self.dir, format!("per-sample loss row has {} entries, earlier rows {}", per_sample_loss.len(), first.len())));
@@ -175,7 +374,9 @@ impl RunWriter {
         line.push('\n');
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, "open", e))?;
         f.write_all(line.as_bytes()).map_err(|e| Error::io(&path, "append to", e))?;
-        f.sync_all().map_err(|e| Error::io(&path, "flush", e))
+        f.sync_all().map_err(|e| Error::io(&path, "flush", e))?;
+        self.epochs += 1;
+        Ok(())
     }
 }
 
@@ -185,7 +386,11 @@ impl RunWriter {
 pub struct RunReader {
     pub dir: PathBuf,
     pub config: serde_json::Value,
+    /// The complete epochs, up to any damage in events.jsonl.
     pub records: Vec<EpochRecord>,
+    /// What was skipped and why (damage in events.jsonl), each naming the line; empty for a sound
+    /// run. Front ends show these; `unleash repair` cuts the file back to `records`.
+    pub warnings: Vec<String>,
 }
 
 impl RunReader {
@@ -197,10 +402,11 @@ impl RunReader {
         let cfg_text = std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, "read", e))?;
         let config: serde_json::Value = serde_json::from_slice(&cfg_text)
             .map_err(|e| Error::bad_data(&cfg_path, format!("not valid JSON: {e}")))?;
+        check_format_version(&cfg_path, &config)?;
         let ev_path = dir.join("events.jsonl");
         let text = std::fs::read(&ev_path).map_err(|e| Error::io(&ev_path, "read", e))?;
-        let records = parse_events(&ev_path, &text)?;
-        Ok(RunReader { dir: dir.to_path_buf(), config, records })
+        let parsed = parse_events(&ev_path, &text);
+        Ok(RunReader { dir: dir.to_path_buf(), config, records: parsed.records, warnings: parsed.warnings })
     }
 
     /// The per-sample loss matrix, cut to the complete epochs: (N, rows).
@@ -252,29 +458,152 @@ impl RunReader {
     }
 }
 
-/// The complete epoch records of an `events.jsonl` (`path` names it in errors). A partial last
-/// line (a kill mid-append) is dropped; any other damage is an error.
-pub fn parse_events(ev_path: &Path, bytes: &[u8]) -> Result<Vec<EpochRecord>> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut records = Vec::new();
-    let lines: Vec<&str> = text.split('\n').collect();
+/// A run's format version from its config.json (1 when absent: runs from before the field).
+pub fn format_version(config: &serde_json::Value) -> u64 {
+    config.get("format_version").and_then(serde_json::Value::as_u64).unwrap_or(1)
+}
+
+/// A run of a newer format than this code knows is refused by name rather than misread.
+fn check_format_version(cfg_path: &Path, config: &serde_json::Value) -> Result<()> {
+    match config.get("format_version") {
+        None => Ok(()),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= FORMAT_VERSION => Ok(()),
+            Some(n) => Err(Error::bad_data(
+                cfg_path,
+                format!("the run is in format version {n}, newer than this unleash reads (up to {FORMAT_VERSION}): open it with a newer unleash"),
+            )),
+            None => Err(Error::bad_data(cfg_path, format!("format_version is {v}, not a version number"))),
+        },
+    }
+}
+
+/// events.jsonl as read: the good prefix and what was skipped after it.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedEvents {
+    /// Epochs 1..=n, in order, up to the first damage.
+    pub records: Vec<EpochRecord>,
+    /// One message per damage found (the first one cuts the run), naming the line.
+    pub warnings: Vec<String>,
+    /// Bytes of the file that hold `records` (whole lines): what a repair keeps.
+    pub good_len: usize,
+}
+
+/// The complete epoch records of an `events.jsonl` (`path` names it in warnings). A partial last
+/// line (a kill mid-append) is dropped silently. Any other damage (a line that is not a record,
+/// an epoch out of order or written twice) ends the good prefix, with a warning naming the line.
+/// An epoch written twice is dropped with its first line too: its files may hold either writer's.
+pub fn parse_events(ev_path: &Path, bytes: &[u8]) -> ParsedEvents {
+    let mut out = ParsedEvents::default();
+    // Byte offset of each line's end (after its newline), to cut the file on a line boundary.
+    let mut line_ends = Vec::new();
+    let mut start = 0usize;
+    let mut lines = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            lines.push(&bytes[start..i]);
+            line_ends.push(i + 1);
+            start = i + 1;
+        }
+    }
+    let tail = &bytes[start..];
+    let name = ev_path.display();
+    let mut good_lines = 0usize;
+    let mut damage: Option<String> = None;
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+        let n = i + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            good_lines = n;
             continue;
         }
-        match serde_json::from_str::<EpochRecord>(line) {
-            Ok(r) => records.push(r),
-            // Only the last line may be partial (a kill mid-append); anything else is damage.
-            Err(_) if i + 1 == lines.len() => break,
-            Err(e) => return Err(Error::bad_data(ev_path, format!("line {} is not a valid epoch record: {e}", i + 1))),
+        let text = String::from_utf8_lossy(line);
+        let record = match serde_json::from_str::<EpochRecord>(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                damage = Some(format!("{name}: line {n} is not a valid epoch record ({e})"));
+                break;
+            }
+        };
+        let expected = out.records.len() + 1;
+        if record.epoch != expected {
+            if (1..expected).contains(&record.epoch) {
+                // Two writers: epoch E's files may be either's, so the good prefix ends before E.
+                let first = out.records.iter().position(|r| r.epoch == record.epoch).unwrap_or(out.records.len());
+                out.records.truncate(first);
+                good_lines = line_of_record(&lines, first);
+                damage = Some(format!(
+                    "{name}: line {n} holds epoch {} again (expected {expected}; two jobs wrote the run at once?); its files may be either job's, so epoch {} and later are left out",
+                    record.epoch, record.epoch
+                ));
+            } else {
+                damage = Some(format!("{name}: line {n} holds epoch {} (expected {expected})", record.epoch));
+            }
+            break;
+        }
+        out.records.push(record);
+        good_lines = n;
+    }
+    if let Some(d) = damage {
+        let last = out.records.last().map_or("no complete epoch".to_string(), |r| format!("epochs 1 to {}", r.epoch));
+        out.warnings.push(format!("{d}. The run is read up to the damage ({last}); `unleash repair --run {}` cuts events.jsonl back to that, keeping a backup", ev_path.parent().unwrap_or(Path::new(".")).display()));
+    } else if let Ok(r) = serde_json::from_str::<EpochRecord>(&String::from_utf8_lossy(tail)) {
+        // A complete record whose newline was not written yet: still a whole epoch.
+        if r.epoch == out.records.len() + 1 {
+            out.records.push(r);
+            out.good_len = bytes.len();
+            return out;
         }
     }
-    for (i, r) in records.iter().enumerate() {
-        if r.epoch != i + 1 {
-            return Err(Error::bad_data(ev_path, format!("line {} holds epoch {} (expected {})", i + 1, r.epoch, i + 1)));
+    out.good_len = if good_lines == 0 { 0 } else { line_ends[good_lines - 1] };
+    out
+}
+
+/// The number of lines (counting blank ones) before the line holding record `k` (0-based): the
+/// lines that hold records 0..k.
+fn line_of_record(lines: &[&[u8]], k: usize) -> usize {
+    let mut seen = 0usize;
+    for (i, line) in lines.iter().enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
         }
+        if seen == k {
+            return i;
+        }
+        seen += 1;
     }
-    Ok(records)
+    lines.len()
+}
+
+/// What `unleash repair` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Repair {
+    /// Nothing to repair.
+    Sound { epochs: usize },
+    /// events.jsonl was cut to `epochs` complete epochs; the original is at `backup`.
+    Cut { epochs: usize, backup: PathBuf, warnings: Vec<String> },
+}
+
+/// Rewrites a damaged events.jsonl to its good prefix (atomically), after copying the original to
+/// `events.jsonl.damaged-<unix seconds>` beside it. Needs the run's lock: it writes the run.
+pub fn repair_events(dir: &Path) -> Result<Repair> {
+    let _lock = RunLock::acquire(dir, "repair")?;
+    let run = RunReader::open(dir)?;
+    let ev_path = dir.join("events.jsonl");
+    let bytes = std::fs::read(&ev_path).map_err(|e| Error::io(&ev_path, "read", e))?;
+    let parsed = parse_events(&ev_path, &bytes);
+    if parsed.warnings.is_empty() {
+        return Ok(Repair::Sound { epochs: run.records.len() });
+    }
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut backup = dir.join(format!("events.jsonl.damaged-{secs}"));
+    let mut k = 1;
+    while backup.exists() {
+        backup = dir.join(format!("events.jsonl.damaged-{secs}-{k}"));
+        k += 1;
+    }
+    fsio::write_atomic(&backup, &bytes)?;
+    fsio::write_atomic(&ev_path, &bytes[..parsed.good_len])?;
+    Ok(Repair::Cut { epochs: parsed.records.len(), backup, warnings: parsed.warnings })
 }
 
 /// The last epoch of base training (what masks and fine-tunes start from by default).
@@ -312,7 +641,7 @@ pub fn best_by_validation(records: &[EpochRecord], score: Score, phase: Option<P
 mod tests {
     use super::*;
 
-    fn record(epoch: usize, phase: Phase, energy_auroc: f64) -> EpochRecord {
+    fn scored(epoch: usize, phase: Phase, energy_auroc: f64) -> EpochRecord {
         let m = Metrics { auroc: energy_auroc, fpr95: 0.5, aupr_in: 0.5, aupr_out: 0.5 };
         EpochRecord {
             epoch,
@@ -339,13 +668,13 @@ mod tests {
     #[test]
     fn best_by_validation_ties_phases_and_nan() {
         let recs = vec![
-            record(1, Phase::Base, 0.7),
-            record(2, Phase::Base, 0.9),
-            record(3, Phase::Base, 0.9),
-            record(4, Phase::Base, f64::NAN),
-            record(5, Phase::Um, 0.95),
-            record(6, Phase::Um, f64::NAN),
-            record(7, Phase::Control, 0.8),
+            scored(1, Phase::Base, 0.7),
+            scored(2, Phase::Base, 0.9),
+            scored(3, Phase::Base, 0.9),
+            scored(4, Phase::Base, f64::NAN),
+            scored(5, Phase::Um, 0.95),
+            scored(6, Phase::Um, f64::NAN),
+            scored(7, Phase::Control, 0.8),
         ];
         // Ties: the first of the best.
         assert_eq!(best_by_validation(&recs, Score::Energy, Some(Phase::Base)), Some(2));
@@ -355,12 +684,133 @@ mod tests {
         assert_eq!(best_by_validation(&recs, Score::Energy, None), Some(5));
         assert_eq!(best_by_validation(&recs, Score::Energy, Some(Phase::Umap)), None);
         // A NaN metric is never chosen, wherever it stands.
-        let nan_last = vec![record(1, Phase::Base, 0.6), record(2, Phase::Base, f64::NAN)];
+        let nan_last = vec![scored(1, Phase::Base, 0.6), scored(2, Phase::Base, f64::NAN)];
         assert_eq!(best_by_validation(&nan_last, Score::Energy, None), Some(1));
-        let nan_first = vec![record(1, Phase::Base, f64::NAN), record(2, Phase::Base, 0.6)];
+        let nan_first = vec![scored(1, Phase::Base, f64::NAN), scored(2, Phase::Base, 0.6)];
         assert_eq!(best_by_validation(&nan_first, Score::Energy, None), Some(2));
-        assert_eq!(best_by_validation(&[record(1, Phase::Base, f64::NAN)], Score::Energy, None), None);
+        assert_eq!(best_by_validation(&[scored(1, Phase::Base, f64::NAN)], Score::Energy, None), None);
         // A score with no metrics: nothing to choose.
         assert_eq!(best_by_validation(&recs, Score::Msp, None), None);
+    }
+
+    fn record(epoch: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            phase: Phase::Base,
+            phase_epoch: epoch,
+            from_epoch: 0,
+            gamma: None,
+            lr_end: 0.01,
+            train_loss: 1.0 / epoch as f64,
+            train_acc: 0.5,
+            train_eval_loss: 0.9,
+            test_loss: 1.0,
+            test_acc: 0.5,
+            val_name: "gaussian".into(),
+            val_id_name: "id_val".into(),
+            val: ScoreMetrics::new(),
+            ood: BTreeMap::new(),
+            ood_mean: ScoreMetrics::new(),
+            seconds: 1.0,
+            samples_per_sec: 1.0,
+        }
+    }
+
+    fn lines(epochs: &[usize]) -> String {
+        epochs.iter().map(|&e| serde_json::to_string(&record(e)).unwrap() + "\n").collect()
+    }
+
+    fn parse(text: &str) -> ParsedEvents {
+        parse_events(Path::new("run/events.jsonl"), text.as_bytes())
+    }
+
+    #[test]
+    fn a_sound_file_and_a_partial_last_line_read_without_warnings() {
+        let text = lines(&[1, 2, 3]);
+        let p = parse(&text);
+        assert_eq!((p.records.len(), p.warnings.len(), p.good_len), (3, 0, text.len()));
+        let partial = format!("{text}{{\"epoch\":4,\"pha");
+        let p = parse(&partial);
+        assert_eq!((p.records.len(), p.warnings.len(), p.good_len), (3, 0, text.len()));
+        // A whole last record whose newline is missing still counts.
+        let p = parse(text.trim_end());
+        assert_eq!((p.records.len(), p.warnings.len()), (3, 0));
+    }
+
+    #[test]
+    fn damage_mid_file_keeps_the_epochs_before_it_and_names_the_line() {
+        // Epoch 3 written twice (two writers): 3 is in doubt, so 1-2 are kept.
+        let p = parse(&lines(&[1, 2, 3, 3]));
+        assert_eq!(p.records.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
+        assert!(p.warnings[0].contains("line 4 holds epoch 3 again") && p.warnings[0].contains("events.jsonl"), "{}", p.warnings[0]);
+        assert_eq!(p.good_len, lines(&[1, 2]).len());
+        // An older epoch repeated further back cuts before its first line.
+        let p = parse(&lines(&[1, 2, 3, 4, 2]));
+        assert_eq!(p.records.len(), 1);
+        assert_eq!(p.good_len, lines(&[1]).len());
+        // A gap, and a line that is not a record.
+        let p = parse(&lines(&[1, 3, 4]));
+        assert_eq!(p.records.len(), 1);
+        assert!(p.warnings[0].contains("line 2 holds epoch 3 (expected 2)"), "{}", p.warnings[0]);
+        let p = parse(&format!("{}garbage\n{}", lines(&[1, 2]), lines(&[3])));
+        assert_eq!(p.records.len(), 2);
+        assert!(p.warnings[0].contains("line 3 is not a valid epoch record"), "{}", p.warnings[0]);
+        let p = parse(&format!("garbage\n{}", lines(&[1])));
+        assert!(p.records.is_empty() && p.good_len == 0 && p.warnings[0].contains("line 1 "));
+    }
+
+    #[test]
+    fn a_second_lock_on_a_run_fails_naming_the_holder_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path(), "train").unwrap();
+        let e = RunLock::acquire(dir.path(), "um").unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())) && e.contains("job: train") && e.contains("UTC"), "{e}");
+        drop(first);
+        let again = RunLock::acquire(dir.path(), "um").unwrap();
+        // A parked lock is handed over within the process instead of conflicting.
+        again.park();
+        assert!(RunLock::acquire(dir.path(), "control").is_ok());
+    }
+
+    #[test]
+    fn utc_time_is_formatted_as_a_calendar_date() {
+        let t = utc_now();
+        assert!(t.len() == 23 && t.ends_with(" UTC") && t.starts_with("20"), "{t}");
+    }
+
+    #[test]
+    fn repair_cuts_to_the_good_prefix_and_keeps_the_original() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let damaged = lines(&[1, 2, 2, 3]);
+        std::fs::write(dir.path().join("events.jsonl"), &damaged).unwrap();
+        let Repair::Cut { epochs, backup, .. } = repair_events(dir.path()).unwrap() else { panic!("not repaired") };
+        assert_eq!(epochs, 1);
+        assert_eq!(std::fs::read_to_string(backup).unwrap(), damaged);
+        assert_eq!(std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap(), lines(&[1]));
+        assert_eq!(repair_events(dir.path()).unwrap(), Repair::Sound { epochs: 1 });
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_by_number_and_an_absent_one_is_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events.jsonl"), lines(&[1])).unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        assert_eq!(format_version(&RunReader::open(dir.path()).unwrap().config), 1);
+        std::fs::write(dir.path().join("config.json"), format!("{{\"format_version\": {}}}", FORMAT_VERSION + 1)).unwrap();
+        let e = RunReader::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains(&format!("format version {}", FORMAT_VERSION + 1)), "{e}");
+    }
+
+    #[test]
+    fn a_writer_refuses_a_run_another_job_extended_since_it_was_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        std::fs::write(dir.path().join("events.jsonl"), lines(&[1])).unwrap();
+        let mut w = RunWriter::append_to(dir.path()).unwrap();
+        assert!(!w.holds_lock());
+        std::fs::write(dir.path().join("events.jsonl"), lines(&[1, 2])).unwrap();
+        let e = w.lock("um").unwrap_err().to_string();
+        assert!(e.contains("changed by another job") && e.contains("now holds 2"), "{e}");
     }
 }

@@ -40,6 +40,9 @@ pub enum Command {
     Sweep { ratios: Vec<f64>, kind: MaskKind, epoch: Option<usize> },
     /// Reopen a run folder (from the CLI or the app).
     OpenRun(PathBuf),
+    /// Open an interrupted run and continue its base training from its last complete epoch
+    /// (same numbers as if it had never stopped; see `unleash train --resume`).
+    Resume(PathBuf),
     /// Find out which device a choice resolves to (reported as [`WorkerEvent::Device`]).
     ProbeDevice(crate::config::DeviceChoice),
     Export(ExportRequest),
@@ -308,6 +311,7 @@ impl Worker {
                 Ok(())
             }
             Command::OpenRun(dir) => self.open_run(dir),
+            Command::Resume(dir) => self.resume(dir),
             Command::ProbeDevice(choice) => {
                 self.emit(WorkerEvent::Busy(Job::ProbingDevice));
                 let d = crate::device::resolve(choice)?;
@@ -346,20 +350,45 @@ impl Worker {
     }
 
     fn run_phase(&mut self, spec: PhaseSpec) -> Result<()> {
+        self.run_phase_or_resume(spec, false)
+    }
+
+    /// Runs a phase, or (`resume`) continues an interrupted one from the run's last epoch.
+    fn run_phase_or_resume(&mut self, spec: PhaseSpec, resume: bool) -> Result<()> {
         self.emit(WorkerEvent::Busy(Job::Training(spec.phase)));
         let events = self.events.clone();
         let control = self.control.clone();
         let s = self.session.as_mut().ok_or_else(|| Error::Other("no session".into()))?;
         let repaint = &self.repaint;
         let phase = spec.phase;
-        let result = s.run_phase(&spec, &control, &mut |e| {
+        let mut sink = |e| {
             let e = WorkerEvent::Engine(e);
             let urgency = urgency(&e);
             let _ = events.send(e);
             repaint(urgency);
-        });
+        };
+        let result = if resume { s.resume_phase(&spec, &control, &mut sink) } else { s.run_phase(&spec, &control, &mut sink) };
+        // The run's lock is held only while a job writes: between jobs, a terminal may write it.
+        if let Some(w) = s.writer.as_mut() {
+            w.release_lock();
+        }
         if matches!(result, Err(Error::Stopped)) {
             self.engine(Event::PhaseDone { phase, stopped: true });
+        }
+        result
+    }
+
+    /// Continues an interrupted base training (the app's Resume).
+    fn resume(&mut self, dir: PathBuf) -> Result<()> {
+        self.open_run(dir.clone())?;
+        // Opening started the sweep of the last epoch; the training comes first.
+        self.sweep = None;
+        let s = self.session.as_ref().ok_or_else(|| Error::run(&dir, "cannot be resumed without its data and snapshots"))?;
+        let train = &s.config.train;
+        let spec = PhaseSpec { phase: Phase::Base, epochs: train.epochs, lr: train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        let result = self.run_phase_or_resume(spec, true);
+        if let Some(epoch) = self.session.as_ref().and_then(|s| crate::run::last_base_epoch(&s.records)) {
+            self.start_default_sweep(epoch);
         }
         result
     }
@@ -528,6 +557,10 @@ impl Worker {
     fn open_run(&mut self, dir: PathBuf) -> Result<()> {
         self.emit(WorkerEvent::Busy(Job::OpeningRun(dir.clone())));
         let reader = RunReader::open(&dir)?;
+        // Damage is shown, not fatal: the run opens up to the epoch before it.
+        for w in &reader.warnings {
+            self.engine(Event::Error(w.clone()));
+        }
         let config = ExperimentConfig::from_run_config(&reader.config, &dir)?;
         let rows = reader.loss_matrix()?.map(|(_, r)| r).unwrap_or_default();
         self.emit(WorkerEvent::RunLoaded { dir: dir.clone(), records: reader.records.clone(), loss_rows: rows.into_iter().map(Arc::new).collect(), config: Box::new(config) });

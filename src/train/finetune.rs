@@ -13,6 +13,15 @@ pub enum Finetune {
 }
 
 impl Finetune {
+    /// The job's name (in a run's lock file).
+    pub fn job(self) -> &'static str {
+        match self {
+            Finetune::Um => "um",
+            Finetune::Umap => "umap",
+            Finetune::Control => "control",
+        }
+    }
+
     /// The phase that runs this fine-tune from snapshot `from_epoch`. `gamma` is ignored by the
     /// control and `prune_ratio` by all but UMAP.
     pub fn phase_spec(self, gamma: f64, prune_ratio: f64, epochs: usize, lr: f64, from_epoch: usize) -> PhaseSpec {

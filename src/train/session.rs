@@ -223,6 +223,9 @@ impl Session {
     /// Runs a phase: its epochs, each followed by a full evaluation and a commit to the run folder.
     pub fn run_phase(&mut self, spec: &PhaseSpec, control: &Control, sink: Sink) -> Result<()> {
         validate_phase(spec)?;
+        if let Some(w) = &mut self.writer {
+            w.lock(spec.phase.name())?;
+        }
         if let Some(e) = spec.from_epoch {
             self.load_snapshot(e)?;
             self.current_from = e;
@@ -230,6 +233,37 @@ impl Session {
             // Continuing from the current model: the last epoch (0 for a fresh base run).
             self.current_from = self.records.len();
         }
+        self.run_phase_epochs(spec, 1, None, control, sink)
+    }
+
+    /// Continues an interrupted phase of `spec.epochs` epochs from the run's last complete epoch,
+    /// with that epoch's snapshot (already loaded by [`Session::resume`]) and optimizer state,
+    /// so that it ends where the uninterrupted phase would have: the learning rate and shuffle
+    /// depend only on the epoch, and the momentum buffers come back from disk.
+    pub fn resume_phase(&mut self, spec: &PhaseSpec, control: &Control, sink: Sink) -> Result<()> {
+        validate_phase(spec)?;
+        let w = self.writer.as_mut().ok_or_else(|| Error::Other("no run folder to resume".into()))?;
+        w.lock(&format!("resume {}", spec.phase.name()))?;
+        let dir = w.dir.clone();
+        let last = self.records.last().ok_or_else(|| Error::run(&dir, "has no complete epoch to resume from"))?.clone();
+        if last.phase != spec.phase {
+            return Err(Error::run(&dir, format!("ends with a {} epoch; only an interrupted {} phase can be resumed", last.phase.name(), spec.phase.name())));
+        }
+        if last.phase_epoch >= spec.epochs {
+            return Err(Error::run(&dir, format!("its {} phase is complete ({} of {} epochs); nothing to resume", spec.phase.name(), last.phase_epoch, spec.epochs)));
+        }
+        let path = run::optimizer_path(&dir, last.epoch);
+        if !path.exists() {
+            return Err(Error::run(&dir, format!("epoch {} has no optimizer state ({}; runs written before it was saved cannot be resumed exactly)", last.epoch, path.display())));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
+        self.current_from = last.from_epoch;
+        self.run_phase_epochs(spec, last.phase_epoch + 1, Some((path, bytes)), control, sink)
+    }
+
+    /// The epochs `first_phase_epoch..=spec.epochs` of a phase; `optimizer`: saved state to start
+    /// from (its file, for errors), else fresh momentum.
+    fn run_phase_epochs(&mut self, spec: &PhaseSpec, first_phase_epoch: usize, optimizer: Option<(std::path::PathBuf, Vec<u8>)>, control: &Control, sink: Sink) -> Result<()> {
         let from_epoch = self.current_from;
         let train_cfg = self.config.train.clone();
         let ad = self.autodiff_device();
@@ -247,14 +281,20 @@ impl Session {
         let batches = n.div_ceil(batch);
         let total_steps = spec.epochs * batches;
         let first_epoch = self.records.len() + 1;
-        sink(Event::PhaseStarted { phase: spec.phase, first_epoch, epochs: spec.epochs, batches, samples: n });
+        let epochs_left = spec.epochs + 1 - first_phase_epoch;
+        sink(Event::PhaseStarted { phase: spec.phase, first_epoch, epochs: epochs_left, batches, samples: n });
         let mut optim = SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_momentum(train_cfg.momentum).with_dampening(0.0).with_nesterov(false)))
             .with_weight_decay((train_cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(train_cfg.weight_decay as f32)))
             .init();
+        if let Some((path, bytes)) = optimizer {
+            optim = load_optimizer(optim, &path, bytes)?;
+        }
         let phase_start = Instant::now();
+        // Samples of the epochs before this call (a resumed phase), for the ETA only.
+        let samples_before = (first_phase_epoch - 1) * n;
         let mut samples_done = 0usize;
-        for phase_epoch in 1..=spec.epochs {
+        for phase_epoch in first_phase_epoch..=spec.epochs {
             let epoch = self.records.len() + 1;
             let epoch_start = Instant::now();
             let order = super::epoch_order(train_cfg.seed, super::OrderKey::of(spec.phase, epoch, phase_epoch), n);
@@ -288,13 +328,20 @@ impl Session {
                     batches,
                     loss: pass.mean_loss,
                     samples_per_sec: rate,
-                    eta_secs: (total_steps * batch).saturating_sub(samples_done) as f64 / rate,
+                    eta_secs: (spec.epochs * n).saturating_sub(samples_before + samples_done) as f64 / rate,
                 }));
             }
             let train_secs = epoch_start.elapsed().as_secs_f64();
             let evaluated = self.evaluate(epoch, control, sink)?;
             let record = self.record(spec, from_epoch, epoch, phase_epoch, lr, loss_sum / n as f64, correct as f64 / n as f64, &evaluated, train_secs, n)?;
-            self.commit(record, evaluated, train_cfg.snapshot_every_epoch || phase_epoch == spec.epochs, sink)?;
+            let snapshot = train_cfg.snapshot_every_epoch || phase_epoch == spec.epochs;
+            // Base epochs only (what `train --resume` continues), beside the snapshot and before
+            // the events line; a fine-tune is short and restarts from its start snapshot instead.
+            if snapshot && spec.phase == Phase::Base && let Some(w) = &mut self.writer {
+                let bytes = optim.into_bytes().map_err(|e| Error::Other(format!("cannot serialize the optimizer state of epoch {epoch}: {e}")))?;
+                w.write_optimizer_state(epoch, &bytes)?;
+            }
+            self.commit(record, evaluated, snapshot, sink)?;
         }
         sink(Event::PhaseDone { phase: spec.phase, stopped: false });
         Ok(())
@@ -389,6 +436,16 @@ impl Session {
         self.records.push(record.clone());
         sink(Event::EpochDone { record: Box::new(record), per_sample_loss: losses });
         Ok(())
+    }
+}
+
+/// Restores saved optimizer state; a corrupt or foreign file is an error naming it, not a panic.
+fn load_optimizer(optim: burn::optim::ModuleOptimizer, path: &std::path::Path, bytes: Vec<u8>) -> Result<burn::optim::ModuleOptimizer> {
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optim.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))));
+    match loaded {
+        Ok(Ok(o)) => Ok(o),
+        Ok(Err(e)) => Err(Error::bad_data(path, format!("not a readable optimizer state: {e}"))),
+        Err(_) => Err(Error::bad_data(path, "the optimizer state is corrupt (the reader failed)")),
     }
 }
 
