@@ -16,8 +16,9 @@ use rayon::prelude::*;
 /// Marks a pooled output whose ReLU was off: value 0, no gradient.
 pub const INACTIVE: u8 = 4;
 
-/// Bytes of im2col buffer a block aims for: a block's columns stay in L2 while `gemm` reads them.
-const BLOCK_COL_BYTES: usize = 512 * 1024;
+/// Bytes of im2col matrix plus conv output a block aims for: both stay in L2 while `gemm` writes
+/// and the pooling reads them.
+const BLOCK_BYTES: usize = 1024 * 1024;
 
 /// Backward partial sums (weight and bias gradients) are reduced over at most this many chunks
 /// of the batch, always the same chunks for a given batch size, in chunk order: the sums do not
@@ -58,7 +59,7 @@ impl Geometry {
     }
     /// Samples per gemm call.
     fn block(&self) -> usize {
-        (BLOCK_COL_BYTES / (self.taps() * self.pixels() * 4).max(1)).clamp(1, self.batch.max(1))
+        (BLOCK_BYTES / ((self.taps() + self.c_out) * self.pixels() * 4).max(1)).clamp(1, self.batch.max(1))
     }
 }
 
@@ -173,6 +174,26 @@ fn pool_epilogue(z: &[f32], bias: &[f32], g: &Geometry, samples: usize, out: &mu
     }
 }
 
+thread_local! {
+    /// Per-thread im2col and conv-output buffers, kept between calls: every entry is written
+    /// before it is read, and fresh zeroed buffers per block cost as much as the im2col itself.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (a, b) = &mut *bufs;
+        if a.len() < a_len {
+            a.resize(a_len, 0.0);
+        }
+        if b.len() < b_len {
+            b.resize(b_len, 0.0);
+        }
+        f(&mut a[..a_len], &mut b[..b_len])
+    })
+}
+
 /// The fused forward over the whole batch: the pooled output `[batch, c_out, h/2, w/2]`, and with
 /// `keep_codes` where each pooled value came from (for the backward). Samples are independent, so
 /// the result does not depend on threads.
@@ -189,11 +210,11 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry, keep_codes
     let run = |(b, out): (usize, &mut [f32]), codes: Option<&mut [u8]>| {
         let samples = out.len() / g.output_len();
         let x = &x[b * block * g.input_len()..][..samples * g.input_len()];
-        let mut col = vec![0f32; g.taps() * samples * g.pixels()];
-        let mut z = vec![0f32; g.c_out * samples * g.pixels()];
-        im2col(x, g, samples, &mut col);
-        matmul(g.c_out, samples * g.pixels(), g.taps(), &mut z, false, weight, false, g.taps(), &col, false, samples * g.pixels());
-        pool_epilogue(&z, bias, g, samples, out, codes);
+        with_scratch(g.taps() * samples * g.pixels(), g.c_out * samples * g.pixels(), |col, z| {
+            im2col(x, g, samples, col);
+            matmul(g.c_out, samples * g.pixels(), g.taps(), z, false, weight, false, g.taps(), col, false, samples * g.pixels());
+            pool_epilogue(z, bias, g, samples, out, codes);
+        });
     };
     let chunk = block * g.output_len();
     if keep_codes {
@@ -368,12 +389,12 @@ fn accumulate_sample(xp: &[f32], weight_t: &[f32], dy: &[f32], codes: &[u8], g: 
         #[target_feature(enable = "avx512f")]
         #[allow(clippy::too_many_arguments)]
         fn avx512(xp: &[f32], weight_t: &[f32], dy: &[f32], codes: &[u8], g: &Geometry, dw: &mut [f32], db: &mut [f32], dxp: Option<&mut [f32]>) {
-            accumulate_sample_body(xp, weight_t, dy, codes, g, dw, db, dxp)
+            accumulate_sample_any(xp, weight_t, dy, codes, g, dw, db, dxp)
         }
         #[target_feature(enable = "avx2")]
         #[allow(clippy::too_many_arguments)]
         fn avx2(xp: &[f32], weight_t: &[f32], dy: &[f32], codes: &[u8], g: &Geometry, dw: &mut [f32], db: &mut [f32], dxp: Option<&mut [f32]>) {
-            accumulate_sample_body(xp, weight_t, dy, codes, g, dw, db, dxp)
+            accumulate_sample_any(xp, weight_t, dy, codes, g, dw, db, dxp)
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked just above).
@@ -384,13 +405,26 @@ fn accumulate_sample(xp: &[f32], weight_t: &[f32], dy: &[f32], codes: &[u8], g: 
             return unsafe { avx2(xp, weight_t, dy, codes, g, dw, db, dxp) };
         }
     }
-    accumulate_sample_body(xp, weight_t, dy, codes, g, dw, db, dxp)
+    accumulate_sample_any(xp, weight_t, dy, codes, g, dw, db, dxp)
 }
 
+/// One input channel (SmallCNN's conv1) gets its own copy with the run length known at compile
+/// time: its runs are 3 values long, where the loop overhead would dominate.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn accumulate_sample_body(xp: &[f32], weight_t: &[f32], dy: &[f32], codes: &[u8], g: &Geometry, dw: &mut [f32], db: &mut [f32], mut dxp: Option<&mut [f32]>) {
-    let ci = g.c_in;
+fn accumulate_sample_any(xp: &[f32], weight_t: &[f32], dy: &[f32], codes: &[u8], g: &Geometry, dw: &mut [f32], db: &mut [f32], dxp: Option<&mut [f32]>) {
+    if g.c_in == 1 {
+        accumulate_sample_body::<1>(xp, weight_t, dy, codes, g, dw, db, dxp)
+    } else {
+        accumulate_sample_body::<0>(xp, weight_t, dy, codes, g, dw, db, dxp)
+    }
+}
+
+/// `CI` is the input channel count when known at compile time, 0 when not.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accumulate_sample_body<const CI: usize>(xp: &[f32], weight_t: &[f32], dy: &[f32], codes: &[u8], g: &Geometry, dw: &mut [f32], db: &mut [f32], mut dxp: Option<&mut [f32]>) {
+    let ci = if CI > 0 { CI } else { g.c_in };
     let run = 3 * ci;
     let row = (g.width + 2) * ci;
     let (ph, pw) = g.pooled();
