@@ -243,12 +243,19 @@ fn layer_timings(dev: &burn::prelude::Device, reps: usize) -> serde_json::Value 
     // Training inputs: every layer's input but conv1's needs its gradient (it flows further back).
     let grad4 = |t: &Tensor<4>, g: bool| t.clone().autodiff().set_require_grad(g);
     let grad2 = |t: &Tensor<2>| t.clone().autodiff().set_require_grad(true);
+    let fused = |x: &Tensor<4>, conv: &Conv2d| {
+        let bias = conv.bias.as_ref().map(|b| b.val()).expect("SmallCNN convs have a bias");
+        crate::model::fused::conv3x3_relu_pool2(x.clone(), conv.weight.val(), bias)
+    };
     type Case<'a> = (&'a str, Box<dyn Fn() -> Tensor<1> + 'a>, Box<dyn Fn() -> Tensor<1> + 'a>);
     let cases: Vec<Case> = vec![
         ("conv1 1->32 28x28", Box::new(|| conv1_i.forward(a.clone()).sum()), Box::new(|| conv1.forward(grad4(&a, false)).sum())),
         ("relu+pool 32x28x28", Box::new(|| pool.forward(activation::relu(b.clone())).sum()), Box::new(|| pool.forward(activation::relu(grad4(&b, true))).sum())),
         ("conv2 32->64 14x14", Box::new(|| conv2_i.forward(c.clone()).sum()), Box::new(|| conv2.forward(grad4(&c, true)).sum())),
         ("relu+pool 64x14x14", Box::new(|| pool.forward(activation::relu(d.clone())).sum()), Box::new(|| pool.forward(activation::relu(grad4(&d, true))).sum())),
+        // The fused conv+bias+ReLU+pool op SmallCNN uses on this backend (src/model/fused).
+        ("fused conv1+relu+pool", Box::new(|| fused(&a, &conv1_i).sum()), Box::new(|| fused(&grad4(&a, false), &conv1).sum())),
+        ("fused conv2+relu+pool", Box::new(|| fused(&c, &conv2_i).sum()), Box::new(|| fused(&grad4(&c, true), &conv2).sum())),
         ("fc1 3136->128", Box::new(|| fc1_i.forward(e.clone()).sum()), Box::new(|| fc1.forward(grad2(&e)).sum())),
         ("fc2 128->10", Box::new(|| fc2_i.forward(f.clone()).sum()), Box::new(|| fc2.forward(grad2(&f)).sum())),
     ];

@@ -1,6 +1,7 @@
 //! The classifiers: SmallCNN, an MLP and a CIFAR-style ResNet-18. Each returns logits and the
 //! penultimate features. [`Net`] is the one type the engine trains, masks, saves and loads.
 
+pub mod fused;
 pub mod mlp;
 pub mod resnet;
 pub mod small_cnn;

@@ -37,11 +37,23 @@ impl SmallCnn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Output {
-        let x = self.pool.forward(self.relu.forward(self.conv1.forward(x)));
-        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+        let x = self.conv_relu_pool(&self.conv1, x);
+        let x = self.conv_relu_pool(&self.conv2, x);
         let x = x.flatten::<2>(1, 3);
         let features = self.relu.forward(self.fc1.forward(x));
         let logits = self.fc2.forward(features.clone());
         Output { logits, features }
+    }
+
+    /// `max_pool2d(relu(conv(x)))`. On the flex CPU backend in f32 this is one fused op
+    /// ([`super::fused`]); `weight.val()` is the reparameterised weight (masks, UMAP scores), so
+    /// those go through it too and their gradients flow as through burn's conv. Elsewhere (wgpu)
+    /// burn's ops, pooling before the ReLU: the same values and gradients with 4x less ReLU work.
+    fn conv_relu_pool(&self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+        let fusable = conv.kernel_size == [3, 3] && conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 && conv.padding == PaddingConfig2d::Explicit(1, 1, 1, 1);
+        match &conv.bias {
+            Some(bias) if fusable && super::fused::supported(&x) => super::fused::conv3x3_relu_pool2(x, conv.weight.val(), bias.val()),
+            _ => self.relu.forward(self.pool.forward(conv.forward(x))),
+        }
     }
 }
