@@ -448,6 +448,8 @@ fn a_run_folder_from_before_the_split_reopens_and_continues() {
     s.create_run(&run).unwrap();
     let base = PhaseSpec { phase: Phase::Base, epochs: 1, lr: 0.05, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
     s.run_phase(&base, &Control::new(), &mut |_| {}).unwrap();
+    // The writer's lock goes with its session (one writer per run).
+    drop(s);
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     for k in ["id_val_split", "validation_id", "val_test_overlap", "msp_stored_as"] {
         cfg.as_object_mut().unwrap().remove(k);

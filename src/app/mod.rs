@@ -278,6 +278,36 @@ impl UnleashApp {
         });
     }
 
+    /// Closing the window while a job runs asks first; "Stop and close" stops the job the way
+    /// Stop does (finished epochs stay on disk, the run stays resumable), then closes.
+    fn confirm_close(&mut self, ctx: &egui::Context) {
+        if ctx.input(|i| i.viewport().close_requested()) && self.state.is_busy() && !self.worker.control.stop_requested() {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.state.confirm_close = true;
+        }
+        if !self.state.confirm_close {
+            return;
+        }
+        let what = self.state.busy.as_ref().map_or_else(|| "a job".to_string(), |j| j.describe());
+        egui::Window::new("Close unleash?").collapsible(false).resizable(false).anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0]).show(ctx, |ui| {
+            ui.label(format!("The worker is busy ({what}). Finished epochs are on disk; the epoch in flight is dropped and the run can be resumed."));
+            ui.horizontal(|ui| {
+                if ui.button("Stop and close").clicked() {
+                    self.stop();
+                    self.state.confirm_close = false;
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+                if ui.button("Keep working").clicked() {
+                    self.state.confirm_close = false;
+                }
+            });
+        });
+        if !self.state.is_busy() {
+            // The job ended while the question was open.
+            self.state.confirm_close = false;
+        }
+    }
+
     fn write_frame_stats(&self) {
         if let Some(path) = &self.frame_stats {
             let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64());
@@ -335,6 +365,7 @@ impl eframe::App for UnleashApp {
         if self.state.selected_sample.is_some() {
             atypical::sample_window(self, ui.ctx());
         }
+        self.confirm_close(ui.ctx());
         self.frame_times.push(t0.elapsed().as_secs_f64());
         if self.frame_times.len() % 100 == 0 {
             self.write_frame_stats();

@@ -33,6 +33,13 @@ fn controls(app: &mut UnleashApp, ui: &mut egui::Ui) {
             app.stop();
         }
     });
+    if let (Some((done, planned)), Some(dir), false) = (app.state.resumable(), app.state.run_dir.clone(), app.state.is_busy()) {
+        let text = format!("Resume training ({done} of {planned} epochs done)");
+        if ui.button(text).on_hover_text("Continue this run's base training from its last complete epoch, to the numbers of an uninterrupted run").clicked() {
+            app.state.busy = Some(crate::worker::Job::Starting);
+            app.send(crate::worker::Command::Resume(dir));
+        }
+    }
     let st = &app.state;
     if let Some(b) = st.batch.filter(|_| st.is_busy() && st.evaluating.is_none()) {
         let frac = b.batch as f32 / b.batches.max(1) as f32;

@@ -116,6 +116,8 @@ pub struct AppState {
     pub gallery_sort_by_increase: bool,
     pub gallery_class: Option<u32>,
     pub gallery_page: usize,
+    /// The window's close button was pressed while a job ran: asking whether to stop it.
+    pub confirm_close: bool,
     pub compare: [String; 2],
     pub compare_set: usize,
     pub compare_score: crate::ood::Score,
@@ -166,6 +168,7 @@ impl AppState {
             gallery_sort_by_increase: false,
             gallery_class: None,
             gallery_page: 0,
+            confirm_close: false,
             compare: ["best epoch".into(), "final".into()],
             compare_set: 0,
             compare_score: crate::ood::Score::Energy,
@@ -210,6 +213,14 @@ impl AppState {
 
     pub fn last_base_epoch(&self) -> Option<usize> {
         crate::run::last_base_epoch(&self.records)
+    }
+
+    /// An opened run whose base training stopped before its configured epochs (and went no
+    /// further): (epochs done, epochs planned).
+    pub fn resumable(&self) -> Option<(usize, usize)> {
+        let last = self.records.last()?;
+        let planned = self.config.train.epochs;
+        (last.phase == Phase::Base && last.phase_epoch < planned && self.data.is_some()).then_some((last.phase_epoch, planned))
     }
 
     /// The epoch the mask explorer's snapshot choice names, if it exists yet.
