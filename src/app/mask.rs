@@ -20,15 +20,17 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     if !has_model {
         ui.label("Train a model first (or open a run together with its data): masks are applied to one of its snapshots.");
     }
-    ui.add_enabled_ui(has_model, |ui| {
-        controls_row(app, ui);
-        answer(app, ui);
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+        ui.add_enabled_ui(has_model, |ui| {
+            controls_row(app, ui);
+            answer(app, ui);
+            ui.separator();
+            gamma_choice(app, ui);
+            finetune_row(app, ui);
+        });
         ui.separator();
-        gamma_choice(app, ui);
-        finetune_row(app, ui);
+        sweep_plots(app, ui);
     });
-    ui.separator();
-    sweep_plots(app, ui);
 }
 
 fn controls_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
@@ -307,7 +309,8 @@ fn sweep_plots(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let full_acc = st.mask_result.as_ref().filter(|m| m.epoch == sweep.epoch).map(|m| m.full_test_acc);
     let state = if sweep.complete { String::new() } else { format!(" ({} of {} ratios so far)", sweep.points.len(), crate::worker::DEFAULT_SWEEP_POINTS) };
     ui.label(egui::RichText::new(format!("Sweep of epoch {}, {} masks{state}; x axis: mask ratio (log scale)", sweep.epoch, sweep.kind.key())).strong());
-    let h = ((ui.available_height() - 50.0) / 2.0).max(120.0);
+    // Tall enough for tick labels on both axes; the tab scrolls when the window is small.
+    let h = ((ui.available_height() - 50.0) / 2.0).max(190.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     let ratio = st.mask_ratio;
     let full_auroc = full.map(|f| f.mean_auroc(Score::Energy));
@@ -352,6 +355,7 @@ fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &
             .height(h - 18.0)
             .x_axis_formatter(|mark, _| format!("{}", three_places(10f64.powf(mark.value))))
             .x_grid_spacer(ratio_grid)
+            .y_axis_min_width(40.0)
             .show(ui, |pu| {
                 let pts: Vec<[f64; 2]> = sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
                 pu.line(Line::new(title.to_string(), pts.clone()).width(2.0).color(color));

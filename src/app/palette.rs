@@ -20,7 +20,7 @@ const SET_COLORS: [Color32; 8] = [
 
 /// The mean over the test sets and the validation set have their own, neutral, colors.
 pub const MEAN_COLOR: Color32 = Color32::from_rgb(150, 150, 150);
-pub const VALIDATION_COLOR: Color32 = Color32::from_rgb(180, 140, 240);
+pub const VALIDATION_COLOR: Color32 = Color32::from_rgb(235, 235, 235);
 
 /// The color of the `index`-th test OOD set of a run (sets sorted by name, as records hold them).
 pub fn set_color(index: usize) -> Color32 {

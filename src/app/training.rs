@@ -130,6 +130,7 @@ fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::C
             .height(h - 20.0)
             .x_axis_label("epoch")
             .x_grid_spacer(epoch_grid)
+            .y_axis_min_width(40.0)
             .show(ui, |pu| {
                 for (label, _, block) in phase_blocks(recs) {
                     let (Some(first), Some(last)) = (block.first(), block.last()) else { continue };
