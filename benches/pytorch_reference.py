@@ -92,7 +92,7 @@ def main():
             masked.load_state_dict(model.state_dict())
             for m in [masked.conv1, masked.conv2, masked.fc1, masked.fc2]:
                 w = m.weight.data
-                k = int(round(0.5 * w.numel()))
+                k = int(0.5 * w.numel() + 0.5)  # half away from zero, as unleash's masked_count
                 thr = w.abs().flatten().kthvalue(k).values
                 m.weight.data = torch.where(w.abs() <= thr, torch.zeros_like(w), w)
             ml = torch.cat([F.cross_entropy(masked(X[i:i + 500]), Y[i:i + 500], reduction="none") for i in range(0, len(X), 500)])

@@ -99,4 +99,22 @@ fn export_batch_order_train_config_metrics_column_and_eval_arch() {
     let bad_refs: Vec<&str> = bad.iter().map(String::as_str).collect();
     let e = fails(&bad_refs);
     assert!(e.contains("model.bpk") && e.contains("mlp"), "{e}");
+
+    // um's other gamma sources: a quantile of the start epoch's per-sample losses, the mean training
+    // loss of an epoch (or of the best one by validation); each UM record carries that gamma.
+    let loss_row = RunReader::open(&run).unwrap().loss_matrix().unwrap().unwrap().1.remove(0);
+    let mut sorted: Vec<f64> = loss_row.iter().map(|&l| f64::from(l)).collect();
+    sorted.sort_by(f64::total_cmp);
+    let pos = 0.9 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let q90 = sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64);
+    let epoch1_loss = r.records[0].train_eval_loss;
+    for (flag, value, expected) in [("--quantile", "0.9", q90), ("--gamma-epoch", "1", epoch1_loss), ("--gamma-epoch", "best", epoch1_loss)] {
+        unleash_ok(&["um".into(), "--run".into(), s(&run), "--epoch".into(), "1".into(), flag.into(), value.into(), "--epochs".into(), "1".into(), "--device".into(), "cpu".into()]);
+        let last = RunReader::open(&run).unwrap().records.last().unwrap().clone();
+        let gamma = last.gamma.unwrap();
+        assert!((gamma - expected).abs() < 1e-9 * expected.max(1.0), "{flag} {value}: gamma {gamma}, expected {expected}");
+    }
+    let e = fails(&["um", "--run", &s(&run), "--gamma-epoch", "soon", "--epochs", "1", "--device", "cpu"]);
+    assert!(e.contains("'soon' is not an epoch number or 'best'"), "{e}");
 }

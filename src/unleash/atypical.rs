@@ -200,6 +200,38 @@ pub fn gamma_from_quantile(losses: &[f32], q: f64) -> Option<f64> {
 mod tests {
     use super::*;
 
+    fn set_of(labels: &[u32]) -> PreparedSet {
+        let shape = crate::data::ImageShape { channels: 1, height: 1, width: 1 };
+        PreparedSet { name: "t".into(), shape, x: vec![0.0; labels.len()], labels: labels.to_vec() }
+    }
+
+    #[test]
+    fn analyze_flags_full_right_masked_wrong_sorted_by_masked_loss() {
+        // Four samples, two classes. Full model: right on 0, 1, 2; wrong on 3.
+        let labels = [0u32, 1, 0, 1];
+        let full_logits = [3.0f32, 0.0, 0.0, 3.0, 1.0, 0.0, 2.0, 0.0];
+        let full = FullPass { epoch: 7, train: LabelledPass::from_logits(&full_logits, 2, &labels).unwrap(), test_acc: 0.5 };
+        // Masked model: 0 stays right; 1 and 2 turn wrong (2 more confidently); 3 stays wrong.
+        let masked = [2.0f32, 0.0, 0.5, 0.0, 0.0, 2.0, 3.0, 0.0];
+        let set = analyze_logits(&masked, &full, 0.5, MaskKind::Magnitude, &set_of(&labels), 2).unwrap();
+        assert_eq!(set.samples.iter().map(|a| a.index).collect::<Vec<_>>(), vec![2, 1], "only full-right, masked-wrong samples; highest masked loss first");
+        let ce = |row: &[f32], y: usize| crate::train::eval::cross_entropy(row, y);
+        assert!((f64::from(set.samples[0].masked_loss) - ce(&masked[4..6], 0)).abs() < 1e-6);
+        assert_eq!((set.samples[0].full_prediction, set.samples[0].masked_prediction, set.samples[0].label), (0, 1, 0));
+        // gamma is the masked model's mean loss over every training sample, not just the atypical.
+        let mean = (0..4).map(|i| ce(&masked[2 * i..2 * i + 2], labels[i] as usize)).sum::<f64>() / 4.0;
+        assert!((set.gamma - mean).abs() < 1e-12);
+        assert_eq!((set.epoch, set.full_test_acc, set.masked_train_acc), (7, 0.5, 0.25));
+        let csv = set.to_csv();
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some("index,label,full_prediction,masked_prediction,full_loss,masked_loss,loss_increase"));
+        let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(&first[..4], &["2", "0", "0", "1"]);
+        let increase: f32 = first[6].parse().unwrap();
+        assert!((increase - set.samples[0].loss_increase()).abs() < 1e-6);
+        assert_eq!(csv.lines().count(), 3);
+    }
+
     #[test]
     fn quantile_matches_numpy_linear() {
         let l = [1.0f32, 2.0, 3.0, 4.0];

@@ -39,7 +39,9 @@ pub fn is_prunable(path: &str, rank: usize) -> bool {
     (rank == 2 || rank == 4) && path.rsplit('.').next() == Some("weight")
 }
 
-/// How many entries of `n` a ratio removes: round(r * n).
+/// How many entries of `n` a ratio removes: r * n rounded half away from zero (2.5 -> 3), the
+/// project's convention; the PyTorch cross-check scripts use the same (`floor(r * n + 0.5)`, not
+/// Python's round-half-to-even, which gives 2).
 pub fn masked_count(n: usize, ratio: f64) -> usize {
     ((n as f64) * ratio).round().min(n as f64) as usize
 }
@@ -172,6 +174,15 @@ mod tests {
         assert_eq!(m.iter().filter(|&&x| x == 0.0).count(), 3); // round(2.5) = 3
         assert_eq!(&m[..3], &[0.0, 0.0, 0.0]);
         assert_eq!(keep_mask(&v, 0.0, MaskKind::Random, 1), vec![1.0; 10]);
+    }
+
+    #[test]
+    fn mask_counts_round_half_away_from_zero() {
+        // (n, r, count): exact halves round up, as the PyTorch scripts' floor(r * n + 0.5) does.
+        for (n, r, k) in [(5, 0.5, 3), (10, 0.25, 3), (4, 0.125, 1), (7, 0.5, 4), (288, 0.7, 202), (401_408, 0.7, 280_986), (3, 0.99, 3), (8, 0.0, 0)] {
+            assert_eq!(masked_count(n, r), k, "n {n}, r {r}");
+            assert_eq!(masked_count(n, r), (n as f64 * r + 0.5).floor() as usize);
+        }
     }
 
     #[test]
