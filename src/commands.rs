@@ -356,7 +356,7 @@ pub fn mask(a: MaskArgs) -> Result<()> {
 /// The mask explorer's engine on a session's snapshot `epoch` (the session's current model).
 pub fn mask_probe(s: &Session, epoch: usize) -> crate::unleash::MaskProbe {
     let ctx = crate::unleash::probe::EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
-    crate::unleash::MaskProbe::new(s.inference_model(), epoch, &s.sets, ctx, Default::default())
+    crate::unleash::MaskProbe::new(s.inference_model(), epoch, ctx, Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())))
 }
 
 /// Adds `extra`'s fields to the JSON object `into`.

@@ -173,6 +173,7 @@ pub fn spawn(repaint: impl Fn(Repaint) + Send + 'static) -> WorkerHandle {
                 session: None,
                 inbox: cmd_rx.clone(),
                 probes: Vec::new(),
+                preview_sets: None,
                 sweep: None,
                 run_dir: None,
                 last_mask: None,
@@ -204,6 +205,8 @@ struct Worker {
     inbox: Receiver<Command>,
     /// The snapshots masks were applied to, most recent last.
     probes: Vec<MaskProbe>,
+    /// The session's preview subsets, shared by its probes.
+    preview_sets: Option<Arc<probe::PreviewSets>>,
     sweep: Option<SweepJob>,
     run_dir: Option<PathBuf>,
     /// The latest complete atypical set (what the export of CSV / contact sheet writes).
@@ -421,7 +424,12 @@ impl Worker {
             let s = self.session()?;
             let model = snapshot_model(s, epoch)?;
             let ctx = EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
-            let p = MaskProbe::new(model, epoch, &s.sets, ctx, PreviewSize::default());
+            let preview = match &self.preview_sets {
+                Some(p) => p.clone(),
+                None => Arc::new(probe::PreviewSets::new(&s.sets, PreviewSize::default())),
+            };
+            self.preview_sets = Some(preview.clone());
+            let p = MaskProbe::new(model, epoch, ctx, preview);
             if self.probes.len() >= PROBES_KEPT {
                 self.probes.remove(0);
             }
@@ -549,6 +557,7 @@ impl Worker {
     /// A new session or run: cached probes, sweeps and masks belong to the old one.
     fn forget_run(&mut self) {
         self.probes.clear();
+        self.preview_sets = None;
         self.sweep = None;
         self.last_mask = None;
         self.emit(WorkerEvent::Background(None));

@@ -78,20 +78,32 @@ struct Reference {
     detection: Detection,
 }
 
-/// Subsets of the evaluation sets for previews, with the training subset's original indices.
+/// Subsets of the evaluation sets for previews, with the training subset's original indices. One
+/// per session, shared by every snapshot's probe: previews of two snapshots see the same samples,
+/// and the copies are made once.
 #[derive(Debug, Clone)]
-struct PreviewSets {
+pub struct PreviewSets {
     sets: Sets,
     train_index: Vec<usize>,
+    size: PreviewSize,
 }
+
+impl PreviewSets {
+    /// Seeded subsets of `sets` of the given sizes (class-stratified for the labelled ID sets).
+    pub fn new(sets: &Sets, size: PreviewSize) -> PreviewSets {
+        preview_sets(sets, size, PREVIEW_SEED)
+    }
+}
+
+/// The preview subsets' seed: fixed, so that a run's previews always use the same samples.
+const PREVIEW_SEED: u64 = 0x5eed;
 
 /// One snapshot under the mask explorer.
 pub struct MaskProbe {
     pub epoch: usize,
     model: Net,
     ctx: EvalContext,
-    preview_size: PreviewSize,
-    preview: PreviewSets,
+    preview: std::sync::Arc<PreviewSets>,
     preview_reference: Option<Reference>,
     reference: Option<Reference>,
     /// The last [`MaskProbe::gamma_at`] model's training-set logits, kept only where the training
@@ -100,10 +112,10 @@ pub struct MaskProbe {
 }
 
 impl MaskProbe {
-    /// A probe of `model` (the inference model of snapshot `epoch`). Nothing is computed yet.
-    pub fn new(model: Net, epoch: usize, sets: &Sets, ctx: EvalContext, preview_size: PreviewSize) -> MaskProbe {
-        let preview = preview_sets(sets, preview_size, epoch as u64);
-        MaskProbe { epoch, model, ctx, preview_size, preview, preview_reference: None, reference: None, masked_train_logits: None }
+    /// A probe of `model` (the inference model of snapshot `epoch`), previewing on `preview`.
+    /// Nothing is computed yet.
+    pub fn new(model: Net, epoch: usize, ctx: EvalContext, preview: std::sync::Arc<PreviewSets>) -> MaskProbe {
+        MaskProbe { epoch, model, ctx, preview, preview_reference: None, reference: None, masked_train_logits: None }
     }
 
     pub fn model(&self) -> &Net {
@@ -146,7 +158,7 @@ impl MaskProbe {
         set.masked_test_acc = Some(detection.test_acc);
         set.masked_detection = Some(detection);
         set.full_detection = Some(reference.detection.clone());
-        set.preview = Some(self.preview_size);
+        set.preview = Some(self.preview.size);
         Ok(set)
     }
 
@@ -239,6 +251,7 @@ fn preview_sets(sets: &Sets, size: PreviewSize, seed: u64) -> PreviewSets {
             ood: sets.ood.iter().enumerate().map(|(i, s)| pick(s, 3 + i as u64)).collect(),
         },
         train_index,
+        size,
     }
 }
 
