@@ -121,6 +121,8 @@ pub enum WorkerEvent {
     MaskAnswer { request: u64, answer: Arc<AtypicalSet> },
     /// The masked model's test accuracy and OOD detection on the complete sets, for `request`.
     MaskDetection { request: u64, detection: Arc<Detection> },
+    /// Request `request` stopped before its complete answer: a newer command was waiting.
+    MaskCutShort { request: u64 },
     /// Sweep points so far for a snapshot and mask kind (`complete` once every ratio is in).
     Sweep { epoch: usize, kind: MaskKind, points: Vec<MaskSweepPoint>, complete: bool },
 }
@@ -185,6 +187,13 @@ pub fn spawn(repaint: impl Fn(Repaint) + Send + 'static) -> WorkerHandle {
         })
         .expect("spawning the worker thread");
     WorkerHandle { commands: cmd_tx, events: ev_rx, control, thread: Some(thread) }
+}
+
+/// Whether a mask request got as far as its complete answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Completed {
+    Yes,
+    No,
 }
 
 /// A sweep in progress.
@@ -307,7 +316,15 @@ impl Worker {
         match cmd {
             Command::Train { config, out } => self.train(config, out),
             Command::Finetune { kind, gamma, epochs, lr, prune_ratio, from_epoch } => self.finetune(kind, gamma, epochs, lr, prune_ratio, from_epoch),
-            Command::Mask(req) => self.mask(req),
+            Command::Mask(req) => match self.mask(req) {
+                Ok(Completed::Yes) => Ok(()),
+                Ok(Completed::No) | Err(Error::Superseded) => {
+                    // Said, so that the UI can ask again once the newer command is done.
+                    self.emit(WorkerEvent::MaskCutShort { request: req.id });
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             Command::Sweep { ratios, kind, epoch } => {
                 let epoch = self.mask_epoch(epoch)?;
                 self.start_sweep(epoch, kind, ratios);
@@ -451,7 +468,7 @@ impl Worker {
     /// A mask request: a preview on the probe's subsets, then gamma and the atypical set on the
     /// whole training set, then the masked test accuracy and OOD detection. Each stage is
     /// reported as it ends; a newer command waiting ends the request early.
-    fn mask(&mut self, req: MaskRequest) -> Result<()> {
+    fn mask(&mut self, req: MaskRequest) -> Result<Completed> {
         crate::config::check_mask_ratio(req.ratio)?;
         let epoch = self.mask_epoch(req.epoch)?;
         self.emit(WorkerEvent::Busy(Job::Mask { ratio: req.ratio, epoch }));
@@ -465,7 +482,7 @@ impl Worker {
         let _ = events.send(WorkerEvent::MaskAnswer { request: req.id, answer: Arc::new(preview) });
         (self.repaint)(Repaint::Now);
         if superseded() {
-            return Ok(());
+            return Ok(Completed::No);
         }
         let label = format!("mask {ratio:.3}");
         let probe = self.probe(epoch)?;
@@ -476,12 +493,12 @@ impl Worker {
         self.last_mask = Some(set.clone());
         self.emit(WorkerEvent::MaskAnswer { request: req.id, answer: set });
         if superseded() {
-            return Ok(());
+            return Ok(Completed::No);
         }
         let probe = self.probe(epoch)?;
         let detection = probe.detection(&masked, &sets, &mut Self::progress(&events, &control, &inbox, label, epoch, true))?;
         self.emit(WorkerEvent::MaskDetection { request: req.id, detection: Arc::new(detection) });
-        Ok(())
+        Ok(Completed::Yes)
     }
 
     /// The default sweep of a snapshot: from the run folder's cache when there, else computed

@@ -33,6 +33,7 @@ fn queued_commands_run_in_order_and_mask_requests_coalesce() {
             WorkerEvent::Engine(Event::EpochDone { record, .. }) => log.push(format!("epoch {}", record.epoch)),
             WorkerEvent::MaskAnswer { request, answer } => log.push(format!("{} {} (request {request})", if answer.preview.is_some() { "preview" } else { "mask" }, answer.ratio)),
             WorkerEvent::MaskDetection { request, .. } => log.push(format!("detection (request {request})")),
+            WorkerEvent::MaskCutShort { request } => log.push(format!("cut short (request {request})")),
             WorkerEvent::Engine(Event::Error(e)) => log.push(if e.contains("crash requested") { "panic reported".into() } else { format!("error {e}") }),
             WorkerEvent::Engine(Event::Idle) => idle += 1,
             _ => {}
@@ -40,7 +41,8 @@ fn queued_commands_run_in_order_and_mask_requests_coalesce() {
     }
     // Only the latest mask request runs; it stops after its preview because a newer command
     // (Crash) was already waiting.
-    assert_eq!(log, vec!["epoch 1", "preview 0.3 (request 2)", "panic reported", "epoch 1"]);
+    // It says so, so that the app can ask again after the newer command.
+    assert_eq!(log, vec!["epoch 1", "preview 0.3 (request 2)", "cut short (request 2)", "panic reported", "epoch 1"]);
     assert!(dir.path().join("two/events.jsonl").exists());
 }
 

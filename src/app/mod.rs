@@ -163,6 +163,12 @@ impl UnleashApp {
     /// The mask explorer never opens empty: once a run has a trained snapshot and the worker is
     /// free, the answer at the current ratio is asked for (once per run and snapshot).
     fn auto_mask(&mut self) {
+        if self.state.mask_retry && !self.state.is_busy() {
+            // The answer the slider asked for was cut short by another job: ask again, after it.
+            self.state.mask_retry = false;
+            self.request_mask();
+            return;
+        }
         let st = &self.state;
         if st.is_busy() || st.mask_pending || st.mask_result.is_some() || st.data.is_none() {
             return;

@@ -99,6 +99,8 @@ pub struct AppState {
     pub last_mask_latency: Option<Duration>,
     /// The mask request sent without the user asking (a run's first answer), by snapshot.
     pub auto_masked: Option<(Option<PathBuf>, usize)>,
+    /// The latest mask request was cut short by another command: ask again when that one is done.
+    pub mask_retry: bool,
     pub sweep: Option<SweepView>,
     /// The score the masked-detection table shows.
     pub mask_table_score: crate::ood::Score,
@@ -154,6 +156,7 @@ impl AppState {
             last_preview_latency: None,
             last_mask_latency: None,
             auto_masked: None,
+            mask_retry: false,
             sweep: None,
             mask_table_score: crate::ood::Score::Energy,
             gamma_source: GammaSource::Mask,
@@ -245,6 +248,7 @@ impl AppState {
         self.mask_pending = false;
         self.sweep = None;
         self.auto_masked = None;
+        self.mask_retry = false;
     }
 
     pub fn apply(&mut self, ev: WorkerEvent) {
@@ -260,6 +264,12 @@ impl AppState {
                     if let Some(t) = self.mask_requested_at {
                         self.last_mask_latency = Some(t.elapsed());
                     }
+                }
+            }
+            WorkerEvent::MaskCutShort { request } => {
+                if request == self.mask_request {
+                    self.mask_pending = false;
+                    self.mask_retry = true;
                 }
             }
             WorkerEvent::Sweep { epoch, kind, points, complete } => self.sweep = Some(SweepView { epoch, kind, points, complete }),
