@@ -153,3 +153,21 @@ fn a_worker_panic_shows_and_the_app_stays_usable() {
     h.get_by_label("Start").click();
     step_until(&mut h, "one epoch", 300, |a| a.state.records.len() == 1 && !a.state.is_busy());
 }
+
+#[test]
+fn an_interrupted_run_opens_with_resume_and_resuming_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::train_run(&dir.path().join("run"), 2, 0);
+    // As a kill after the first epoch leaves it: one events line.
+    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    std::fs::write(run.join("events.jsonl"), format!("{}\n", text.lines().next().unwrap())).unwrap();
+    let mut h = harness();
+    h.state_mut().send(Command::OpenRun(run.clone()));
+    step_until(&mut h, "the run and its data", 120, |a| a.state.data.is_some() && a.state.records.len() == 1 && !a.state.is_busy());
+    h.get_by_label("Resume training (1 of 2 epochs done)").click();
+    step_until(&mut h, "the resumed epoch", 300, |a| a.state.records.len() == 2 && !a.state.is_busy());
+    assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+    h.step();
+    assert!(h.query_by_label_contains("Resume training").is_none(), "a finished run offers no resume");
+    assert_eq!(unleash::run::RunReader::open(&run).unwrap().records.len(), 2);
+}

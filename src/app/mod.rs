@@ -131,6 +131,7 @@ impl UnleashApp {
             self.state.out_dir = format!("{}-{}", self.state.out_dir, self.state.records.len() + 1);
         }
         self.state.busy = Some(Job::Starting);
+        self.state.planned_epochs = Some(self.state.config.train.epochs);
         self.state.last_error = None;
         self.state.records.clear();
         self.state.loss_rows.clear();

@@ -120,6 +120,8 @@ pub struct AppState {
     pub gallery_page: usize,
     /// The window's close button was pressed while a job ran: asking whether to stop it.
     pub confirm_close: bool,
+    /// The base epochs the current run was started with (its config's, not the setup panel's).
+    pub planned_epochs: Option<usize>,
     pub compare: [String; 2],
     pub compare_set: usize,
     pub compare_score: crate::ood::Score,
@@ -172,6 +174,7 @@ impl AppState {
             gallery_class: None,
             gallery_page: 0,
             confirm_close: false,
+            planned_epochs: None,
             compare: ["best epoch".into(), "final".into()],
             compare_set: 0,
             compare_score: crate::ood::Score::Energy,
@@ -222,7 +225,7 @@ impl AppState {
     /// further): (epochs done, epochs planned).
     pub fn resumable(&self) -> Option<(usize, usize)> {
         let last = self.records.last()?;
-        let planned = self.config.train.epochs;
+        let planned = self.planned_epochs?;
         (last.phase == Phase::Base && last.phase_epoch < planned && self.data.is_some()).then_some((last.phase_epoch, planned))
     }
 
@@ -286,6 +289,7 @@ impl AppState {
                 self.run_dir = Some(dir);
                 self.records = records;
                 self.loss_rows = loss_rows;
+                self.planned_epochs = Some(config.train.epochs);
                 self.config = *config;
                 self.clear_masks();
                 self.data = None;
