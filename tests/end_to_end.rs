@@ -21,7 +21,8 @@ fn train_writes_a_complete_reproducible_run() {
     assert_eq!(run.records.len(), 2);
     for r in &run.records {
         assert_eq!(r.phase, Phase::Base);
-        assert!(r.test_acc > 0.1 && r.test_acc <= 1.0);
+        // Well above chance (0.10): 2 epochs on these 540 samples reach 0.40-0.50 (seeds 3 and 4).
+        assert!(r.test_acc > 0.3 && r.test_acc <= 1.0, "test accuracy {}", r.test_acc);
         assert_eq!(r.val_name, "uniform-val");
         // Validation's ID side is the held-out split, never the ID test set.
         assert_eq!(r.val_id_name, "id_val");
