@@ -5,9 +5,9 @@
 //! UI and a new run can start after it.
 
 mod common;
+use common::step_until;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use std::time::{Duration, Instant};
 use unleash::app::{AppOptions, UnleashApp};
 use unleash::config::DeviceChoice;
 use unleash::worker::{Command, ExportRequest};
@@ -18,16 +18,6 @@ fn harness() -> Harness<'static, UnleashApp> {
         .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }))
 }
 
-/// Steps the UI until `done` holds (the worker runs on its own thread).
-fn step_until(h: &mut Harness<'static, UnleashApp>, what: &str, secs: u64, done: impl Fn(&UnleashApp) -> bool) {
-    let t = Instant::now();
-    while !done(h.state()) {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}; last error: {:?}", h.state().state.last_error);
-        h.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    h.step();
-}
 
 fn small_setup(h: &mut Harness<'static, UnleashApp>, out: &std::path::Path, epochs: usize) {
     let st = &mut h.state_mut().state;

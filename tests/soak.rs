@@ -6,8 +6,8 @@
 //! figures as JSON).
 
 mod common;
+use common::step_until;
 use egui_kittest::Harness;
-use std::time::{Duration, Instant};
 use unleash::app::{AppOptions, UnleashApp};
 use unleash::config::DeviceChoice;
 use unleash::train::Finetune;
@@ -16,16 +16,6 @@ use unleash::worker::{Command, ExportRequest};
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0
-}
-
-fn step_until(h: &mut Harness<'static, UnleashApp>, what: &str, secs: u64, done: impl Fn(&UnleashApp) -> bool) {
-    let t = Instant::now();
-    while !done(h.state()) {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}; last error: {:?}", h.state().state.last_error);
-        h.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    h.step();
 }
 
 fn no_error(h: &Harness<'static, UnleashApp>, when: &str) {

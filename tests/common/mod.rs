@@ -63,3 +63,17 @@ pub fn train_run(dir: &Path, epochs: usize, seed: u64) -> PathBuf {
     unleash_ok(&args);
     dir.to_path_buf()
 }
+
+/// Steps the app under egui_kittest until `done` holds (the worker runs on its own thread); fails
+/// naming `what` and the app's last error after `secs`.
+#[cfg(feature = "gui")]
+pub fn step_until(h: &mut egui_kittest::Harness<'static, unleash::app::UnleashApp>, what: &str, secs: u64, done: impl Fn(&unleash::app::UnleashApp) -> bool) {
+    use std::time::{Duration, Instant};
+    let t = Instant::now();
+    while !done(h.state()) {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}; last error: {:?}", h.state().state.last_error);
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.step();
+}
