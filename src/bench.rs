@@ -57,7 +57,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     };
     // All training samples, as the PyTorch reference measures: no ID validation split.
     data.id_val_fraction = 0.0;
-    let exp = ExperimentConfig { data, train: TrainConfig { model: ModelKind::parse(&a.model)?, ..TrainConfig::default() } };
+    let exp = ExperimentConfig { data, train: TrainConfig { model: ModelKind::parse(&a.model)?, ..TrainConfig::default() }, detectors: Default::default() };
     let data = Arc::new(exp.data.load()?);
     let desc = device.description.clone();
     let s = Session::new(exp.clone(), device, data)?;
@@ -108,7 +108,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     // gamma + atypical set + masked ID accuracy + OOD detection on every set; "to gamma" is the
     // first part of it (one pass over the training set).
     let probe_ctx = crate::unleash::probe::EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: eb };
-    let mut probe = crate::unleash::MaskProbe::new(inf.clone(), 0, probe_ctx, Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())));
+    let mut probe = crate::unleash::MaskProbe::new(inf.clone(), 0, probe_ctx, s.config.detectors.clone(), Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())));
     let mut p = |_, _| -> Result<()> { Ok(()) };
     probe.full_detection(&s.sets, &mut p)?;
     let warm = probe.masked(0.3, MaskKind::Magnitude, 0)?;
@@ -127,6 +127,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let _ = probe.detection(&masked, &s.sets, &mut p)?;
         full_secs.push(t.elapsed().as_secs_f64());
     }
+
+    // The per-epoch evaluation as training runs it, with all default detectors, against the same
+    // evaluation with the logit scores alone (what it was before the detectors); ODIN once.
+    let epoch_eval = epoch_eval_times(&exp, &s, &inf, a.repeats)?;
 
     // Metrics on 1M ID + 1M OOD scores.
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
@@ -157,6 +161,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         "mask_full_secs": median(full_secs),
         "mask_full_samples": s.sets.train.len() + s.sets.test.len() + s.sets.id_val.as_ref().map_or(0, |v| v.len()) + s.sets.val.len() + s.sets.ood.iter().map(|o| o.len()).sum::<usize>(),
         "metrics_1m_1m_secs": median(metric_secs),
+        "epoch_eval_secs": epoch_eval.with_detectors,
+        "epoch_eval_logit_scores_only_secs": epoch_eval.logit_only,
+        "epoch_eval_ratio": epoch_eval.with_detectors / epoch_eval.logit_only,
+        "epoch_eval_with_odin_secs": epoch_eval.with_odin,
+        "epoch_eval_samples": epoch_eval.samples,
         "ops": ops,
         // This process after its training steps and full passes over the sample data; a whole
         // run's figure is printed at the end of `unleash train` (snapshots and scores go to disk).
@@ -168,6 +177,65 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         print_bench(&ours, reference.as_ref());
+    }
+    Ok(())
+}
+
+struct EpochEvalTimes {
+    with_detectors: f64,
+    logit_only: f64,
+    with_odin: f64,
+    samples: usize,
+}
+
+/// Medians over `repeats` of the per-epoch evaluation of `model` on a default run's sets (with the
+/// ID validation split, unlike the throughput figures above), alternating the two kinds.
+fn epoch_eval_times(exp: &ExperimentConfig, s: &Session, model: &crate::model::Net, repeats: usize) -> Result<EpochEvalTimes> {
+    let mut exp = exp.clone();
+    exp.data.id_val_fraction = DataConfig::sample().id_val_fraction;
+    let data = Arc::new(exp.data.load()?);
+    let mut run = Session::new(exp, s.device.clone(), data)?;
+    run.model = model.clone().train_on(&run.autodiff_device());
+    let control = crate::events::Control::new();
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        std::hint::black_box(run.evaluate(1, &control, &mut |_| {})?);
+        with.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        logit_scores_only_evaluation(&run)?;
+        without.push(t.elapsed().as_secs_f64());
+    }
+    run.config.detectors.odin = true;
+    let t = Instant::now();
+    std::hint::black_box(run.evaluate(1, &control, &mut |_| {})?);
+    let with_odin = t.elapsed().as_secs_f64();
+    let sets = &run.sets;
+    let samples = sets.train.len() + sets.test.len() + sets.id_val.as_ref().map_or(0, |v| v.len()) + sets.val.len() + sets.ood.iter().map(|o| o.len()).sum::<usize>();
+    Ok(EpochEvalTimes { with_detectors: median(with), logit_only: median(without), with_odin, samples })
+}
+
+/// The per-epoch evaluation with MSP, MaxLogit and Energy only: logits of every set, the per-sample
+/// loss, three scores and their metrics.
+fn logit_scores_only_evaluation(s: &Session) -> Result<()> {
+    use crate::ood::{scores::score_rows, Score};
+    let ctx = s.eval_context();
+    let model = s.inference_model();
+    let mut nothing = |_| -> Result<()> { Ok(()) };
+    let mut scores = |set: &eval::PreparedSet| -> Result<eval::ScoreMap> {
+        let logits = eval::logits(&model, set, ctx.batch, &ctx.device, &mut nothing)?;
+        Ok(Score::LOGIT.iter().map(|&sc| (sc, score_rows(sc, &logits, ctx.classes))).collect())
+    };
+    let train = eval::logits(&model, &s.sets.train, ctx.batch, &ctx.device, &mut |_| Ok(()))?;
+    std::hint::black_box(eval::LabelledPass::from_logits(&train, ctx.classes, &s.sets.train.labels)?);
+    let test = scores(&s.sets.test)?;
+    let id_val = match &s.sets.id_val {
+        Some(v) => scores(v)?,
+        None => Score::LOGIT.iter().map(|&sc| (sc, score_rows(sc, &train, ctx.classes))).collect(),
+    };
+    std::hint::black_box(eval::score_metrics(&id_val, &scores(&s.sets.val)?)?);
+    for set in &s.sets.ood {
+        std::hint::black_box(eval::score_metrics(&test, &scores(set)?)?);
     }
     Ok(())
 }
@@ -197,6 +265,10 @@ fn print_bench(o: &serde_json::Value, reference: Option<&serde_json::Value>) {
         ("mask ratio -> gamma + atypical, s", "mask_ratio_to_gamma_secs", false),
         ("  + masked acc + OOD metrics, s", "mask_full_secs", false),
         ("metrics on 1M+1M scores, s", "metrics_1m_1m_secs", false),
+        ("epoch evaluation, all default detectors, s", "epoch_eval_secs", false),
+        ("  logit scores only, s", "epoch_eval_logit_scores_only_secs", false),
+        ("  ratio (detectors / logit scores)", "epoch_eval_ratio", false),
+        ("  with ODIN too, s", "epoch_eval_with_odin_secs", false),
     ];
     println!("{:<30} {:>12} {:>12} {:>8}", "measure", "unleash", "reference", "ratio");
     for (name, key, higher_better) in rows {

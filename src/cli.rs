@@ -138,13 +138,13 @@ fn epoch_row(r: &EpochRecord, ood: &[String]) -> String {
 /// A full metric table: per set, per score, AUROC / FPR95 / AUPR-In / AUPR-Out (x100).
 pub fn metrics_table(rows: &BTreeMap<String, ScoreMetrics>, mean: Option<&ScoreMetrics>) -> String {
     let mut s = format!(
-        "{:<22} {:<9} {:>7} {:>7} {:>8} {:>8}\n",
+        "{:<22} {:<12} {:>7} {:>7} {:>8} {:>8}\n",
         "OOD set", "score", "AUROC", "FPR95", "AUPR-In", "AUPR-Out"
     );
     let mut push = |name: &str, m: &ScoreMetrics| {
         for (score, v) in m {
             s.push_str(&format!(
-                "{:<22} {:<9} {:>7.2} {:>7.2} {:>8.2} {:>8.2}\n",
+                "{:<22} {:<12} {:>7.2} {:>7.2} {:>8.2} {:>8.2}\n",
                 name,
                 score.name(),
                 v.auroc * 100.0,

@@ -193,10 +193,14 @@ pub fn eval(exp: ExperimentConfig, model: &Path, device_choice: Option<DeviceCho
         let out = serde_json::json!({
             "model": model, "id_test_accuracy": ev.test.accuracy, "id_test_loss": ev.test.mean_loss,
             "validation": {"set": s.sets.val.name, "id_side": s.data.validation_id_name(), "metrics": val}, "ood": rows, "ood_mean": mean,
+            "detector_problems": ev.problems,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         println!("model {}: ID test accuracy {:.4} (loss {:.4})", model.display(), ev.test.accuracy, ev.test.mean_loss);
+        for problem in &ev.problems {
+            println!("warning: {problem}");
+        }
         println!("VALIDATION OOD (selection only):");
         print!("{}", metrics_table(&BTreeMap::from([(s.sets.val.name.clone(), val)]), None));
         println!("TEST OOD (reported):");
@@ -356,7 +360,7 @@ pub fn mask(a: MaskArgs) -> Result<()> {
 /// The mask explorer's engine on a session's snapshot `epoch` (the session's current model).
 pub fn mask_probe(s: &Session, epoch: usize) -> crate::unleash::MaskProbe {
     let ctx = crate::unleash::probe::EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
-    crate::unleash::MaskProbe::new(s.inference_model(), epoch, ctx, Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())))
+    crate::unleash::MaskProbe::new(s.inference_model(), epoch, ctx, s.config.detectors.clone(), Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())))
 }
 
 /// Adds `extra`'s fields to the JSON object `into`.

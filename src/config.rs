@@ -260,13 +260,16 @@ pub struct ExperimentConfig {
     pub data: DataConfig,
     #[serde(default)]
     pub train: TrainConfig,
+    /// The OOD detectors' settings (`[detectors]`); runs written before them read the defaults.
+    #[serde(default)]
+    pub detectors: crate::ood::DetectorConfig,
 }
 
 impl ExperimentConfig {
     /// The training recipe's and the data protocol's rules together: what a new run must pass.
     pub fn validate(&self) -> Result<()> {
         let mut bad = Vec::new();
-        for e in [self.train.validate(), self.data.validate()] {
+        for e in [self.train.validate(), self.data.validate(), self.detectors.validate()] {
             if let Err(e) = e {
                 bad.push(e.to_string());
             }
@@ -293,6 +296,7 @@ impl ExperimentConfig {
         let cfg: ExperimentConfig =
             toml::from_str(&text).map_err(|e| Error::bad_data(path, format!("invalid TOML config: {e}")))?;
         cfg.train.validate()?;
+        cfg.detectors.validate().map_err(|e| Error::bad_data(path, e.to_string()))?;
         Ok(cfg)
     }
 }
@@ -367,7 +371,7 @@ mod tests {
 
     #[test]
     fn old_run_configs_reopen_as_they_were_made() {
-        let mut exp = serde_json::to_value(ExperimentConfig { data: DataConfig::sample(), train: TrainConfig::default() }).unwrap();
+        let mut exp = serde_json::to_value(ExperimentConfig { data: DataConfig::sample(), train: TrainConfig::default(), detectors: Default::default() }).unwrap();
         // An old config.json: no split fields, the old Gaussian validation default.
         for k in ["id_val_fraction", "id_val_seed", "allow_val_test_overlap"] {
             exp["data"].as_object_mut().unwrap().remove(k);
@@ -388,7 +392,7 @@ mod tests {
 
     #[test]
     fn toml_round_trip_and_unknown_field() {
-        let cfg = ExperimentConfig { data: DataConfig::sample(), train: TrainConfig::default() };
+        let cfg = ExperimentConfig { data: DataConfig::sample(), train: TrainConfig::default(), detectors: Default::default() };
         let text = toml::to_string(&cfg).unwrap();
         let back: ExperimentConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, cfg);

@@ -77,6 +77,7 @@ pub fn report_markdown(records: &[EpochRecord], title: &str, device: &str) -> St
         let a = |s| g(&r.ood_mean, s).map_or(f64::NAN, |m| m.auroc * 100.0);
         md.push_str(&format!(" {:.2} / {:.2} / {:.2} | {:.2} |\n", a(Score::Msp), a(Score::MaxLogit), a(Score::Energy), g(&r.ood_mean, Score::Energy).map_or(f64::NAN, |m| m.fpr95 * 100.0)));
     }
+    md.push_str(&detector_table(&stages));
     md.push_str("\n## Every epoch\n\n| epoch | phase | gamma | train loss | train acc | test acc | val AUROC (E) | mean AUROC (E) | mean FPR95 (E) |\n|---|---|---|---|---|---|---|---|---|\n");
     for r in records {
         md.push_str(&format!(
@@ -91,6 +92,26 @@ pub fn report_markdown(records: &[EpochRecord], title: &str, device: &str) -> St
             g(&r.ood_mean, Score::Energy).map_or(f64::NAN, |m| m.auroc),
             g(&r.ood_mean, Score::Energy).map_or(f64::NAN, |m| m.fpr95),
         ));
+    }
+    md
+}
+
+/// Each score's mean test-OOD AUROC / FPR95 at each stage: does a stage help every detector?
+fn detector_table(stages: &[(String, &EpochRecord)]) -> String {
+    let mut md = String::from("\n## Every detector\n\nMean over the test OOD sets, AUROC / FPR95 x100.\n\n| score |");
+    for (name, _) in stages {
+        md.push_str(&format!(" {name} |"));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(stages.len()));
+    md.push('\n');
+    for score in Score::ALL.into_iter().filter(|s| stages.iter().any(|(_, r)| r.ood_mean.contains_key(s))) {
+        md.push_str(&format!("| {} |", score.name()));
+        for (_, r) in stages {
+            let cell = r.ood_mean.get(&score).map_or("-".to_string(), |m| format!("{:.2} / {:.2}", m.auroc * 100.0, m.fpr95 * 100.0));
+            md.push_str(&format!(" {cell} |"));
+        }
+        md.push('\n');
     }
     md
 }

@@ -120,6 +120,10 @@ pub struct DataArgs {
     /// records it.
     #[arg(long)]
     allow_val_test_overlap: bool,
+    /// Also score with ODIN (T = 1000, epsilon = 0.0014): one backward pass per evaluated sample,
+    /// about 3x the evaluation time. Same as `odin = true` under [detectors] in a config.
+    #[arg(long)]
+    odin: bool,
 }
 
 #[derive(Args)]
@@ -176,7 +180,7 @@ impl DataArgs {
         let mut exp = match (&self.config, base) {
             (Some(p), _) => ExperimentConfig::from_toml_file(p)?,
             (None, Some(b)) => b,
-            (None, None) => ExperimentConfig { data: DataConfig::sample(), train: Default::default() },
+            (None, None) => ExperimentConfig { data: DataConfig::sample(), train: Default::default(), detectors: Default::default() },
         };
         if let Some(t) = &self.train {
             exp.data.train = t.clone();
@@ -201,6 +205,9 @@ impl DataArgs {
         }
         if self.allow_val_test_overlap {
             exp.data.allow_val_test_overlap = true;
+        }
+        if self.odin {
+            exp.detectors.odin = true;
         }
         Ok(exp)
     }

@@ -151,7 +151,10 @@ fn stage_result(stage: &str, r: &EpochRecord) -> StageResult {
         if let Some(v) = r.ood_mean.get(&s) {
             per.insert("mean".to_string(), (v.auroc, v.fpr95));
         }
-        metrics.insert(s.name().to_string(), per);
+        // Scores a run did not compute (ODIN off, seeds from before the detectors) stay out.
+        if !per.is_empty() {
+            metrics.insert(s.name().to_string(), per);
+        }
     }
     StageResult { stage: stage.to_string(), epoch: r.epoch, gamma: r.gamma, id_acc: r.test_acc, metrics }
 }
@@ -273,7 +276,7 @@ fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSu
     r.handle(&Event::Info(format!("=== seed {seed} ===")));
     let mut data = DataConfig::sample();
     data.train_limit = a.train_limit;
-    let exp = ExperimentConfig { data, train: TrainConfig { epochs: a.epochs, lr: a.lr, seed, device, ..TrainConfig::default() } };
+    let exp = ExperimentConfig { data, train: TrainConfig { epochs: a.epochs, lr: a.lr, seed, device, ..TrainConfig::default() }, detectors: Default::default() };
     let dir = a.out.join(format!("seed-{seed}"));
     if dir.join("events.jsonl").exists() {
         return Err(Error::run(&dir, "already holds a run but its seed has no summary (an interrupted seed?); remove the folder or choose another --out"));
@@ -380,6 +383,7 @@ fn curve_records(curve: &[CurvePoint]) -> Vec<EpochRecord> {
             ood_mean: only_auroc(c.energy_auroc),
             seconds: 0.0,
             samples_per_sec: 0.0,
+            detector_problems: Vec::new(),
         })
         .collect()
 }
@@ -449,7 +453,7 @@ pub struct PairedRow {
 
 pub fn paired_differences(all: &[SeedSummary]) -> Vec<PairedRow> {
     let mut rows = Vec::new();
-    for score in [Score::Energy, Score::Msp, Score::MaxLogit] {
+    for score in reported_scores(all) {
         for (label, a, b) in COMPARISONS {
             let mean_of = |st: &StageResult| st.metrics.get(score.name()).and_then(|m| m.get("mean")).copied().unwrap_or((f64::NAN, f64::NAN));
             let diffs: Vec<(f64, f64)> = all
@@ -468,6 +472,17 @@ pub fn paired_differences(all: &[SeedSummary]) -> Vec<PairedRow> {
         }
     }
     rows
+}
+
+/// Energy, MSP, MaxLogit, then every other score that every seed's every stage has.
+fn reported_scores(all: &[SeedSummary]) -> Vec<Score> {
+    let first = [Score::Energy, Score::Msp, Score::MaxLogit];
+    let rest = Score::ALL.into_iter().filter(|s| !first.contains(s));
+    first
+        .into_iter()
+        .chain(rest)
+        .filter(|s| all.iter().all(|seed| seed.stages.iter().all(|st| st.metrics.get(s.name()).is_some_and(|m| m.contains_key("mean")))))
+        .collect()
 }
 
 fn fmt_paired(p: &PairedStat) -> String {
@@ -498,7 +513,7 @@ fn markdown_report(all: &[SeedSummary]) -> String {
         all.iter().map(|s| format!("{:.3}", s.gamma_mask)).collect::<Vec<_>>().join(", "),
         all.iter().map(|s| format!("{:.3} (epoch {})", s.gamma_val, s.best_base_epoch)).collect::<Vec<_>>().join(", ")
     ));
-    for score in Score::ALL {
+    for score in reported_scores(all) {
         md.push_str(&format!("**{}** (mean ± sd over seeds)\n\n| stage | ID acc | mean AUROC | mean FPR95 |", score.name()));
         for s in &sets {
             md.push_str(&format!(" {s} AUROC | {s} FPR95 |"));
@@ -584,6 +599,13 @@ mod tests {
         assert!((um.fpr95.mean + 0.1).abs() < 1e-12);
         let umap = rows.iter().find(|r| r.score == "MSP" && r.comparison.starts_with("UMAP - control, last")).unwrap();
         assert_eq!(umap.auroc.mean, 0.0);
-        assert_eq!(rows.len(), 3 * COMPARISONS.len());
+        assert_eq!(rows.len(), Score::ALL.len() * COMPARISONS.len());
+        // A score one seed lacks (a summary from before the detectors, ODIN off) is not paired.
+        let mut mixed = all.clone();
+        mixed[1].stages[2].metrics.remove("KNN");
+        let rows = paired_differences(&mixed);
+        assert!(rows.iter().all(|r| r.score != "KNN"));
+        assert_eq!(rows.len(), (Score::ALL.len() - 1) * COMPARISONS.len());
+        assert_eq!(rows[0].score, "Energy", "Energy first");
     }
 }

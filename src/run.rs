@@ -88,6 +88,10 @@ pub struct EpochRecord {
     pub ood_mean: ScoreMetrics,
     pub seconds: f64,
     pub samples_per_sec: f64,
+    /// Detectors that could not be fitted at this epoch (they are missing from the metrics), each
+    /// message naming one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detector_problems: Vec<String>,
 }
 
 fn legacy_val_id_name() -> String {
@@ -337,14 +341,16 @@ impl RunWriter {
         Ok(d)
     }
 
-    /// Writes one set's score arrays for an epoch: float32 [n, 3] in [`Score::ALL`] order.
+    /// Writes one set's score arrays for an epoch: float32 `[n, 10]`, one column per score in
+    /// [`Score::ALL`] order (config.json's `score_columns`); a score not computed (ODIN off, a
+    /// detector that could not be fitted) is a column of NaN.
     pub fn write_scores(&mut self, epoch: usize, set: &str, scores: &BTreeMap<Score, Vec<f32>>) -> Result<()> {
         self.epoch_dir(epoch)?;
         let n = scores.values().next().map_or(0, Vec::len);
         let mut data = Vec::with_capacity(n * Score::ALL.len());
         for i in 0..n {
             for s in Score::ALL {
-                data.push(scores[&s][i]);
+                data.push(scores.get(&s).map_or(f32::NAN, |v| v[i]));
             }
         }
         fsio::write_atomic(&scores_path(&self.dir, epoch, set), &fsio::npy_f32(&[n, Score::ALL.len()], &data))
@@ -423,18 +429,13 @@ impl RunReader {
         Ok(Some((n, data.chunks_exact(n.max(1)).take(keep).map(<[f32]>::to_vec).collect())))
     }
 
-    /// Score arrays of one set at an epoch, per score.
+    /// Score arrays of one set at an epoch, per score (the scores that were computed).
     pub fn scores(&self, epoch: usize, set: &str) -> Result<BTreeMap<Score, Vec<f32>>> {
         let p = scores_path(&self.dir, epoch, set);
         let (shape, data) = fsio::read_npy_f32(&p)?;
-        if shape.len() != 2 || shape[1] != Score::ALL.len() {
-            return Err(Error::bad_data(&p, format!("expected shape [n, {}], found {shape:?}", Score::ALL.len())));
-        }
-        Ok(Score::ALL
-            .iter()
-            .enumerate()
-            .map(|(k, &s)| (s, data.iter().skip(k).step_by(Score::ALL.len()).copied().collect()))
-            .collect())
+        score_columns(&shape, &data).ok_or_else(|| {
+            Error::bad_data(&p, format!("expected shape [n, {}] (or [n, {}] from before the detectors), found {shape:?}", Score::ALL.len(), Score::LOGIT.len()))
+        })
     }
 
     pub fn snapshot(&self, epoch: usize) -> Result<PathBuf> {
@@ -606,6 +607,24 @@ pub fn repair_events(dir: &Path) -> Result<Repair> {
     Ok(Repair::Cut { epochs: parsed.records.len(), backup, warnings: parsed.warnings })
 }
 
+/// The scores in a score array's columns: [`Score::ALL`], or [`Score::LOGIT`] in folders written
+/// before the detectors; an all-NaN column (not computed) is left out. None for another shape.
+pub fn score_columns(shape: &[usize], data: &[f32]) -> Option<BTreeMap<Score, Vec<f32>>> {
+    let columns: &[Score] = match shape {
+        [_, k] if *k == Score::ALL.len() => &Score::ALL,
+        [_, k] if *k == Score::LOGIT.len() => &Score::LOGIT,
+        _ => return None,
+    };
+    let k = columns.len();
+    let out = columns
+        .iter()
+        .enumerate()
+        .map(|(j, &s)| (s, data.iter().skip(j).step_by(k).copied().collect::<Vec<f32>>()))
+        .filter(|(_, v)| v.is_empty() || !v.iter().all(|x| x.is_nan()))
+        .collect();
+    Some(out)
+}
+
 /// The last epoch of base training (what masks and fine-tunes start from by default).
 pub fn last_base_epoch(records: &[EpochRecord]) -> Option<usize> {
     records.iter().rev().find(|r| r.phase == Phase::Base).map(|r| r.epoch)
@@ -662,6 +681,7 @@ mod tests {
             ood_mean: BTreeMap::new(),
             seconds: 0.0,
             samples_per_sec: 0.0,
+            detector_problems: Vec::new(),
         }
     }
 
@@ -693,6 +713,28 @@ mod tests {
         assert_eq!(best_by_validation(&recs, Score::Msp, None), None);
     }
 
+    #[test]
+    fn score_columns_read_both_layouts_and_skip_scores_not_computed() {
+        // Today's layout: every score a column, ODIN not computed (NaN).
+        let n = 2;
+        let mut data = Vec::new();
+        for i in 0..n {
+            for (j, s) in Score::ALL.iter().enumerate() {
+                data.push(if *s == Score::Odin { f32::NAN } else { (10 * i + j) as f32 });
+            }
+        }
+        let got = score_columns(&[n, Score::ALL.len()], &data).unwrap();
+        assert_eq!(got.len(), 9);
+        assert!(!got.contains_key(&Score::Odin));
+        assert_eq!(got[&Score::Knn], vec![4.0, 14.0]);
+        assert_eq!(got[&Score::Dice], vec![8.0, 18.0]);
+        // Before the detectors: three columns, msp, maxlogit, energy.
+        let legacy = score_columns(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        assert_eq!(legacy.keys().copied().collect::<Vec<_>>(), Score::LOGIT.to_vec());
+        assert_eq!(legacy[&Score::Energy], vec![3.0, 6.0]);
+        assert!(score_columns(&[2, 4], &[0.0; 8]).is_none());
+    }
+
     fn record(epoch: usize) -> EpochRecord {
         EpochRecord {
             epoch,
@@ -713,6 +755,7 @@ mod tests {
             ood_mean: ScoreMetrics::new(),
             seconds: 1.0,
             samples_per_sec: 1.0,
+            detector_problems: Vec::new(),
         }
     }
 

@@ -441,12 +441,13 @@ impl Worker {
             let s = self.session()?;
             let model = snapshot_model(s, epoch)?;
             let ctx = EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
+            let detectors = s.config.detectors.clone();
             let preview = match &self.preview_sets {
                 Some(p) => p.clone(),
                 None => Arc::new(probe::PreviewSets::new(&s.sets, PreviewSize::default())),
             };
             self.preview_sets = Some(preview.clone());
-            let p = MaskProbe::new(model, epoch, ctx, preview);
+            let p = MaskProbe::new(model, epoch, ctx, detectors, preview);
             if self.probes.len() >= PROBES_KEPT {
                 self.probes.remove(0);
             }

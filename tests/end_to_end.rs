@@ -71,6 +71,24 @@ fn train_writes_a_complete_reproducible_run() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["id_test_accuracy"].as_f64().unwrap(), run.records[1].test_acc);
     assert_eq!(v["ood"]["textures"]["energy"]["auroc"].as_f64().unwrap(), run.records[1].ood["textures"][&Score::Energy].auroc);
+    // Every detector, for every OOD set, as the epoch recorded it (ODIN is opt-in: absent).
+    let detectors = ["mahalanobis", "knn", "vim", "react", "ash", "dice"];
+    for (set, metrics) in &run.records[1].ood {
+        for key in detectors {
+            let score = Score::from_key(key).unwrap();
+            assert_eq!(v["ood"][set][key]["auroc"].as_f64(), Some(metrics[&score].auroc), "{set} {key}");
+            assert!(v["ood"][set][key]["fpr95"].is_number() && v["ood"][set][key]["aupr_out"].is_number(), "{set} {key}");
+        }
+        assert!(v["ood"][set].get("odin").is_none(), "ODIN is off by default");
+    }
+    assert_eq!(v["detector_problems"].as_array().map(Vec::len), Some(0));
+    let with_odin = unleash_ok(&["eval".into(), "--model".into(), snap.display().to_string(), "--run".into(), a.display().to_string(), "--json".into(), "--device".into(), "cpu".into(), "--odin".into()]);
+    let w: serde_json::Value = serde_json::from_slice(&with_odin.stdout).unwrap();
+    for set in run.records[1].ood.keys() {
+        let auroc = w["ood"][set]["odin"]["auroc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auroc), "{set}: ODIN AUROC {auroc}");
+        assert_eq!(w["ood"][set]["knn"], v["ood"][set]["knn"], "ODIN leaves the other scores alone");
+    }
 
     // Determinism: the same seed on the same device gives identical numbers.
     let b = train_run(&dir.path().join("b"), 2, 3);

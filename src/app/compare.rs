@@ -27,8 +27,7 @@ impl ScoreCache {
             .or_insert_with(|| {
                 let p = crate::run::scores_path(run, epoch, set);
                 let (shape, data) = crate::fsio::read_npy_f32(&p).ok()?;
-                let k = Score::ALL.len();
-                (shape.len() == 2 && shape[1] == k).then(|| Score::ALL.iter().enumerate().map(|(j, &s)| (s, data.iter().skip(j).step_by(k).copied().collect())).collect())
+                crate::run::score_columns(&shape, &data)
             })
             .as_ref()
     }
@@ -82,7 +81,7 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
             }
         });
         egui::ComboBox::from_label("score").selected_text(st.compare_score.name()).show_ui(ui, |ui| {
-            for s in Score::ALL {
+            for s in Score::ALL.into_iter().filter(|s| st.records.last().is_some_and(|r| r.ood_mean.contains_key(s))) {
                 ui.selectable_value(&mut st.compare_score, s, s.name());
             }
         });
@@ -162,7 +161,8 @@ fn table(ui: &mut egui::Ui, records: &[EpochRecord], picked: &[(String, usize)])
             names.push("mean".into());
             names.push(format!("{} (validation)", r0.val_name));
             for set in &names {
-                for s in Score::ALL {
+                // Scores the first stage has (runs from before the detectors have three).
+                for s in Score::ALL.into_iter().filter(|s| r0.ood_mean.contains_key(s)) {
                     ui.label(set);
                     ui.label(s.name());
                     for (_, e) in picked {

@@ -182,12 +182,16 @@ fn headline(ui: &mut egui::Ui, gamma: f64, atypical: usize, preview: bool, maske
 /// Per set (validation first), the masked and the full model's AUROC and FPR95 and their
 /// differences, for one score (chosen above the table).
 fn detection_table(ui: &mut egui::Ui, masked: &Detection, full: &Detection, score: &mut Score) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label("OOD detection by");
-        for s in Score::ALL {
+        // The scores this model has (a detector that could not be fitted is left out).
+        for s in Score::ALL.into_iter().filter(|s| full.ood_mean.contains_key(s)) {
             ui.radio_value(score, s, s.name());
         }
     });
+    for problem in masked.problems.iter().chain(&full.problems) {
+        ui.label(egui::RichText::new(problem).weak());
+    }
     let score = *score;
     let get = |m: &ScoreMetrics| m.get(&score).copied();
     let mut rows: Vec<(String, egui::Color32, Option<Metrics>, Option<Metrics>)> = vec![(format!("{} (validation)", masked.val_name), palette::VALIDATION_COLOR, get(&masked.val), get(&full.val))];

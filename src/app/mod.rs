@@ -75,7 +75,7 @@ impl UnleashApp {
             Repaint::Now => repaint_ctx.request_repaint(),
             Repaint::Soon => repaint_ctx.request_repaint_after(PROGRESS_FRAME),
         });
-        let mut config = options.config.clone().unwrap_or_else(|| ExperimentConfig { data: DataConfig::sample(), train: TrainConfig { epochs: 10, ..TrainConfig::default() } });
+        let mut config = options.config.clone().unwrap_or_else(|| ExperimentConfig { data: DataConfig::sample(), train: TrainConfig { epochs: 10, ..TrainConfig::default() }, detectors: Default::default() });
         if let Some(d) = options.device {
             config.train.device = d;
         }

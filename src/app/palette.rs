@@ -27,12 +27,20 @@ pub fn set_color(index: usize) -> Color32 {
     SET_COLORS[index % SET_COLORS.len()]
 }
 
-/// Energy solid, MaxLogit dashed, MSP dotted.
+/// Energy solid, MaxLogit dashed, MSP dotted; the feature detectors and ODIN get the other dash
+/// and dot spacings (the legend above each plot names them).
 pub fn score_style(score: Score) -> LineStyle {
     match score {
         Score::Energy => LineStyle::Solid,
         Score::MaxLogit => LineStyle::dashed_loose(),
         Score::Msp => LineStyle::dotted_loose(),
+        Score::Mahalanobis => LineStyle::dashed_dense(),
+        Score::Knn => LineStyle::dotted_dense(),
+        Score::Vim => LineStyle::Dashed { length: 20.0 },
+        Score::React => LineStyle::Dotted { spacing: 12.0 },
+        Score::Ash => LineStyle::Dashed { length: 3.0 },
+        Score::Dice => LineStyle::Dotted { spacing: 3.0 },
+        Score::Odin => LineStyle::Dashed { length: 30.0 },
     }
 }
 
@@ -41,6 +49,13 @@ fn style_name(score: Score) -> &'static str {
         Score::Energy => "solid",
         Score::MaxLogit => "dashed",
         Score::Msp => "dotted",
+        Score::Mahalanobis => "dense dashes",
+        Score::Knn => "dense dots",
+        Score::Vim => "long dashes",
+        Score::React => "sparse dots",
+        Score::Ash => "short dashes",
+        Score::Dice => "fine dots",
+        Score::Odin => "longest dashes",
     }
 }
 

@@ -126,7 +126,7 @@ pub struct AppState {
     pub compare_set: usize,
     pub compare_score: crate::ood::Score,
     /// Which scores the OOD curves show (MSP, MaxLogit, Energy) and whether per-set lines too.
-    pub plot_scores: [bool; 3],
+    pub plot_scores: [bool; crate::ood::Score::ALL.len()],
     pub plot_per_set: bool,
 }
 
@@ -178,7 +178,7 @@ impl AppState {
             compare: ["best epoch".into(), "final".into()],
             compare_set: 0,
             compare_score: crate::ood::Score::Energy,
-            plot_scores: [false, false, true],
+            plot_scores: crate::ood::Score::ALL.map(|s| s == crate::ood::Score::Energy),
             plot_per_set: true,
         }
     }

@@ -34,7 +34,7 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
             energy(last).auroc
         ));
     }
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label("OOD curves for:");
         for (k, s) in Score::ALL.iter().enumerate() {
             ui.checkbox(&mut app.state.plot_scores[k], s.name());

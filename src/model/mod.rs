@@ -55,6 +55,24 @@ impl Net {
         self.forward(x).logits
     }
 
+    /// The last linear layer (features -> logits) on the host, as the detectors use it: its
+    /// effective weight (masks and UMAP scores applied), `[classes, dim]`.
+    pub fn head(&self) -> Result<crate::ood::Head> {
+        let fc = match self {
+            Net::SmallCnn(m) => &m.fc2,
+            Net::Mlp(m) => &m.fc2,
+            Net::Resnet18(m) => &m.fc,
+        };
+        let [dim, classes] = fc.weight.val().dims();
+        // burn stores [in, out]; the transpose is PyTorch's [out, in].
+        let weight = host(fc.weight.val().transpose())?;
+        let bias = match &fc.bias {
+            Some(b) => b.val().try_into_vec_as::<f32>().map_err(|e| Error::Device(format!("cannot read the last layer's bias: {e:?}")))?,
+            None => vec![0.0; classes],
+        };
+        Ok(crate::ood::Head { classes, dim, weight, bias })
+    }
+
     /// Saves as burnpack (`.bpk`), atomically; the extension is added when missing.
     pub fn save_bpk(&self, path: &Path) -> Result<()> {
         let path = path.with_extension("bpk");
@@ -121,6 +139,10 @@ impl Net {
             Err(_) => Err(Error::model(path, "the file is corrupt (the reader failed)")),
         }
     }
+}
+
+fn host(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.try_into_vec_as::<f32>().map_err(|e| Error::Device(format!("cannot read the last layer's weight: {e:?}")))
 }
 
 /// Checks that `dims` of a 4-D input match the model's expectations, for a clear error instead of

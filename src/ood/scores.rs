@@ -8,32 +8,69 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The post-hoc scores every run records.
+/// The post-hoc scores a run records: three from the logits, six from the penultimate features
+/// (fitted on the ID training pass, see [`super::detectors`]) and ODIN (an input-gradient step,
+/// opt-in). The order is the column order of the score arrays: append only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Score {
     Msp,
     MaxLogit,
     Energy,
+    Mahalanobis,
+    Knn,
+    Vim,
+    React,
+    Ash,
+    Dice,
+    Odin,
 }
 
 impl Score {
-    pub const ALL: [Score; 3] = [Score::Msp, Score::MaxLogit, Score::Energy];
+    pub const ALL: [Score; 10] = [
+        Score::Msp,
+        Score::MaxLogit,
+        Score::Energy,
+        Score::Mahalanobis,
+        Score::Knn,
+        Score::Vim,
+        Score::React,
+        Score::Ash,
+        Score::Dice,
+        Score::Odin,
+    ];
+
+    /// The scores of the logits alone (all that runs written before the detectors recorded).
+    pub const LOGIT: [Score; 3] = [Score::Msp, Score::MaxLogit, Score::Energy];
 
     pub fn name(self) -> &'static str {
         match self {
             Score::Msp => "MSP",
             Score::MaxLogit => "MaxLogit",
             Score::Energy => "Energy",
+            Score::Mahalanobis => "Mahalanobis",
+            Score::Knn => "KNN",
+            Score::Vim => "ViM",
+            Score::React => "ReAct",
+            Score::Ash => "ASH-S",
+            Score::Dice => "DICE",
+            Score::Odin => "ODIN",
         }
     }
 
-    /// File-name friendly key.
+    /// File-name friendly key (the JSON name).
     pub fn key(self) -> &'static str {
         match self {
             Score::Msp => "msp",
             Score::MaxLogit => "maxlogit",
             Score::Energy => "energy",
+            Score::Mahalanobis => "mahalanobis",
+            Score::Knn => "knn",
+            Score::Vim => "vim",
+            Score::React => "react",
+            Score::Ash => "ash",
+            Score::Dice => "dice",
+            Score::Odin => "odin",
         }
     }
 
@@ -41,7 +78,8 @@ impl Score {
         Score::ALL.into_iter().find(|s| s.key().eq_ignore_ascii_case(key) || s.name().eq_ignore_ascii_case(key))
     }
 
-    /// This score of one row of logits.
+    /// This score of one row of logits; the feature scores and ODIN are not functions of the
+    /// logits alone and give NaN here (see [`super::detectors`]).
     pub fn of(self, logits: &[f32]) -> f32 {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         match self {
@@ -51,6 +89,7 @@ impl Score {
             Score::Msp => (-log_msp_rest(logits, max).ln_1p()) as f32,
             // Energy with T = 1: logsumexp(logits).
             Score::Energy => (f64::from(max) + sum_exp_shifted(logits, max).ln()) as f32,
+            _ => f32::NAN,
         }
     }
 }

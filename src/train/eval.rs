@@ -1,12 +1,41 @@
-//! Forward-only passes: one readback of logits per batch, then per-sample loss, accuracy and the
-//! OOD scores are computed on the host (cheap: `classes` numbers per sample).
+//! Forward-only passes: one readback of logits (and penultimate features) per batch, then
+//! per-sample loss, accuracy and the OOD scores are computed on the host. [`score_sets`] is the one
+//! place a model is scored on the evaluation sets: the per-epoch evaluation, `eval` and the mask
+//! explorer all go through it.
 
 use crate::data::{Dataset, ImageShape, Normalization};
 use crate::error::{Error, Result};
 use crate::model::Net;
-use crate::ood::Score;
+use crate::ood::{DetectorConfig, Detectors, Embedded, Score};
 use burn::prelude::*;
+use burn::tensor::activation;
 use std::collections::BTreeMap;
+
+/// Every score of every sample of one set.
+pub type ScoreMap = BTreeMap<Score, Vec<f32>>;
+
+/// The evaluation sets, normalised once.
+#[derive(Debug, Clone)]
+pub struct Sets {
+    pub train: PreparedSet,
+    pub test: PreparedSet,
+    /// The ID validation split: the ID side of validation (None: no split, the training set
+    /// stands in).
+    pub id_val: Option<PreparedSet>,
+    pub val: PreparedSet,
+    pub ood: Vec<PreparedSet>,
+}
+
+/// What every forward pass needs besides the model and the samples.
+#[derive(Debug, Clone)]
+pub struct EvalContext {
+    pub classes: usize,
+    pub device: Device,
+    pub batch: usize,
+}
+
+/// Progress of a pass: (set name, samples done, samples in the set); Err stops the pass.
+pub type SetProgress<'a> = &'a mut dyn FnMut(&str, usize, usize) -> Result<()>;
 
 /// A set normalised once into f32, ready to slice into batches.
 #[derive(Debug, Clone)]
@@ -78,6 +107,112 @@ pub fn logits(model: &Net, set: &PreparedSet, batch: usize, device: &Device, pro
     Ok(out)
 }
 
+/// Logits and penultimate features of every sample of `set`. `progress(done)` after each batch.
+pub fn embed(model: &Net, set: &PreparedSet, batch: usize, device: &Device, progress: &mut dyn FnMut(usize) -> Result<()>) -> Result<Embedded> {
+    let mut out = Embedded::default();
+    let mut start = 0;
+    while start < set.len() {
+        let end = (start + batch).min(set.len());
+        let o = model.forward(set.batch(start..end, device));
+        out.logits.extend(to_vec(o.logits)?);
+        out.features.extend(to_vec(o.features)?);
+        start = end;
+        progress(end)?;
+    }
+    Ok(out)
+}
+
+/// ODIN (Liang et al. 2018) of every sample of `set`: one step of `epsilon` on the normalised
+/// input against the gradient of the tempered cross-entropy of the predicted class, then the
+/// tempered MSP. Stored as `T (log MSP_T + log C)`: the same order as MSP_T (so the same
+/// metrics), but at T = 1000 MSP_T is 1/C plus a few parts in 1e4, which f32 would flatten.
+pub fn odin(model: &Net, set: &PreparedSet, ctx: &EvalContext, temperature: f64, epsilon: f64, progress: &mut dyn FnMut(usize) -> Result<()>) -> Result<Vec<f32>> {
+    let ad = ctx.device.clone().autodiff();
+    // Moved, not retrained: parameters stay without gradients and BatchNorm in eval mode.
+    let grad_model = model.clone().to_device(&ad);
+    let d = set.shape.len();
+    let mut out = Vec::with_capacity(set.len());
+    let mut start = 0;
+    while start < set.len() {
+        let end = (start + ctx.batch).min(set.len());
+        let n = end - start;
+        let x = set.batch(start..end, &ad).require_grad();
+        let logits = grad_model.logits(x.clone());
+        let predicted = logits.clone().detach().argmax(1);
+        let loss = activation::log_softmax(logits.div_scalar(temperature), 1).gather(1, predicted).neg().sum();
+        let grads = loss.backward();
+        let grad = x.grad(&grads).ok_or_else(|| Error::Device("ODIN: the input got no gradient".into()))?;
+        let grad = grad.reshape([n, d]);
+        let grad = to_vec(grad)?;
+        // x - eps * sign(grad), sign(0) = +1 as in the paper's code.
+        let stepped: Vec<f32> = set.x[start * d..end * d].iter().zip(&grad).map(|(&v, &g)| v - (epsilon as f32) * if g >= 0.0 { 1.0 } else { -1.0 }).collect();
+        let ImageShape { channels, height, width } = set.shape;
+        let x = Tensor::from_data(TensorData::new(stepped, [n, channels, height, width]), &ctx.device);
+        let logits = to_vec(model.logits(x))?;
+        out.extend(logits.chunks_exact(ctx.classes).map(|row| tempered_log_msp(row, temperature) as f32));
+        start = end;
+        progress(end)?;
+    }
+    Ok(out)
+}
+
+/// `T (log softmax_T(row)_max + log C)`, in f64.
+fn tempered_log_msp(row: &[f32], temperature: f64) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&l| (f64::from(l - max) / temperature).exp()).sum();
+    temperature * ((row.len() as f64).ln() - sum.ln())
+}
+
+/// Every score's metrics: one ID set's scores against one OOD set's. A score that either side
+/// lacks (a detector that could not be fitted, ODIN off) is left out.
+pub fn score_metrics(id: &ScoreMap, ood: &ScoreMap) -> Result<crate::run::ScoreMetrics> {
+    id.iter().filter_map(|(s, id)| ood.get(s).map(|ood| Ok((*s, crate::ood::metrics::compute(id, ood)?)))).collect()
+}
+
+/// What scoring a model on the evaluation sets gives.
+pub struct SetScores {
+    pub test: LabelledPass,
+    pub test_scores: ScoreMap,
+    /// The ID side of validation (the split, or the training set without one).
+    pub id_val_scores: ScoreMap,
+    pub val_scores: ScoreMap,
+    pub ood_scores: Vec<ScoreMap>,
+    /// Detectors that could not be fitted, each message naming one.
+    pub problems: Vec<String>,
+}
+
+/// Scores `model` on the ID test set, the ID side of validation, the validation OOD set and every
+/// test OOD set with every detector, fitted on `train`: the model's own pass over `sets.train`
+/// (ID training data only, never a test or OOD set).
+pub fn score_sets(model: &Net, sets: &Sets, ctx: &EvalContext, train: &Embedded, cfg: &DetectorConfig, progress: SetProgress) -> Result<SetScores> {
+    let detectors = Detectors::fit(model.head()?, train, &sets.train.labels, cfg)?;
+    let score = |set: &PreparedSet, embedded: Option<&Embedded>, progress: SetProgress| -> Result<(Embedded, ScoreMap)> {
+        let name = set.name.clone();
+        let pass = match embedded {
+            Some(e) => e.clone(),
+            None => embed(model, set, ctx.batch, &ctx.device, &mut |done| progress(&name, done, set.len()))?,
+        };
+        let mut scores = detectors.scores(&pass);
+        if cfg.odin {
+            let odin_name = format!("{name} (ODIN)");
+            scores.insert(Score::Odin, odin(model, set, ctx, cfg.odin_temperature, cfg.odin_epsilon, &mut |done| progress(&odin_name, done, set.len()))?);
+        }
+        Ok((pass, scores))
+    };
+    let (test_pass, test_scores) = score(&sets.test, None, progress)?;
+    let test = LabelledPass::from_logits(&test_pass.logits, ctx.classes, &sets.test.labels)?;
+    let id_val_scores = match &sets.id_val {
+        Some(split) => score(split, None, progress)?.1,
+        None => score(&sets.train, Some(train), progress)?.1,
+    };
+    let val_scores = score(&sets.val, None, progress)?.1;
+    let mut ood_scores = Vec::with_capacity(sets.ood.len());
+    for set in &sets.ood {
+        ood_scores.push(score(set, None, progress)?.1);
+    }
+    Ok(SetScores { test, test_scores, id_val_scores, val_scores, ood_scores, problems: detectors.problems() })
+}
+
 /// Cross-entropy of one row of logits against `label`, in f64 for stable sums.
 pub fn cross_entropy(row: &[f32], label: usize) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -130,10 +265,6 @@ impl LabelledPass {
     }
 }
 
-/// Every score of every row.
-pub fn all_scores(logits: &[f32], classes: usize) -> BTreeMap<Score, Vec<f32>> {
-    Score::ALL.iter().map(|&s| (s, crate::ood::scores::score_rows(s, logits, classes))).collect()
-}
 
 #[cfg(test)]
 mod tests {

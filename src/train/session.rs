@@ -2,7 +2,8 @@
 //! UM fine-tuning, UMAP pruning and the plain-CE control are all phases of one loop; every epoch
 //! of every phase is evaluated and written the same way, so the curves continue across phases.
 
-use super::eval::{self, LabelledPass, PreparedSet};
+use super::eval::{self, EvalContext, LabelledPass, PreparedSet, ScoreMap};
+pub use super::eval::{score_metrics, Sets};
 use super::cosine_lr;
 use crate::config::{ExperimentConfig, ModelKind};
 use crate::data::DataBundle;
@@ -10,8 +11,8 @@ use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::events::{BatchProgress, Control, Event, Sink};
 use crate::model::Net;
-use crate::ood::{metrics, Score};
-use crate::run::{self, EpochRecord, Phase, RunWriter, ScoreMetrics};
+use crate::ood::Score;
+use crate::run::{self, EpochRecord, Phase, RunWriter};
 use crate::unleash::atypical::{self, FullPass};
 use crate::unleash::{AtypicalSet, MaskKind};
 use burn::optim::decay::WeightDecayConfig;
@@ -53,18 +54,6 @@ pub struct PhaseSpec {
     pub from_epoch: Option<usize>,
 }
 
-/// The evaluation sets, normalised once.
-#[derive(Debug, Clone)]
-pub struct Sets {
-    pub train: PreparedSet,
-    pub test: PreparedSet,
-    /// The ID validation split: the ID side of validation (None: no split, the training set
-    /// stands in).
-    pub id_val: Option<PreparedSet>,
-    pub val: PreparedSet,
-    pub ood: Vec<PreparedSet>,
-}
-
 pub struct Session {
     pub config: ExperimentConfig,
     pub data: Arc<DataBundle>,
@@ -87,11 +76,13 @@ pub struct Session {
 pub struct EpochEval {
     pub train: LabelledPass,
     pub test: LabelledPass,
-    pub test_scores: BTreeMap<Score, Vec<f32>>,
+    pub test_scores: ScoreMap,
     /// Scores of the ID side of validation (the split, or the training set without one).
-    pub id_val_scores: BTreeMap<Score, Vec<f32>>,
-    pub val_scores: BTreeMap<Score, Vec<f32>>,
-    pub ood_scores: Vec<BTreeMap<Score, Vec<f32>>>,
+    pub id_val_scores: ScoreMap,
+    pub val_scores: ScoreMap,
+    pub ood_scores: Vec<ScoreMap>,
+    /// Detectors that could not be fitted this epoch, each message naming one.
+    pub problems: Vec<String>,
 }
 
 impl Session {
@@ -160,6 +151,9 @@ impl Session {
             "val_ood": self.data.val_ood.name,
             "val_test_overlap": {"allowed": self.config.data.allow_val_test_overlap, "clashes": overlap},
             "msp_stored_as": "log_msp",
+            // The score arrays' columns (scores/*.npy), NaN where a score was not computed.
+            "score_columns": Score::ALL.iter().map(|s| s.key()).collect::<Vec<_>>(),
+            "odin_stored_as": "temperature * (log_msp_T + log(classes))",
             "ood": self.data.ood.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
             "unleash_version": env!("CARGO_PKG_VERSION"),
         });
@@ -347,34 +341,36 @@ impl Session {
         Ok(())
     }
 
-    /// Full evaluation of the current model on every set.
+    /// What every forward pass of this session needs besides the model and the samples.
+    pub fn eval_context(&self) -> EvalContext {
+        EvalContext { classes: self.classes, device: self.inference_device().clone(), batch: self.config.train.eval_batch_size }
+    }
+
+    /// Full evaluation of the current model on every set: the training pass (per-sample loss, and
+    /// the features every detector is fitted on), then every score of every other set.
     pub fn evaluate(&self, epoch: usize, control: &Control, sink: Sink) -> Result<EpochEval> {
         let model = self.inference_model();
-        let dev = self.inference_device().clone();
-        let bs = self.config.train.eval_batch_size;
-        let pass = |set: &PreparedSet, sink: &mut dyn FnMut(Event)| -> Result<Vec<f32>> {
-            let total = set.len();
-            let name = set.name.clone();
-            eval::logits(&model, set, bs, &dev, &mut |done| {
-                sink(Event::Evaluating { epoch, set: name.clone(), done, total });
-                control.checkpoint()
-            })
+        let ctx = self.eval_context();
+        let mut progress = |set: &str, done: usize, total: usize| -> Result<()> {
+            sink(Event::Evaluating { epoch, set: set.to_string(), done, total });
+            control.checkpoint()
         };
-        let train_logits = pass(&self.sets.train, sink)?;
-        let train = LabelledPass::from_logits(&train_logits, self.classes, &self.sets.train.labels)?;
-        let test_logits = pass(&self.sets.test, sink)?;
-        let test = LabelledPass::from_logits(&test_logits, self.classes, &self.sets.test.labels)?;
-        let test_scores = eval::all_scores(&test_logits, self.classes);
-        let id_val_scores = match &self.sets.id_val {
-            Some(set) => eval::all_scores(&pass(set, sink)?, self.classes),
-            None => eval::all_scores(&train_logits, self.classes),
-        };
-        let val_scores = eval::all_scores(&pass(&self.sets.val, sink)?, self.classes);
-        let mut ood_scores = Vec::new();
-        for set in &self.sets.ood {
-            ood_scores.push(eval::all_scores(&pass(set, sink)?, self.classes));
+        let train_set = &self.sets.train;
+        let train_pass = eval::embed(&model, train_set, ctx.batch, &ctx.device, &mut |done| progress(&train_set.name, done, train_set.len()))?;
+        let train = LabelledPass::from_logits(&train_pass.logits, self.classes, &train_set.labels)?;
+        let scored = eval::score_sets(&model, &self.sets, &ctx, &train_pass, &self.config.detectors, &mut progress)?;
+        for problem in &scored.problems {
+            sink(Event::Info(format!("epoch {epoch}: {problem}")));
         }
-        Ok(EpochEval { train, test, test_scores, id_val_scores, val_scores, ood_scores })
+        Ok(EpochEval {
+            train,
+            test: scored.test,
+            test_scores: scored.test_scores,
+            id_val_scores: scored.id_val_scores,
+            val_scores: scored.val_scores,
+            ood_scores: scored.ood_scores,
+            problems: scored.problems,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -409,6 +405,7 @@ impl Session {
             ood_mean,
             seconds: train_secs,
             samples_per_sec: n as f64 / train_secs.max(1e-9),
+            detector_problems: ev.problems.clone(),
         })
     }
 
@@ -447,11 +444,6 @@ fn load_optimizer(optim: burn::optim::ModuleOptimizer, path: &std::path::Path, b
         Ok(Err(e)) => Err(Error::bad_data(path, format!("not a readable optimizer state: {e}"))),
         Err(_) => Err(Error::bad_data(path, "the optimizer state is corrupt (the reader failed)")),
     }
-}
-
-/// Metrics of every score: ID test scores against one OOD set's.
-pub fn score_metrics(id: &BTreeMap<Score, Vec<f32>>, ood: &BTreeMap<Score, Vec<f32>>) -> Result<ScoreMetrics> {
-    Score::ALL.iter().map(|&s| Ok((s, metrics::compute(&id[&s], &ood[&s])?))).collect()
 }
 
 fn validate_phase(spec: &PhaseSpec) -> Result<()> {

@@ -10,11 +10,10 @@ use super::atypical::{self, AtypicalSample, AtypicalSet, FullPass};
 use super::mask::MaskKind;
 use crate::error::Result;
 use crate::model::Net;
-use crate::ood::{Score, Metrics};
+use crate::ood::{DetectorConfig, Embedded, Metrics, Score};
 use crate::run::{self, ScoreMetrics};
-use crate::train::eval::{self, LabelledPass, PreparedSet};
-use crate::train::session::{score_metrics, Sets};
-use burn::prelude::Device;
+use crate::train::eval::{self, score_metrics, LabelledPass, PreparedSet};
+pub use crate::train::eval::{EvalContext, Sets};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -23,14 +22,6 @@ use std::collections::BTreeMap;
 
 /// Progress of a pass: (samples done, samples in the pass); Err stops the pass.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> Result<()>;
-
-/// What every forward pass needs besides the model and the samples.
-#[derive(Debug, Clone)]
-pub struct EvalContext {
-    pub classes: usize,
-    pub device: Device,
-    pub batch: usize,
-}
 
 /// Sizes of the preview subsets: enough for a stable gamma and AUROC, small enough to answer in
 /// well under a second on two CPU cores (about 2,750 forward passes with the defaults).
@@ -58,6 +49,9 @@ pub struct Detection {
     pub ood: BTreeMap<String, ScoreMetrics>,
     /// Plain mean over the test OOD sets.
     pub ood_mean: ScoreMetrics,
+    /// Detectors that could not be fitted on this model, each message naming one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl Detection {
@@ -106,16 +100,18 @@ pub struct MaskProbe {
     preview: std::sync::Arc<PreviewSets>,
     preview_reference: Option<Reference>,
     reference: Option<Reference>,
-    /// The last [`MaskProbe::gamma_at`] model's training-set logits, kept only where the training
-    /// set is the ID side of validation (no split), for the detection pass that follows.
-    masked_train_logits: Option<Vec<f32>>,
+    /// The detectors' settings (fitted anew on each masked model's training pass).
+    detectors: DetectorConfig,
+    /// The last [`MaskProbe::gamma_at`] model's training pass (logits and features), for the
+    /// detection pass that follows: the detectors are fitted on it.
+    masked_train: Option<Embedded>,
 }
 
 impl MaskProbe {
     /// A probe of `model` (the inference model of snapshot `epoch`), previewing on `preview`.
     /// Nothing is computed yet.
-    pub fn new(model: Net, epoch: usize, ctx: EvalContext, preview: std::sync::Arc<PreviewSets>) -> MaskProbe {
-        MaskProbe { epoch, model, ctx, preview, preview_reference: None, reference: None, masked_train_logits: None }
+    pub fn new(model: Net, epoch: usize, ctx: EvalContext, detectors: DetectorConfig, preview: std::sync::Arc<PreviewSets>) -> MaskProbe {
+        MaskProbe { epoch, model, ctx, preview, preview_reference: None, reference: None, detectors, masked_train: None }
     }
 
     pub fn model(&self) -> &Net {
@@ -124,8 +120,8 @@ impl MaskProbe {
 
     /// The model masked at `ratio` (layer-wise; see [`super::mask`]).
     pub fn masked(&mut self, ratio: f64, kind: MaskKind, seed: u64) -> Result<Net> {
-        // A new mask: logits kept from the previous one no longer apply.
-        self.masked_train_logits = None;
+        // A new mask: a pass kept from the previous one no longer applies.
+        self.masked_train = None;
         atypical::masked_model(&self.model, ratio, kind, seed)
     }
 
@@ -147,14 +143,16 @@ impl MaskProbe {
     pub fn preview(&mut self, masked: &Net, ratio: f64, kind: MaskKind) -> Result<AtypicalSet> {
         let mut nothing = |_: usize, _: usize| -> Result<()> { Ok(()) };
         if self.preview_reference.is_none() {
-            let r = reference(&self.model, &self.preview.sets, &self.ctx, &mut nothing)?;
+            let r = reference(&self.model, &self.preview.sets, &self.ctx, &self.detectors, &mut nothing)?;
             self.preview_reference = Some(r);
         }
         let reference = self.preview_reference.as_ref().expect("set above");
         let full = FullPass { epoch: self.epoch, train: reference.train.clone(), test_acc: reference.detection.test_acc };
-        let mut set = atypical::analyze(masked, &full, ratio, kind, &self.preview.sets.train, self.ctx.classes, &self.ctx.device, self.ctx.batch, &mut nothing)?;
+        let train = &self.preview.sets.train;
+        let pass = eval::embed(masked, train, self.ctx.batch, &self.ctx.device, &mut |_| Ok(()))?;
+        let mut set = atypical::analyze_logits(&pass.logits, &full, ratio, kind, train, self.ctx.classes)?;
         remap_indices(&mut set.samples, &self.preview.train_index);
-        let detection = detect(masked, &self.preview.sets, &self.ctx, None, &mut nothing)?;
+        let detection = detect(masked, &self.preview.sets, &self.ctx, &self.detectors, &pass, &mut nothing)?;
         set.masked_test_acc = Some(detection.test_acc);
         set.masked_detection = Some(detection);
         set.full_detection = Some(reference.detection.clone());
@@ -169,18 +167,22 @@ impl MaskProbe {
         let r = self.reference(sets, progress)?;
         let full = FullPass { epoch, train: r.train.clone(), test_acc: r.detection.test_acc };
         let detection = r.detection.clone();
-        let logits = eval::logits(masked, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
-        let mut set = atypical::analyze_logits(&logits, &full, ratio, kind, &sets.train, ctx.classes)?;
+        let pass = eval::embed(masked, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
+        let mut set = atypical::analyze_logits(&pass.logits, &full, ratio, kind, &sets.train, ctx.classes)?;
         set.full_detection = Some(detection);
-        self.masked_train_logits = sets.id_val.is_none().then_some(logits);
+        self.masked_train = Some(pass);
         Ok(set)
     }
 
-    /// The masked model's ID test accuracy and OOD detection on the complete sets. Called right
-    /// after [`Self::gamma_at`] with the same model, it reuses that pass where it can.
+    /// The masked model's ID test accuracy and OOD detection on the complete sets, every detector
+    /// fitted on the masked model's own training pass. Called right after [`Self::gamma_at`] with
+    /// the same model, it reuses that pass.
     pub fn detection(&mut self, masked: &Net, sets: &Sets, progress: Progress) -> Result<Detection> {
-        let train_logits = self.masked_train_logits.take();
-        detect(masked, sets, &self.ctx, train_logits.as_deref(), progress)
+        let train = match self.masked_train.take() {
+            Some(pass) => pass,
+            None => eval::embed(masked, &sets.train, self.ctx.batch, &self.ctx.device, &mut |d| progress(d, sets.train.len()))?,
+        };
+        detect(masked, sets, &self.ctx, &self.detectors, &train, progress)
     }
 
     /// The whole answer on the complete sets: [`Self::gamma_at`] then [`Self::detection`].
@@ -195,40 +197,31 @@ impl MaskProbe {
 
     fn reference(&mut self, sets: &Sets, progress: Progress) -> Result<&Reference> {
         if self.reference.is_none() {
-            self.reference = Some(reference(&self.model, sets, &self.ctx, progress)?);
+            self.reference = Some(reference(&self.model, sets, &self.ctx, &self.detectors, progress)?);
         }
         Ok(self.reference.as_ref().expect("set above"))
     }
 }
 
 /// The unmasked model's training pass and detection.
-fn reference(model: &Net, sets: &Sets, ctx: &EvalContext, progress: Progress) -> Result<Reference> {
-    let logits = eval::logits(model, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
-    let train = LabelledPass::from_logits(&logits, ctx.classes, &sets.train.labels)?;
-    Ok(Reference { train, detection: detect(model, sets, ctx, Some(&logits), progress)? })
+fn reference(model: &Net, sets: &Sets, ctx: &EvalContext, detectors: &DetectorConfig, progress: Progress) -> Result<Reference> {
+    let pass = eval::embed(model, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
+    let train = LabelledPass::from_logits(&pass.logits, ctx.classes, &sets.train.labels)?;
+    Ok(Reference { train, detection: detect(model, sets, ctx, detectors, &pass, progress)? })
 }
 
-/// ID test accuracy and every score's metrics on the validation and every test OOD set. The ID
-/// side of validation is the ID validation split (the training set where a run has none), as in
-/// the per-epoch evaluation; `train_logits` are the training set's when the caller has them.
-fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, train_logits: Option<&[f32]>, progress: Progress) -> Result<Detection> {
-    let mut pass = |set: &PreparedSet| eval::logits(model, set, ctx.batch, &ctx.device, &mut |d| progress(d, set.len()));
-    let test_logits = pass(&sets.test)?;
-    let test = LabelledPass::from_logits(&test_logits, ctx.classes, &sets.test.labels)?;
-    let id_scores = eval::all_scores(&test_logits, ctx.classes);
-    let val_id_logits = match (&sets.id_val, train_logits) {
-        (Some(split), _) => pass(split)?,
-        (None, Some(train)) => train.to_vec(),
-        (None, None) => pass(&sets.train)?,
-    };
-    let val_id_scores = eval::all_scores(&val_id_logits, ctx.classes);
-    let val = score_metrics(&val_id_scores, &eval::all_scores(&pass(&sets.val)?, ctx.classes))?;
+/// ID test accuracy and every score's metrics on the validation and every test OOD set, scored
+/// as the per-epoch evaluation scores them ([`eval::score_sets`]); `train` is the model's own
+/// pass over the training set, which the detectors are fitted on.
+fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, detectors: &DetectorConfig, train: &Embedded, progress: Progress) -> Result<Detection> {
+    let scored = eval::score_sets(model, sets, ctx, train, detectors, &mut |_, done, total| progress(done, total))?;
+    let val = score_metrics(&scored.id_val_scores, &scored.val_scores)?;
     let mut ood = BTreeMap::new();
-    for set in &sets.ood {
-        ood.insert(set.name.clone(), score_metrics(&id_scores, &eval::all_scores(&pass(set)?, ctx.classes))?);
+    for (set, scores) in sets.ood.iter().zip(&scored.ood_scores) {
+        ood.insert(set.name.clone(), score_metrics(&scored.test_scores, scores)?);
     }
     let ood_mean = run::mean_over_sets(&ood);
-    Ok(Detection { test_acc: test.accuracy, val_name: sets.val.name.clone(), val, ood, ood_mean })
+    Ok(Detection { test_acc: scored.test.accuracy, val_name: sets.val.name.clone(), val, ood, ood_mean, problems: scored.problems })
 }
 
 fn remap_indices(samples: &mut [AtypicalSample], original: &[usize]) {

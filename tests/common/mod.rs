@@ -28,7 +28,7 @@ pub fn small_data() -> DataConfig {
 }
 
 pub fn small_experiment(epochs: usize, seed: u64) -> ExperimentConfig {
-    ExperimentConfig { data: small_data(), train: TrainConfig { epochs, seed, device: DeviceChoice::Cpu, ..TrainConfig::default() } }
+    ExperimentConfig { data: small_data(), train: TrainConfig { epochs, seed, device: DeviceChoice::Cpu, ..TrainConfig::default() }, detectors: Default::default() }
 }
 
 pub fn session(exp: ExperimentConfig) -> Session {
