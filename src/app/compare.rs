@@ -212,13 +212,15 @@ mod tests {
 
     #[test]
     fn the_drawn_roc_points_give_the_metrics_auroc_and_fpr95() {
-        // (ID, OOD, grid levels): heavy ties, no ties, a tiny set, 40 ID samples (a point can sit at TPR exactly 0.95).
-        let cases = [(20, 30, 1000), (100, 57, 9), (333, 1000, 200), (7, 3, 2), (40, 40, 1000), (400, 300, 37)];
-        for (k, (p, n, levels)) in cases.into_iter().enumerate() {
-            let id = scores(2 * k as u64 + 1, p, levels, 1.0);
-            let ood = scores(2 * k as u64 + 2, n, levels, 0.0);
-            let points = roc_line(&id, &ood).unwrap();
-            let m = metrics::compute(&id, &ood).unwrap();
+        // (ID, OOD, grid levels): few ties, heavy ties, large sets, a tiny set.
+        let sizes = [(20, 30, 1000), (100, 57, 9), (333, 1000, 200), (7, 3, 2), (40, 40, 1000), (400, 300, 37)];
+        let mut cases: Vec<(Vec<f32>, Vec<f32>)> = sizes.iter().enumerate().map(|(k, &(p, n, levels))| (scores(2 * k as u64 + 1, p, levels, 1.0), scores(2 * k as u64 + 2, n, levels, 0.0))).collect();
+        // A drawn point at TPR exactly 0.95 (19 of 20 ID samples, FPR 1/4), the next at FPR 2/4.
+        cases.push(((2..=21).map(|v| v as f32).collect(), vec![5.5, 2.5, 1.0, 0.0]));
+        for (k, (id, ood)) in cases.iter().enumerate() {
+            let (id, ood) = (id.as_slice(), ood.as_slice());
+            let points = roc_line(id, ood).unwrap();
+            let m = metrics::compute(id, ood).unwrap();
             assert_eq!((points.first(), points.last()), (Some(&[0.0, 0.0]), Some(&[1.0, 1.0])), "case {k}");
             assert!(points.windows(2).all(|w| w[1][0] >= w[0][0] && w[1][1] >= w[0][1]), "case {k}: the curve goes back");
             let area: f64 = points.windows(2).map(|w| (w[1][0] - w[0][0]) * (w[1][1] + w[0][1]) / 2.0).sum();
