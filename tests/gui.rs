@@ -247,8 +247,16 @@ fn the_um_umap_and_control_buttons_each_fine_tune_the_snapshot() {
     h.state_mut().state.ft_epochs = 1;
     h.get_by_label("Mask ratio & UM").click();
     h.step();
-    let buttons = [("Fine-tune with UM", unleash::run::Phase::Um, Some(gamma)), ("Prune with UMAP", unleash::run::Phase::Umap, Some(gamma)), ("CE control", unleash::run::Phase::Control, None)];
-    for (k, (button, phase, expected_gamma)) in buttons.into_iter().enumerate() {
+    // UM and UMAP from the last base epoch (the snapshot chosen by default), with the mask's gamma;
+    // the control from the snapshot chosen then: UM's end, epoch 2.
+    use unleash::app::state::MaskSnapshot;
+    let buttons = [
+        ("Fine-tune with UM", MaskSnapshot::LastBase, unleash::run::Phase::Um, 1, Some(gamma)),
+        ("Prune with UMAP", MaskSnapshot::LastBase, unleash::run::Phase::Umap, 1, Some(gamma)),
+        ("CE control", MaskSnapshot::Epoch(2), unleash::run::Phase::Control, 2, None),
+    ];
+    for (k, (button, snapshot, phase, from_epoch, expected_gamma)) in buttons.into_iter().enumerate() {
+        h.state_mut().state.mask_snapshot = snapshot;
         h.get_by_label("Mask ratio & UM").click();
         step_until(&mut h, "the worker to be free", 300, |a| !a.state.is_busy());
         h.get_by_label(button).click_accesskit();
@@ -259,7 +267,7 @@ fn the_um_umap_and_control_buttons_each_fine_tune_the_snapshot() {
         let records = &h.state().state.records;
         assert_eq!(records.len(), k + 2, "{button}: one epoch more");
         let r = records.last().unwrap();
-        assert_eq!((r.phase, r.from_epoch, r.gamma), (phase, 1, expected_gamma), "{button}: its phase, from the last base epoch, with the mask's gamma");
+        assert_eq!((r.phase, r.from_epoch, r.gamma), (phase, from_epoch, expected_gamma), "{button}: its phase, snapshot and gamma");
     }
     // The epochs are the run folder's too.
     let phases: Vec<_> = unleash::run::RunReader::open(&run).unwrap().records.iter().map(|r| r.phase).collect();
