@@ -214,7 +214,7 @@ fn export_to_a_missing_or_unwritable_folder_fails_cleanly() {
     let blocker = dir.path().join("blocker");
     std::fs::write(&blocker, b"not a folder").unwrap();
     let e = unleash::export::export_model(&net, &blocker.join("model")).unwrap_err().to_string();
-    assert!(e.contains(&blocker.join("model.bpk").display().to_string()), "{e}");
+    assert!(e.contains(&blocker.join("model.bpk").display().to_string()) && e.contains("is a file, not a folder"), "{e}");
     assert_eq!(std::fs::read(&blocker).unwrap(), b"not a folder");
     // A read-only folder: the same, where permissions apply (not as root; the case above stands in).
     let ro = dir.path().join("ro");
