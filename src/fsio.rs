@@ -21,7 +21,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(Error::io(path, "write", std::io::Error::new(std::io::ErrorKind::NotFound, format!("folder {} does not exist", dir.display()))));
+        let (kind, why) = match dir.exists() {
+            true => (std::io::ErrorKind::NotADirectory, format!("{} is a file, not a folder", dir.display())),
+            false => (std::io::ErrorKind::NotFound, format!("folder {} does not exist", dir.display())),
+        };
+        return Err(Error::io(path, "write", std::io::Error::new(kind, why)));
     }
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
     // Keep the extension last: some writers append or check it.

@@ -2,11 +2,13 @@
 //! The real app, driven through egui_kittest: it opens on the sample data; Start trains a short
 //! run on the CPU and the accuracy label and plots fill; moving the mask slider changes the gamma
 //! label; exports through injected paths write files that load back; a worker panic shows in the
-//! UI and a new run can start after it.
+//! UI and a new run can start after it; an opened run shows its epochs, and each tab its content
+//! (the loss histogram, the atypical thumbnails, the ROC curves, the sweep's points); the UM,
+//! UMAP and control buttons each add epochs of their phase.
 
 mod common;
 use common::step_until;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use unleash::app::{AppOptions, UnleashApp};
 use unleash::config::DeviceChoice;
@@ -72,7 +74,8 @@ fn train_watch_mask_and_export() {
     // The sweep computed after the base phase arrives and is drawn.
     step_until(&mut h, "the sweep", 600, |a| a.state.sweep.as_ref().is_some_and(|s| s.complete));
     h.step();
-    h.get_by_label("plot: masked mean test-OOD Energy AUROC");
+    let points = unleash::worker::DEFAULT_SWEEP_POINTS;
+    h.get_by_label(&format!("plot: masked mean test-OOD Energy AUROC, {points} points"));
 
     // Moving the slider: a preview for the new ratio, then the complete answer; gamma changes.
     let g1 = h.get_by_label_contains("Loss constraint gamma").value().unwrap_or_default();
@@ -160,4 +163,113 @@ fn an_interrupted_run_opens_with_resume_and_resuming_finishes_it() {
     h.step();
     assert!(h.query_by_label_contains("Resume training").is_none(), "a finished run offers no resume");
     assert_eq!(unleash::run::RunReader::open(&run).unwrap().records.len(), 2);
+}
+
+/// The score column of `score` in a run's score arrays (one column per score, in Score::ALL order).
+fn score_column(run: &std::path::Path, epoch: usize, set: &str, score: unleash::ood::Score) -> Vec<f32> {
+    let (shape, data) = unleash::fsio::read_npy_f32(&unleash::run::scores_path(run, epoch, set)).unwrap();
+    let k = unleash::ood::Score::ALL.iter().position(|s| *s == score).unwrap();
+    data.iter().skip(k).step_by(shape[1]).copied().collect()
+}
+
+#[test]
+fn an_opened_run_shows_its_epochs_and_each_tab_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::train_run(&dir.path().join("run"), 2, 0);
+    let mut h = harness();
+    // At 0.9 the masked model gets many training samples wrong: thumbnails to show.
+    h.state_mut().state.mask_ratio = 0.9;
+    h.step();
+    h.state_mut().open_run(run.clone());
+    step_until(&mut h, "the run and its data", 120, |a| a.state.data.is_some() && a.state.records.len() == 2);
+    assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+    // The training tab shows the run's epochs.
+    h.get_by_label(&format!("run: {}", run.display()));
+    h.get_by_label_contains("latest epoch 2: ID acc");
+    h.get_by_label("plot: ID accuracy");
+
+    // Per-sample loss: the histogram holds every training sample's loss of the latest epoch.
+    h.get_by_label("Per-sample loss").click();
+    h.step();
+    h.step();
+    h.get_by_label("plot: histogram of 540 per-sample losses at epoch 2");
+
+    // Atypical samples: a thumbnail per sample of the first page (48 a page), none of the next.
+    step_until(&mut h, "the complete answer at 0.9", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none() && (m.ratio - 0.9).abs() < 1e-12));
+    h.get_by_label("Atypical samples").click();
+    h.step();
+    h.step();
+    let set = h.state().state.mask_result.clone().unwrap();
+    assert!(set.samples.len() > 48, "{} atypical samples at 0.9: too few to fill a page", set.samples.len());
+    h.get_by_label_contains(&format!("page 1 of {} ({n} shown of {n})", set.samples.len().div_ceil(48), n = set.samples.len()));
+    for a in &set.samples[..48] {
+        h.get_by_role_and_label(eframe::egui::accesskit::Role::Image, &format!("sample {}", a.index));
+    }
+    assert!(h.query_by_label(&format!("sample {}", set.samples[48].index)).is_none(), "the 49th sample is on page 2");
+
+    // Compare stages: a ROC curve per stage, with the points of the run's own score arrays.
+    h.get_by_label("Compare stages").click();
+    h.step();
+    h.step();
+    let records = h.state().state.records.clone();
+    let best = unleash::run::best_by_validation(&records, unleash::ood::Score::Energy, Some(unleash::run::Phase::Base)).unwrap();
+    let ood_set = records[1].ood.keys().next().unwrap().clone();
+    let roc_points = |epoch| {
+        let (id, ood) = (score_column(&run, epoch, "id_test", unleash::ood::Score::Energy), score_column(&run, epoch, &ood_set, unleash::ood::Score::Energy));
+        unleash::ood::metrics::roc_curve(&id, &ood).unwrap().len()
+    };
+    let label = format!("plot: ROC curves ({ood_set}): best epoch (epoch {best}): {} points; final (epoch 2): {} points", roc_points(best), roc_points(2));
+    let shown = h.get_by_label_contains("plot: ROC curves").accesskit_node().label().unwrap_or_default();
+    assert_eq!(shown, label);
+
+    // The sweep that opening started: each of the mask tab's four plots gets a point per ratio.
+    step_until(&mut h, "the sweep", 600, |a| a.state.sweep.as_ref().is_some_and(|s| s.complete && s.epoch == 2));
+    h.get_by_label("Mask ratio & UM").click();
+    h.step();
+    h.step();
+    let points = unleash::worker::DEFAULT_SWEEP_POINTS;
+    for title in ["log10 gamma", "atypical samples", "masked ID test accuracy", "masked mean test-OOD Energy AUROC"] {
+        h.get_by_label(&format!("plot: {title}, {points} points"));
+    }
+    assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+}
+
+#[test]
+fn the_um_umap_and_control_buttons_each_fine_tune_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::train_run(&dir.path().join("run"), 1, 0);
+    let mut h = harness();
+    h.step();
+    h.state_mut().open_run(run.clone());
+    // gamma from the mask ratio: the complete answer at 0.5.
+    step_until(&mut h, "the complete answer", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none()) && !a.state.is_busy());
+    let gamma = h.state().state.mask_result.as_ref().unwrap().gamma;
+    h.state_mut().state.ft_epochs = 1;
+    h.get_by_label("Mask ratio & UM").click();
+    h.step();
+    // UM and UMAP from the last base epoch (the snapshot chosen by default), with the mask's gamma;
+    // the control from the snapshot chosen then: UM's end, epoch 2.
+    use unleash::app::state::MaskSnapshot;
+    let buttons = [
+        ("Fine-tune with UM", MaskSnapshot::LastBase, unleash::run::Phase::Um, 1, Some(gamma)),
+        ("Prune with UMAP", MaskSnapshot::LastBase, unleash::run::Phase::Umap, 1, Some(gamma)),
+        ("CE control", MaskSnapshot::Epoch(2), unleash::run::Phase::Control, 2, None),
+    ];
+    for (k, (button, snapshot, phase, from_epoch, expected_gamma)) in buttons.into_iter().enumerate() {
+        h.state_mut().state.mask_snapshot = snapshot;
+        h.get_by_label("Mask ratio & UM").click();
+        step_until(&mut h, "the worker to be free", 300, |a| !a.state.is_busy());
+        h.get_by_label(button).click_accesskit();
+        h.step();
+        assert!(h.state().state.is_busy(), "{button} started nothing");
+        step_until(&mut h, button, 300, |a| !a.state.is_busy());
+        assert!(h.state().state.last_error.is_none(), "{button}: {:?}", h.state().state.last_error);
+        let records = &h.state().state.records;
+        assert_eq!(records.len(), k + 2, "{button}: one epoch more");
+        let r = records.last().unwrap();
+        assert_eq!((r.phase, r.from_epoch, r.gamma), (phase, from_epoch, expected_gamma), "{button}: its phase, snapshot and gamma");
+    }
+    // The epochs are the run folder's too.
+    let phases: Vec<_> = unleash::run::RunReader::open(&run).unwrap().records.iter().map(|r| r.phase).collect();
+    assert_eq!(phases, [unleash::run::Phase::Base, unleash::run::Phase::Um, unleash::run::Phase::Umap, unleash::run::Phase::Control]);
 }

@@ -202,18 +202,26 @@ fn corrupt_foreign_or_mismatched_models_are_errors() {
 }
 
 #[test]
-fn export_to_a_missing_or_read_only_folder_fails_cleanly() {
+fn export_to_a_missing_or_unwritable_folder_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let dev = unleash::device::cpu().device;
     let net = Net::new(ModelKind::Mlp, tiny_shape(), 3, &dev).unwrap();
     let e = unleash::export::export_model(&net, &dir.path().join("missing/model")).unwrap_err().to_string();
     assert!(e.contains("does not exist"), "{e}");
+    // A regular file where the folder is expected: nobody can write there, root included (CI runs
+    // as root, and root writes into a read-only folder). The error names the file it could not
+    // write, and the file in the way keeps its bytes.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let e = unleash::export::export_model(&net, &blocker.join("model")).unwrap_err().to_string();
+    assert!(e.contains(&blocker.join("model.bpk").display().to_string()) && e.contains("is a file, not a folder"), "{e}");
+    assert_eq!(std::fs::read(&blocker).unwrap(), b"not a folder");
+    // A read-only folder: the same, where permissions apply (not as root; the case above stands in).
     let ro = dir.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
     let mut perm = std::fs::metadata(&ro).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o555);
     std::fs::set_permissions(&ro, perm).unwrap();
-    // root ignores permissions; only check when the folder really is read-only to us.
     if std::fs::write(ro.join("probe"), b"x").is_err() {
         let e = unleash::export::export_model(&net, &ro.join("model")).unwrap_err().to_string();
         assert!(e.contains("model.bpk"), "{e}");
@@ -497,4 +505,79 @@ fn a_phase_after_umap_continues_from_the_pruned_weights() {
             }
         }
     }
+}
+
+/// A labelled set of `n` generated 8x8 images (a tiny input, so that ResNet-18 trains in moments).
+fn tiny_set(name: &str, n: usize, classes: usize, salt: usize) -> unleash::data::Dataset {
+    let shape = ImageShape { channels: 1, height: 8, width: 8 };
+    let pixels = (0..n * 64).map(|i| ((i * 37 + salt * 101 + (i / 64 % classes) * 60) % 256) as u8).collect();
+    let labels = (0..n).map(|i| (i % classes) as u32).collect();
+    unleash::data::Dataset { name: name.into(), origin: "generated: tests/method.rs".into(), shape, pixels, labels, num_classes: classes, labelled: true }
+}
+
+fn tiny_bundle() -> unleash::data::DataBundle {
+    let train = tiny_set("train", 32, 3, 0);
+    let norm = unleash::data::Normalization::from_dataset(&train);
+    unleash::data::DataBundle {
+        test: tiny_set("test", 16, 3, 1),
+        val_ood: tiny_set("val", 16, 3, 2),
+        ood: vec![tiny_set("ood", 16, 3, 3)],
+        id_val: tiny_set("id_val", 0, 3, 4),
+        id_val_split: unleash::data::validation::IdValSplit { fraction: 0.0, seed: 0, count: 0, indices: Vec::new() },
+        warnings: Vec::new(),
+        train,
+        norm,
+    }
+}
+
+/// gamma, beta, running mean and running variance of every BatchNorm of a ResNet-18, by name.
+fn batch_norms(net: &Net) -> Vec<(String, [Vec<f32>; 4])> {
+    let Net::Resnet18(r) = net else { panic!("not a ResNet-18") };
+    let read = |bn: &burn::nn::BatchNorm| [bn.gamma.val(), bn.beta.val(), bn.running_mean.value_sync(), bn.running_var.value_sync()].map(|t| t.try_into_vec_as::<f32>().unwrap());
+    let mut v = vec![("bn1".to_string(), read(&r.bn1))];
+    for (i, b) in r.blocks.iter().enumerate() {
+        v.push((format!("blocks.{i}.bn1"), read(&b.bn1)));
+        v.push((format!("blocks.{i}.bn2"), read(&b.bn2)));
+        if let Some(s) = &b.shortcut {
+            v.push((format!("blocks.{i}.shortcut.bn"), read(&s.bn)));
+        }
+    }
+    v
+}
+
+#[test]
+fn umap_leaves_resnet18_batch_norm_gamma_and_beta_untouched() {
+    let mut exp = small_experiment(1, 4);
+    exp.train.model = ModelKind::Resnet18;
+    exp.train.batch_size = 16;
+    let mut s = unleash::train::Session::new(exp, unleash::device::cpu(), std::sync::Arc::new(tiny_bundle())).unwrap();
+    let spec = |phase, objective, umap_ratio| PhaseSpec { phase, epochs: 1, lr: 0.05, objective, umap_ratio, from_epoch: None };
+    let fresh = batch_norms(&s.inference_model());
+    s.run_phase(&spec(Phase::Base, Objective::CrossEntropy, None), &Control::new(), &mut |_| {}).unwrap();
+    let before = batch_norms(&s.inference_model());
+    assert_eq!(before.len(), 20, "the stem's, 2 per block and 3 shortcuts'");
+    // A training step does move BatchNorm (so the comparison below can see a change).
+    assert!(fresh.iter().zip(&before).any(|(a, b)| a.1[2] != b.1[2]), "base training left the running means as initialised");
+    let weights = prunable_weights(&s.inference_model());
+    s.run_phase(&spec(Phase::Umap, Objective::Flooded { gamma: 0.3 }, Some(0.2)), &Control::new(), &mut |_| {}).unwrap();
+    let pruned = s.inference_model();
+    // UMAP did prune: round(0.2 n) weights of each layer zeroed (of which some may have been
+    // zero already: 2.4M random floats of a layer can hold an exact 0).
+    for ((name, _, w), (_, _, p)) in weights.iter().zip(prunable_weights(&pruned)) {
+        let zeroed = p.iter().zip(w).filter(|(v, orig)| **v == 0.0 && **orig != 0.0).count();
+        let were_zero = w.iter().filter(|v| **v == 0.0).count();
+        let k = masked_count(w.len(), 0.2);
+        assert!(zeroed <= k && zeroed + were_zero >= k, "{name}: {zeroed} zeroed ({were_zero} zero before), expected {k}");
+    }
+    // ...and left BatchNorm's gamma and beta bit-identical (frozen like every weight). Its running
+    // statistics do follow the pruned model's batches: UMAP trains in train mode, where BatchNorm
+    // normalises by batch statistics and updates the running ones, as PyTorch's model.train()
+    // does in edge-popup code. Asserted so that changing it (freezing them) is a decision.
+    let after = batch_norms(&pruned);
+    let bits = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        assert!(bits(&a[0], &b[0]), "{name}.gamma changed under UMAP");
+        assert!(bits(&a[1], &b[1]), "{name}.beta changed under UMAP");
+    }
+    assert!(before.iter().zip(&after).any(|(a, b)| !bits(&a.1[2], &b.1[2])), "the running means did not follow UMAP's batches");
 }

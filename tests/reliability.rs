@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{small_args, train_run, unleash, unleash_ok};
+use common::{events_lines, small_args, train_run, unleash, unleash_ok, wait_for_lines};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -23,21 +23,6 @@ fn train_args(epochs: usize, out: &Path) -> Vec<String> {
 
 fn spawn(args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_unleash")).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawning unleash")
-}
-
-fn events_lines(run: &Path) -> usize {
-    std::fs::read_to_string(run.join("events.jsonl")).map_or(0, |t| t.lines().count())
-}
-
-/// Polls (every 5 ms) until events.jsonl holds `n` lines: a point in the run fixed by its own
-/// progress, not by a sleep.
-fn wait_for_lines(run: &Path, n: usize, child: &mut Child) {
-    let t = Instant::now();
-    while events_lines(run) < n {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before epoch {n} was written");
-        assert!(t.elapsed() < Duration::from_secs(600), "epoch {n} never finished");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Sends a signal through the shell's own `kill` (no kill binary or libc binding needed).

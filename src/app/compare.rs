@@ -119,17 +119,27 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
         }
         ui.vertical(|ui| {
             ui.label(egui::RichText::new(format!("ROC ({set}, ID positive)")).strong());
-            Plot::new("roc").width(w).height(h).include_x(0.0).include_x(1.0).include_y(0.0).include_y(1.0).legend(Legend::default()).x_axis_label("FPR").y_axis_label("TPR").show(ui, |pu| {
-                for (name, _, id, ood) in &loaded {
-                    if let Ok(curve) = metrics::roc_curve(id, ood) {
-                        pu.line(Line::new(name.clone(), curve.iter().map(|&(x, y)| [x, y]).collect::<Vec<_>>()));
-                    }
+            let curves: Vec<(&String, Vec<[f64; 2]>)> = loaded.iter().filter_map(|(name, _, id, ood)| Some((name, roc_line(id, ood)?))).collect();
+            let resp = Plot::new("roc").width(w).height(h).include_x(0.0).include_x(1.0).include_y(0.0).include_y(1.0).legend(Legend::default()).x_axis_label("FPR").y_axis_label("TPR").show(ui, |pu| {
+                for (name, points) in &curves {
+                    pu.line(Line::new((*name).clone(), points.clone()));
                 }
                 pu.line(Line::new("chance", vec![[0.0, 0.0], [1.0, 1.0]]).color(egui::Color32::GRAY));
             });
+            // The curves drawn, for screen readers and the kittests.
+            let drawn: Vec<String> = curves.iter().map(|(name, points)| format!("{name}: {} points", points.len())).collect();
+            let label = format!("plot: ROC curves ({set}): {}", drawn.join("; "));
+            resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
         });
     });
     table(ui, &app.state.records, &picked);
+}
+
+/// The ROC curve the view draws, as plot points (FPR, TPR) from (0, 0) to (1, 1); None when the
+/// scores give no curve (an empty or non-finite set).
+fn roc_line(id: &[f32], ood: &[f32]) -> Option<Vec<[f64; 2]>> {
+    let curve = metrics::roc_curve(id, ood).ok()?;
+    Some(curve.into_iter().map(|(fpr, tpr)| [fpr, tpr]).collect())
 }
 
 fn twin_histograms(a: &[f32], b: &[f32], bins: usize) -> (Vec<Bar>, Vec<Bar>) {
@@ -183,4 +193,41 @@ fn table(ui: &mut egui::Ui, records: &[EpochRecord], picked: &[(String, usize)])
             ui.end_row();
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` scores on a grid of `levels` values (ties when n > levels), from a fixed-seed LCG.
+    fn scores(seed: u64, n: usize, levels: u64, shift: f32) -> Vec<f32> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((x >> 33) % levels) as f32 / 4.0 + shift
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_drawn_roc_points_give_the_metrics_auroc_and_fpr95() {
+        // (ID, OOD, grid levels): few ties, heavy ties, large sets, a tiny set.
+        let sizes = [(20, 30, 1000), (100, 57, 9), (333, 1000, 200), (7, 3, 2), (40, 40, 1000), (400, 300, 37)];
+        let mut cases: Vec<(Vec<f32>, Vec<f32>)> = sizes.iter().enumerate().map(|(k, &(p, n, levels))| (scores(2 * k as u64 + 1, p, levels, 1.0), scores(2 * k as u64 + 2, n, levels, 0.0))).collect();
+        // A drawn point at TPR exactly 0.95 (19 of 20 ID samples, FPR 1/4), the next at FPR 2/4.
+        cases.push(((2..=21).map(|v| v as f32).collect(), vec![5.5, 2.5, 1.0, 0.0]));
+        for (k, (id, ood)) in cases.iter().enumerate() {
+            let (id, ood) = (id.as_slice(), ood.as_slice());
+            let points = roc_line(id, ood).unwrap();
+            let m = metrics::compute(id, ood).unwrap();
+            assert_eq!((points.first(), points.last()), (Some(&[0.0, 0.0]), Some(&[1.0, 1.0])), "case {k}");
+            assert!(points.windows(2).all(|w| w[1][0] >= w[0][0] && w[1][1] >= w[0][1]), "case {k}: the curve goes back");
+            let area: f64 = points.windows(2).map(|w| (w[1][0] - w[0][0]) * (w[1][1] + w[0][1]) / 2.0).sum();
+            assert!((area - m.auroc).abs() < 1e-9, "case {k}: area under the drawn points {area}, AUROC {}", m.auroc);
+            let fpr95 = points.iter().find(|q| q[1] >= 0.95).map(|q| q[0]).unwrap();
+            assert_eq!(fpr95, m.fpr95, "case {k}: FPR at the first drawn point with TPR >= 0.95");
+        }
+        assert!(roc_line(&[], &[1.0]).is_none() && roc_line(&[f32::NAN], &[1.0]).is_none());
+    }
 }

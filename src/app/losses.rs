@@ -29,13 +29,16 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         ui.vertical(|ui| {
             ui.label(egui::RichText::new(format!("Loss of each of the {} training samples (log count)", row.len())).strong());
-            let (bars, max) = histogram(&row, 60);
-            Plot::new("loss_hist").width(w).height(h - 20.0).legend(Legend::default()).x_axis_label("cross-entropy").y_axis_label("log10(1 + count)").show(ui, |pu| {
+            let (bars, max, binned) = histogram(&row, 60);
+            let resp = Plot::new("loss_hist").width(w).height(h - 20.0).legend(Legend::default()).x_axis_label("cross-entropy").y_axis_label("log10(1 + count)").show(ui, |pu| {
                 pu.bar_chart(BarChart::new("samples", bars).color(egui::Color32::from_rgb(90, 160, 230)));
                 if let Some(g) = gamma {
                     pu.vline(VLine::new(format!("gamma = {g:.4}"), g.min(max)).color(egui::Color32::from_rgb(220, 60, 50)).width(2.0));
                 }
             });
+            // What the bars hold, for screen readers and the kittests.
+            let label = format!("plot: histogram of {binned} per-sample losses at epoch {}", st.loss_epoch);
+            resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
         });
         ui.vertical(|ui| {
             ui.label(egui::RichText::new("Data map: mean confidence vs variability across epochs (click a point)").strong());
@@ -65,8 +68,9 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
 }
 
 /// Bars over [0, max] (max = the 99.9th percentile, so one huge loss does not squash the rest);
-/// heights are log10(1 + count) so the long tail stays visible.
-fn histogram(values: &[f32], bins: usize) -> (Vec<Bar>, f64) {
+/// heights are log10(1 + count) so the long tail stays visible. Also returns how many values the
+/// bars count (the finite ones).
+fn histogram(values: &[f32], bins: usize) -> (Vec<Bar>, f64, usize) {
     let mut sorted: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
     sorted.sort_by(f32::total_cmp);
     let max = f64::from(sorted.get(((sorted.len() as f64) * 0.999) as usize).copied().or(sorted.last().copied()).unwrap_or(1.0)).max(1e-3);
@@ -77,7 +81,7 @@ fn histogram(values: &[f32], bins: usize) -> (Vec<Bar>, f64) {
         counts[b] += 1;
     }
     let bars = counts.iter().enumerate().map(|(i, &c)| Bar::new((i as f64 + 0.5) * width, (1.0 + c as f64).log10()).width(width)).collect();
-    (bars, max)
+    (bars, max, counts.iter().sum())
 }
 
 /// (variability, mean confidence) per sample, and the atypical samples' points.

@@ -352,6 +352,8 @@ fn three_places(x: f64) -> String {
 #[allow(clippy::too_many_arguments)]
 fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &SweepView, ratio: f64, f: impl Fn(&crate::unleash::MaskSweepPoint) -> f64, full: Option<f64>) {
     let color = egui::Color32::from_rgb(90, 160, 230);
+    let pts: Vec<[f64; 2]> = sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
+    let drawn = pts.len();
     ui.vertical(|ui| {
         ui.label(egui::RichText::new(title).small());
         let resp = Plot::new(id)
@@ -361,7 +363,6 @@ fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &
             .x_grid_spacer(ratio_grid)
             .y_axis_min_width(40.0)
             .show(ui, |pu| {
-                let pts: Vec<[f64; 2]> = sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
                 pu.line(Line::new(title.to_string(), pts.clone()).width(2.0).color(color));
                 pu.points(Points::new(title.to_string(), pts).radius(3.0).color(color));
                 if let Some(v) = full.filter(|v| v.is_finite()) {
@@ -371,6 +372,6 @@ fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &
                     pu.vline(VLine::new("slider", ratio.log10()).color(egui::Color32::from_rgb(220, 60, 50)));
                 }
             });
-        resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}")));
+        resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}, {drawn} points")));
     });
 }

@@ -183,6 +183,12 @@ impl UnleashApp {
         self.request_mask();
     }
 
+    /// Opens a run folder (File > Open run ends here; tests call it directly).
+    pub fn open_run(&mut self, dir: PathBuf) {
+        self.compare_cache.clear();
+        self.send(Command::OpenRun(dir));
+    }
+
     /// Exports straight to the given paths (the dialogs end here; tests call it directly).
     pub fn export_to(&mut self, req: ExportRequest) {
         self.send(Command::Export(req));
@@ -223,10 +229,7 @@ impl UnleashApp {
         let first = paths[0].clone();
         let s = |p: &PathBuf| p.display().to_string();
         match purpose {
-            DialogPurpose::OpenRun => {
-                self.compare_cache.clear();
-                self.send(Command::OpenRun(first));
-            }
+            DialogPurpose::OpenRun => self.open_run(first),
             DialogPurpose::TrainSet => self.state.config.data.train = s(&first),
             DialogPurpose::TestSet => self.state.config.data.test = s(&first),
             DialogPurpose::ValSet => self.state.config.data.val_ood = s(&first),

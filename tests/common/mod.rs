@@ -64,6 +64,23 @@ pub fn train_run(dir: &Path, epochs: usize, seed: u64) -> PathBuf {
     dir.to_path_buf()
 }
 
+pub fn events_lines(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("events.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// Polls (every 5 ms) until events.jsonl holds `n` lines: a point in the run fixed by its own
+/// progress, not by a sleep. The 600 s limit only turns a hang into a failure: an epoch of
+/// [`small_data`] takes seconds even on 2 cores shared with the other test binaries.
+pub fn wait_for_lines(run: &Path, n: usize, child: &mut std::process::Child) {
+    use std::time::{Duration, Instant};
+    let t = Instant::now();
+    while events_lines(run) < n {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before epoch {n} was written");
+        assert!(t.elapsed() < Duration::from_secs(600), "epoch {n} never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Steps the app under egui_kittest until `done` holds (the worker runs on its own thread); fails
 /// naming `what` and the app's last error after `secs`.
 #[cfg(feature = "gui")]
