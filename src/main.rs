@@ -5,7 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use unleash::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind};
-use unleash::{commands, Error, Result};
+use unleash::cli::commands;
+use unleash::{Error, Result};
 
 /// See Cargo.toml: burn's CPU backend churns large buffers, which mimalloc reuses without page faults.
 #[global_allocator]

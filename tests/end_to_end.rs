@@ -173,20 +173,20 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
         assert_eq!(summary["curve"].as_array().unwrap().len(), 5);
     }
     let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
-    for stage in unleash::reproduce::STAGES {
+    for stage in unleash::cli::reproduce::STAGES {
         assert!(md.contains(stage), "{stage} missing from\n{md}");
     }
-    for (comparison, _, _) in unleash::reproduce::COMPARISONS {
+    for (comparison, _, _) in unleash::cli::reproduce::COMPARISONS {
         assert!(md.contains(comparison), "{comparison} missing from\n{md}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
-    assert_eq!(json["seeds"][0]["stages"].as_array().unwrap().len(), unleash::reproduce::STAGES.len());
+    assert_eq!(json["seeds"][0]["stages"].as_array().unwrap().len(), unleash::cli::reproduce::STAGES.len());
     let png = image::open(out.join("auroc_vs_epoch.png")).unwrap();
     assert_eq!((png.width(), png.height()), (1000, 560));
     let run = RunReader::open(&out.join("seed-0")).unwrap();
     let phases: Vec<Phase> = run.records.iter().map(|r| r.phase).collect();
     assert_eq!(phases, vec![Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap]);
-    assert_eq!(json["paired"].as_array().unwrap().len(), 3 * unleash::reproduce::COMPARISONS.len());
+    assert_eq!(json["paired"].as_array().unwrap().len(), 3 * unleash::cli::reproduce::COMPARISONS.len());
     // The table is rebuilt from the committed summaries alone (no run folders), with the same numbers.
     std::fs::remove_dir_all(&out).unwrap();
     unleash_ok(&["reproduce", "--seeds", "0,1", "--report-only", "--out", &o, "--summaries", &sm].map(String::from));

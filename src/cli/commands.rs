@@ -469,8 +469,8 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     Ok(())
 }
 
-pub use crate::reproduce::{reproduce, ReproduceArgs};
-pub use crate::bench::{bench, BenchArgs};
+pub use crate::cli::reproduce::{reproduce, ReproduceArgs};
+pub use crate::cli::bench::{bench, BenchArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {

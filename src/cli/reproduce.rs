@@ -7,7 +7,7 @@
 //! is built from those summaries alone.
 
 use crate::cli::Renderer;
-use crate::commands::open_session;
+use crate::cli::commands::open_session;
 use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
