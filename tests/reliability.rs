@@ -357,7 +357,7 @@ fn the_app_worker_warns_of_damage_resumes_exactly_and_locks_only_while_writing()
     // Between jobs the worker holds no lock.
     unleash_ok(&["control", "--run", &s(&run), "--epochs", "1", "--device", "cpu"].map(String::from));
     // ...and a job after that sees the run changed under it rather than numbering epochs twice.
-    w.send(Job::Finetune { kind: unleash::cli::commands::Finetune::Control, gamma: 0.0, epochs: 1, lr: 0.05, prune_ratio: 0.2, from_epoch: None });
+    w.send(Job::Finetune { kind: unleash::train::Finetune::Control, gamma: 0.0, epochs: 1, lr: 0.05, prune_ratio: 0.2, from_epoch: None });
     let errors = worker_until_idle(&w);
     assert!(errors.iter().any(|e| e.contains("changed by another job")), "{errors:?}");
     assert_eq!(RunReader::open(&run).unwrap().records.len(), 4);

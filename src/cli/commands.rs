@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::ood::{metrics, Score};
 use crate::run::{Phase, RunReader, ScoreMetrics};
-use crate::train::{Objective, PhaseSpec, Session};
+use crate::train::{Finetune, Objective, PhaseSpec, Session};
 use crate::unleash::{atypical, MaskKind};
 use crate::{device, fsio};
 use clap::Args;
@@ -366,8 +366,6 @@ fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
-pub use crate::train::Finetune;
-
 #[derive(Args, Debug, Clone)]
 pub struct FinetuneArgs {
     #[arg(long)]
@@ -468,9 +466,6 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     print_summary(&s, &mut r);
     Ok(())
 }
-
-pub use crate::cli::reproduce::{reproduce, ReproduceArgs};
-pub use crate::cli::bench::{bench, BenchArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
