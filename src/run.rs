@@ -625,9 +625,12 @@ pub fn mean_over_sets(per_set: &BTreeMap<String, ScoreMetrics>) -> ScoreMetrics 
 /// The epoch whose validation-OOD AUROC for `score` is highest (first on ties). An epoch whose
 /// AUROC is not a number (a degenerate score) is never chosen.
 pub fn best_by_validation(records: &[EpochRecord], score: Score, phase: Option<Phase>) -> Option<usize> {
+    best_of(records.iter().filter(|r| phase.is_none_or(|p| r.phase == p)), score)
+}
+
+/// [`best_by_validation`] over the epochs given.
+fn best_of<'a>(records: impl Iterator<Item = &'a EpochRecord>, score: Score) -> Option<usize> {
     records
-        .iter()
-        .filter(|r| phase.is_none_or(|p| r.phase == p))
         .filter_map(|r| r.val.get(&score).map(|m| (r.epoch, m.auroc)))
         .filter(|(_, a)| !a.is_nan())
         .fold(None, |best: Option<(usize, f64)>, (e, a)| match best {
@@ -635,6 +638,79 @@ pub fn best_by_validation(records: &[EpochRecord], score: Score, phase: Option<P
             _ => Some((e, a)),
         })
         .map(|(e, _)| e)
+}
+
+/// A contiguous block of epochs of one phase run: (label, from_epoch, records).
+pub fn phase_blocks(records: &[EpochRecord]) -> Vec<(String, usize, Vec<&EpochRecord>)> {
+    let mut blocks: Vec<(String, usize, Vec<&EpochRecord>)> = Vec::new();
+    for r in records {
+        let starts_new = r.phase_epoch == 1 || blocks.is_empty();
+        if starts_new {
+            let label = match (r.phase, r.gamma) {
+                (Phase::Base, _) => "base training".to_string(),
+                (p, Some(g)) => format!("{} (gamma {g:.3})", p.name()),
+                (p, None) => p.name().to_string(),
+            };
+            blocks.push((label, r.from_epoch, Vec::new()));
+        }
+        blocks.last_mut().expect("pushed").2.push(r);
+    }
+    blocks
+}
+
+/// Which epoch of a stretch of epochs a [`Stage`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Last,
+    /// The best by the validation OOD set's Energy AUROC: the honest selection.
+    BestByValidation,
+}
+
+/// A point of a run that views and reports put side by side: the best or last epoch of a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub phase: Phase,
+    pub pick: Pick,
+    pub epoch: usize,
+}
+
+impl Stage {
+    /// The short name the compare view lists: "best epoch", "final", or the fine-tune's name.
+    pub fn name(&self) -> String {
+        match (self.phase, self.pick) {
+            (Phase::Base, Pick::BestByValidation) => "best epoch".into(),
+            (Phase::Base, Pick::Last) => "final".into(),
+            (phase, Pick::Last) => phase.name().into(),
+            (phase, Pick::BestByValidation) => format!("{}: best (val)", phase.name()),
+        }
+    }
+
+    /// The name with its epoch, as the report titles a row.
+    pub fn title(&self) -> String {
+        match (self.phase, self.pick) {
+            (Phase::Base, Pick::BestByValidation) => format!("best epoch by validation ({})", self.epoch),
+            (Phase::Base, Pick::Last) => format!("final base epoch ({})", self.epoch),
+            _ => format!("{} (epoch {})", self.name(), self.epoch),
+        }
+    }
+}
+
+/// The stages of a run, in this order: the best base epoch by validation, the final base epoch,
+/// and the last epoch of each fine-tune the run holds (CE control, UM, UMAP).
+pub fn stages(records: &[EpochRecord]) -> Vec<Stage> {
+    let best = best_by_validation(records, Score::Energy, Some(Phase::Base)).map(|epoch| Stage { phase: Phase::Base, pick: Pick::BestByValidation, epoch });
+    let last = [Phase::Base, Phase::Control, Phase::Um, Phase::Umap]
+        .into_iter()
+        .filter_map(|phase| records.iter().rev().find(|r| r.phase == phase).map(|r| Stage { phase, pick: Pick::Last, epoch: r.epoch }));
+    best.into_iter().chain(last).collect()
+}
+
+/// The last and the best-by-validation epoch of one phase block (see [`phase_blocks`]); the best
+/// is the last when no epoch of the block has a validation AUROC. None for an empty block.
+pub fn block_stages(block: &[&EpochRecord]) -> Option<(Stage, Stage)> {
+    let last = block.last()?;
+    let best = best_of(block.iter().copied(), Score::Energy).unwrap_or(last.epoch);
+    Some((Stage { phase: last.phase, pick: Pick::Last, epoch: last.epoch }, Stage { phase: last.phase, pick: Pick::BestByValidation, epoch: best }))
 }
 
 #[cfg(test)]
@@ -691,6 +767,40 @@ mod tests {
         assert_eq!(best_by_validation(&[scored(1, Phase::Base, f64::NAN)], Score::Energy, None), None);
         // A score with no metrics: nothing to choose.
         assert_eq!(best_by_validation(&recs, Score::Msp, None), None);
+    }
+
+    /// A run of base epochs 1-4 (best by validation: 2), two UM blocks (5-6, 7-8) and a control (9-10).
+    fn staged_run() -> Vec<EpochRecord> {
+        let phases = [(Phase::Base, 0.7), (Phase::Base, 0.9), (Phase::Base, 0.8), (Phase::Base, 0.6), (Phase::Um, 0.95), (Phase::Um, 0.9), (Phase::Um, 0.85), (Phase::Um, 0.96), (Phase::Control, 0.5), (Phase::Control, f64::NAN)];
+        let mut recs: Vec<EpochRecord> = phases.iter().enumerate().map(|(k, &(p, a))| scored(k + 1, p, a)).collect();
+        for (k, phase_epoch) in [1, 2, 3, 4, 1, 2, 1, 2, 1, 2].into_iter().enumerate() {
+            recs[k].phase_epoch = phase_epoch;
+        }
+        recs
+    }
+
+    #[test]
+    fn stages_are_best_and_final_base_then_each_fine_tunes_last_epoch() {
+        let recs = staged_run();
+        let named: Vec<(String, usize)> = stages(&recs).iter().map(|s| (s.name(), s.epoch)).collect();
+        let expected = [("best epoch", 2), ("final", 4), ("CE control", 10), ("UM", 8)].map(|(n, e)| (n.to_string(), e));
+        assert_eq!(named, expected);
+        let titles: Vec<String> = stages(&recs).iter().map(Stage::title).collect();
+        assert_eq!(titles, ["best epoch by validation (2)", "final base epoch (4)", "CE control (epoch 10)", "UM (epoch 8)"]);
+        assert!(stages(&[]).is_empty());
+    }
+
+    #[test]
+    fn block_stages_pick_within_each_block() {
+        let recs = staged_run();
+        let picks: Vec<(usize, usize)> = phase_blocks(&recs).iter().map(|b| block_stages(&b.2).map(|(last, best)| (last.epoch, best.epoch)).unwrap()).collect();
+        // The second UM block's best is its own (8), not the first block's; a block whose
+        // validation AUROCs are NaN or lower falls back to what it has.
+        assert_eq!(picks, [(4, 2), (6, 5), (8, 8), (10, 9)]);
+        let all_nan = [scored(1, Phase::Base, f64::NAN), scored(2, Phase::Base, f64::NAN)];
+        let refs: Vec<&EpochRecord> = all_nan.iter().collect();
+        assert_eq!(block_stages(&refs).map(|(last, best)| (last.epoch, best.epoch, best.pick)), Some((2, 2, Pick::BestByValidation)));
+        assert_eq!(block_stages(&[]), None);
     }
 
     fn record(epoch: usize) -> EpochRecord {

@@ -1,10 +1,10 @@
-//! Compare two stages (best epoch by validation, final, UM, UMAP, CE control): score histograms of
+//! Compare two stages (best epoch by validation, final, CE control, UM, UMAP): score histograms of
 //! ID vs an OOD set, ROC curves, and the metric tables side by side. Scores come from the run
 //! folder's per-epoch score arrays, so this works on any reopened run.
 
 use super::UnleashApp;
 use crate::ood::{metrics, Score};
-use crate::run::{best_by_validation, EpochRecord, Phase};
+use crate::run::EpochRecord;
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Line, Plot};
 use std::collections::{BTreeMap, HashMap};
@@ -36,19 +36,7 @@ impl ScoreCache {
 
 /// Named stages of a run and their epochs.
 pub fn stages(records: &[EpochRecord]) -> Vec<(String, usize)> {
-    let mut v = Vec::new();
-    if let Some(b) = best_by_validation(records, Score::Energy, Some(Phase::Base)) {
-        v.push(("best epoch".to_string(), b));
-    }
-    if let Some(r) = records.iter().rev().find(|r| r.phase == Phase::Base) {
-        v.push(("final".to_string(), r.epoch));
-    }
-    for (name, phase) in [("UM", Phase::Um), ("UMAP", Phase::Umap), ("CE control", Phase::Control)] {
-        if let Some(r) = records.iter().rev().find(|r| r.phase == phase) {
-            v.push((name.to_string(), r.epoch));
-        }
-    }
-    v
+    crate::run::stages(records).iter().map(|s| (s.name(), s.epoch)).collect()
 }
 
 pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::fsio;
 use crate::ood::{Metrics, Score};
-use crate::run::{best_by_validation, EpochRecord, Phase};
+use crate::run::{best_by_validation, block_stages, phase_blocks, EpochRecord, Phase, Stage};
 use crate::train::{Objective, PhaseSpec, Session};
 use crate::unleash::MaskKind;
 use clap::Args;
@@ -107,23 +107,21 @@ pub const STAGES: [&str; 10] = [
 /// in the order `reproduce` runs them (control, UM with the mask gamma, UM with the validation
 /// gamma, UMAP).
 pub fn stages_from_records(records: &[EpochRecord]) -> Result<Vec<StageResult>> {
-    let blocks = crate::plot::phase_blocks(records);
+    let blocks = phase_blocks(records);
     let bad = || Error::Other("a reproduction run holds base, control, UM, UM and UMAP phases, in that order".into());
-    let [base, control, um_mask, um_val, umap] = blocks.as_slice() else { return Err(bad()) };
     let expected = [Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap];
-    if [base, control, um_mask, um_val, umap].iter().zip(expected).any(|(b, p)| b.2[0].phase != p) {
+    if blocks.len() != expected.len() || blocks.iter().zip(expected).any(|(b, p)| b.2[0].phase != p) {
         return Err(bad());
     }
-    let best_in = |recs: &Vec<&EpochRecord>| -> EpochRecord {
-        let owned: Vec<EpochRecord> = recs.iter().map(|r| (*r).clone()).collect();
-        let e = best_by_validation(&owned, Score::Energy, None).unwrap_or(owned[owned.len() - 1].epoch);
-        owned.into_iter().find(|r| r.epoch == e).expect("epoch of the block")
-    };
-    let last = |recs: &Vec<&EpochRecord>| (*recs[recs.len() - 1]).clone();
-    let mut out = vec![stage_result(STAGES[0], &best_in(&base.2)), stage_result(STAGES[1], &last(&base.2))];
-    for (k, block) in [control, um_mask, um_val, umap].iter().enumerate() {
-        out.push(stage_result(STAGES[2 + 2 * k], &last(&block.2)));
-        out.push(stage_result(STAGES[3 + 2 * k], &best_in(&block.2)));
+    let record = |s: Stage| records.iter().find(|r| r.epoch == s.epoch).ok_or_else(bad);
+    let mut out = Vec::new();
+    for (k, (_, _, block)) in blocks.iter().enumerate() {
+        let (last, best) = block_stages(block).ok_or_else(bad)?;
+        // The base run is listed best first, each fine-tune last first (the order of STAGES).
+        let picks = if k == 0 { [best, last] } else { [last, best] };
+        for (j, stage) in picks.into_iter().enumerate() {
+            out.push(stage_result(STAGES[2 * k + j], record(stage)?));
+        }
     }
     Ok(out)
 }
