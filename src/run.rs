@@ -23,6 +23,9 @@
 //! writers before locks existed, a bad line) is contained: the run opens up to the epoch before
 //! it, with a warning naming the line, and [`repair_events`] cuts the file back to that.
 
+use crate::config::ExperimentConfig;
+use crate::data::validation::IdValSplit;
+use crate::data::{ImageShape, Normalization};
 use crate::error::{Error, Result};
 use crate::fsio;
 use crate::ood::{Metrics, Score};
@@ -243,7 +246,7 @@ pub struct RunWriter {
 
 impl RunWriter {
     /// Creates a new run folder (it must not hold a run already) and writes the config.
-    pub fn create(dir: &Path, config_json: &serde_json::Value) -> Result<RunWriter> {
+    pub fn create(dir: &Path, config: &RunConfig) -> Result<RunWriter> {
         std::fs::create_dir_all(dir.join("epochs")).map_err(|e| Error::io(dir, "create the run folder", e))?;
         let lock = RunLock::acquire(dir, "train")?;
         if dir.join("events.jsonl").exists() {
@@ -252,11 +255,7 @@ impl RunWriter {
                 "already holds a run (events.jsonl exists); choose another output folder, or continue it with `unleash train --resume`",
             ));
         }
-        let mut config = config_json.clone();
-        if let Some(obj) = config.as_object_mut() {
-            obj.insert("format_version".into(), FORMAT_VERSION.into());
-        }
-        let text = serde_json::to_vec_pretty(&config).map_err(|e| Error::Other(e.to_string()))?;
+        let text = config.to_json()?;
         fsio::write_atomic(&dir.join("config.json"), &text)?;
         std::fs::File::create(dir.join("events.jsonl")).map_err(|e| Error::io(dir.join("events.jsonl"), "create", e))?;
         Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: Vec::new(), epochs: 0, lock: Some(lock) })
@@ -385,7 +384,7 @@ impl RunWriter {
 #[derive(Debug, Clone)]
 pub struct RunReader {
     pub dir: PathBuf,
-    pub config: serde_json::Value,
+    pub config: RunConfig,
     /// The complete epochs, up to any damage in events.jsonl.
     pub records: Vec<EpochRecord>,
     /// What was skipped and why (damage in events.jsonl), each naming the line; empty for a sound
@@ -400,9 +399,7 @@ impl RunReader {
         }
         let cfg_path = dir.join("config.json");
         let cfg_text = std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, "read", e))?;
-        let config: serde_json::Value = serde_json::from_slice(&cfg_text)
-            .map_err(|e| Error::bad_data(&cfg_path, format!("not valid JSON: {e}")))?;
-        check_format_version(&cfg_path, &config)?;
+        let config = RunConfig::parse(&cfg_path, &cfg_text)?;
         let ev_path = dir.join("events.jsonl");
         let text = std::fs::read(&ev_path).map_err(|e| Error::io(&ev_path, "read", e))?;
         let parsed = parse_events(&ev_path, &text);
@@ -448,6 +445,11 @@ impl RunReader {
         Ok(p)
     }
 
+    /// The experiment the run was made with (see [`RunConfig::experiment`]).
+    pub fn experiment(&self) -> Result<ExperimentConfig> {
+        self.config.experiment.clone().ok_or_else(|| Error::run(&self.dir, "config.json does not describe an experiment"))
+    }
+
     pub fn last_epoch(&self) -> Option<usize> {
         self.records.last().map(|r| r.epoch)
     }
@@ -458,9 +460,87 @@ impl RunReader {
     }
 }
 
-/// A run's format version from its config.json (1 when absent: runs from before the field).
-pub fn format_version(config: &serde_json::Value) -> u64 {
-    config.get("format_version").and_then(serde_json::Value::as_u64).unwrap_or(1)
+/// A run's config.json: the experiment and what its start found out about the data. Written once,
+/// when the run is created; read only by [`RunReader::open`]. Every field but the experiment was
+/// added over time and has a default, so run folders of earlier versions keep opening.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// 1 when absent: runs from before the field (see [`FORMAT_VERSION`]).
+    #[serde(default = "first_format")]
+    pub format_version: u64,
+    /// None only in a folder that is not a run of this tool; see [`RunReader::experiment`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ImageShape>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<Normalization>,
+    /// Training samples trained on (after the ID validation split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_samples: Option<usize>,
+    /// Per-sample arrays index the training samples left after this split (file order). Absent
+    /// in runs from before the split existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_val_split: Option<IdValSplit>,
+    /// The ID side of validation: the split's name (or the ID test set in old runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_ood: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_test_overlap: Option<ValTestOverlap>,
+    /// "log_msp" when the MSP score column holds log-MSP; absent: plain MSP (older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msp_stored_as: Option<String>,
+    /// Test OOD set names, in table order.
+    #[serde(default)]
+    pub ood: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unleash_version: Option<String>,
+}
+
+/// Whether the validation OOD set was allowed to clash with a test set, and the clashes named.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValTestOverlap {
+    pub allowed: bool,
+    #[serde(default)]
+    pub clashes: Vec<String>,
+}
+
+fn first_format() -> u64 {
+    1
+}
+
+impl RunConfig {
+    /// The one parser of config.json: a run of a newer format is refused by its number before
+    /// anything else is read; an older one is read with the defaults of what it lacks.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<RunConfig> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::bad_data(path, format!("not valid JSON: {e}")))?;
+        check_format_version(path, &value)?;
+        // From the bytes rather than the value: serde's message then gives the line and column.
+        let mut config: RunConfig = serde_json::from_slice(bytes).map_err(|e| Error::bad_data(path, format!("not a run's config: {e}")))?;
+        // Runs from before the ID validation split trained on every sample and validated against
+        // the ID test set with any validation set: they reopen as they were made (fraction 0,
+        // overlap accepted), so their per-sample arrays still line up.
+        if config.id_val_split.is_none() {
+            if let Some(exp) = &mut config.experiment {
+                exp.data.id_val_fraction = 0.0;
+                exp.data.allow_val_test_overlap = true;
+            }
+        }
+        Ok(config)
+    }
+
+    /// config.json's bytes (pretty JSON, keys in order).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        // Through a Value: its map keeps keys sorted, as every config.json so far.
+        let value = serde_json::to_value(self).map_err(|e| Error::Other(e.to_string()))?;
+        serde_json::to_vec_pretty(&value).map_err(|e| Error::Other(e.to_string()))
+    }
 }
 
 /// A run of a newer format than this code knows is refused by name rather than misread.
@@ -902,11 +982,36 @@ mod tests {
     }
 
     #[test]
+    fn run_config_reads_the_first_format_and_round_trips_a_new_one() {
+        let path = Path::new("run-v1/config.json");
+        let old = RunConfig::parse(path, include_bytes!("../tests/fixtures/run-v1/config.json")).unwrap();
+        assert_eq!((old.format_version, old.id_val_split.as_ref(), old.msp_stored_as.as_deref()), (1, None, None));
+        assert_eq!((old.classes, old.train_samples, old.device.as_deref()), (Some(10), Some(300), Some("CPU (burn flex, 2 threads)")));
+        assert_eq!(old.ood, ["mnist", "textures", "gaussian", "uniform"]);
+        // Made before the ID validation split: it reopens as it was trained.
+        let exp = old.experiment.clone().unwrap();
+        assert_eq!((exp.data.id_val_fraction, exp.data.allow_val_test_overlap, exp.train.epochs), (0.0, true, 2));
+        // A new config: absent fields stay absent, and it reads back as written.
+        let mut new = old.clone();
+        new.format_version = FORMAT_VERSION;
+        new.id_val_split = Some(IdValSplit { fraction: 0.1, seed: 3, count: 2, indices: vec![4, 9] });
+        new.val_test_overlap = Some(ValTestOverlap { allowed: false, clashes: Vec::new() });
+        new.experiment.as_mut().unwrap().data.id_val_fraction = 0.1;
+        new.experiment.as_mut().unwrap().data.allow_val_test_overlap = false;
+        let text = new.to_json().unwrap();
+        assert!(!String::from_utf8_lossy(&text).contains("msp_stored_as"));
+        assert_eq!(RunConfig::parse(path, &text).unwrap(), new);
+        // Bad content is named with its file.
+        let e = RunConfig::parse(path, br#"{"classes": "ten"}"#).unwrap_err().to_string();
+        assert!(e.contains("run-v1/config.json") && e.contains("\"ten\", expected usize at line 1"), "{e}");
+    }
+
+    #[test]
     fn a_newer_format_is_refused_by_number_and_an_absent_one_is_the_first() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("events.jsonl"), lines(&[1])).unwrap();
         std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
-        assert_eq!(format_version(&RunReader::open(dir.path()).unwrap().config), 1);
+        assert_eq!(RunReader::open(dir.path()).unwrap().config.format_version, 1);
         std::fs::write(dir.path().join("config.json"), format!("{{\"format_version\": {}}}", FORMAT_VERSION + 1)).unwrap();
         let e = RunReader::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("config.json") && e.contains(&format!("format version {}", FORMAT_VERSION + 1)), "{e}");

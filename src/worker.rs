@@ -346,15 +346,11 @@ impl Worker {
 
     fn train(&mut self, config: ExperimentConfig, out: PathBuf) -> Result<()> {
         self.emit(WorkerEvent::Busy(Job::LoadingData));
-        config.train.validate()?;
-        let device = crate::device::resolve(config.train.device)?;
-        config.validate()?;
-        let data = Arc::new(config.data.load()?);
+        let s = Session::open(config.clone(), Some(&out))?;
+        let data = s.data.clone();
         for w in &data.warnings {
             self.engine(Event::Info(w.clone()));
         }
-        let mut s = Session::new(config.clone(), device, data.clone())?;
-        s.create_run(&out)?;
         self.forget_run();
         self.run_dir = Some(out.clone());
         let class_names = self.class_names(&s);
@@ -587,7 +583,7 @@ impl Worker {
         for w in &reader.warnings {
             self.engine(Event::Error(w.clone()));
         }
-        let config = ExperimentConfig::from_run_config(&reader.config, &dir)?;
+        let config = reader.experiment()?;
         let rows = reader.loss_matrix()?.map(|(_, r)| r).unwrap_or_default();
         self.emit(WorkerEvent::RunLoaded { dir: dir.clone(), records: reader.records.clone(), loss_rows: rows.into_iter().map(Arc::new).collect(), config: Box::new(config) });
         self.forget_run();
@@ -642,14 +638,11 @@ impl Worker {
     }
 }
 
-/// The inference model of snapshot `epoch`: read from the run folder (the session's current model
-/// may have moved on, or be mid-epoch after a stop).
+/// The inference model of snapshot `epoch` (see [`Session::snapshot_model`]); a session without a
+/// run folder has only its current model, the last epoch's.
 fn snapshot_model(s: &Session, epoch: usize) -> Result<crate::model::Net> {
     match &s.writer {
-        Some(w) => {
-            let path = RunReader::open(&w.dir)?.snapshot(epoch)?;
-            crate::model::Net::load_bpk(s.config.train.model, s.data.train.shape, s.classes, &path, s.inference_device())
-        }
+        Some(_) => s.snapshot_model(epoch),
         None if epoch == s.records.len() => Ok(s.inference_model()),
         None => Err(Error::Other(format!("epoch {epoch} has no snapshot (no run folder)"))),
     }

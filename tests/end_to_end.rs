@@ -53,12 +53,12 @@ fn train_writes_a_complete_reproducible_run() {
         assert!(run.snapshot(r.epoch).unwrap().exists());
     }
     // 600 samples: 60 held out (stratified, seeded), 540 trained on; the per-sample arrays index those.
-    let split = &run.config["id_val_split"];
-    assert_eq!((split["fraction"].as_f64(), split["seed"].as_u64(), split["count"].as_u64()), (Some(0.1), Some(0), Some(60)));
-    assert_eq!(split["indices"].as_array().unwrap().len(), 60);
-    assert_eq!(run.config["train_samples"].as_u64(), Some(540));
-    assert_eq!(run.config["validation_id"], "id_val");
-    assert_eq!(run.config["val_test_overlap"]["allowed"], false);
+    let split = run.config.id_val_split.as_ref().unwrap();
+    assert_eq!((split.fraction, split.seed, split.count), (0.1, 0, 60));
+    assert_eq!(split.indices.len(), 60);
+    assert_eq!(run.config.train_samples, Some(540));
+    assert_eq!(run.config.validation_id.as_deref(), Some("id_val"));
+    assert!(!run.config.val_test_overlap.as_ref().unwrap().allowed);
     let (n, rows) = run.loss_matrix().unwrap().unwrap();
     assert_eq!((n, rows.len()), (540, 2));
     // Per-sample losses average to the recorded eval loss.

@@ -276,8 +276,7 @@ fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSu
     if dir.join("events.jsonl").exists() {
         return Err(Error::run(&dir, "already holds a run but its seed has no summary (an interrupted seed?); remove the folder or choose another --out"));
     }
-    let mut s = open_session(exp.clone(), device, &mut r)?;
-    s.create_run(&dir)?;
+    let mut s = open_session(exp.clone(), Some(&dir), &mut r)?;
     let control = Control::new();
     let run = |s: &mut Session, spec: PhaseSpec, r: &mut Renderer| s.run_phase(&spec, &control, &mut |e| r.handle(&e));
     let base = PhaseSpec { phase: Phase::Base, epochs: a.epochs, lr: exp.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
