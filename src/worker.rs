@@ -18,7 +18,7 @@ use crate::data::DataBundle;
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::run::{EpochRecord, Phase, RunReader};
-use crate::train::{Finetune, Objective, PhaseSpec, Session};
+use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::probe::{self, EvalContext, MaskProbe};
 use crate::unleash::{AtypicalSet, Detection, MaskKind, MaskSweepPoint, PreviewSize};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -355,7 +355,7 @@ impl Worker {
         self.run_dir = Some(out.clone());
         let class_names = self.class_names(&s);
         self.emit(WorkerEvent::SessionReady { data, class_names, device: s.device.description.clone(), run_dir: Some(out) });
-        let spec = PhaseSpec { phase: Phase::Base, epochs: config.train.epochs, lr: config.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        let spec = PhaseSpec::base(&config.train);
         self.session = Some(s);
         let result = self.run_phase(spec);
         // Even a stopped base phase leaves epochs worth exploring.
@@ -400,8 +400,7 @@ impl Worker {
         // Opening started the sweep of the last epoch; the training comes first.
         self.sweep = None;
         let s = self.session.as_ref().ok_or_else(|| Error::run(&dir, "cannot be resumed without its data and snapshots"))?;
-        let train = &s.config.train;
-        let spec = PhaseSpec { phase: Phase::Base, epochs: train.epochs, lr: train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        let spec = PhaseSpec::base(&s.config.train);
         let result = self.run_phase_or_resume(spec, true);
         if let Some(epoch) = self.session.as_ref().and_then(|s| crate::run::last_base_epoch(&s.records)) {
             self.start_default_sweep(epoch);

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::ood::{metrics, Score};
 use crate::run::{Phase, RunReader, ScoreMetrics};
-use crate::train::{Finetune, Objective, PhaseSpec, Session};
+use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::{atypical, MaskKind};
 use crate::fsio;
 use clap::Args;
@@ -54,11 +54,6 @@ pub fn open_session(exp: ExperimentConfig, out: Option<&Path>, r: &mut Renderer)
         r.handle(&Event::Info(w.clone()));
     }
     Ok(s)
-}
-
-/// The base phase an experiment asks for.
-fn base_spec(exp: &ExperimentConfig) -> PhaseSpec {
-    PhaseSpec { phase: Phase::Base, epochs: exp.train.epochs, lr: exp.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None }
 }
 
 /// A stop control for a CLI job: Ctrl-C requests the stop (see [`Control::stop_on_ctrl_c`]).
@@ -118,7 +113,7 @@ pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<
     lock_early(&out, "train")?;
     let mut s = open_session(exp.clone(), Some(&out), &mut r)?;
     r.handle(&Event::Info(format!("run folder: {}", out.display())));
-    run_base(&mut s, &base_spec(&exp), false, json, &mut r)?;
+    run_base(&mut s, &PhaseSpec::base(&exp.train), false, json, &mut r)?;
     print_summary(&s, &mut r);
     Ok(out)
 }
@@ -131,7 +126,7 @@ pub fn resume_training(dir: &Path, device: Option<DeviceChoice>, json: bool) -> 
     let mut s = Session::resume(dir, device, None)?;
     let done = s.records.len();
     r.handle(&Event::Info(format!("device: {}; resuming {} after epoch {done} of {}", s.device.description, dir.display(), s.config.train.epochs)));
-    let spec = base_spec(&s.config);
+    let spec = PhaseSpec::base(&s.config.train);
     run_base(&mut s, &spec, true, json, &mut r)?;
     print_summary(&s, &mut r);
     Ok(dir.to_path_buf())

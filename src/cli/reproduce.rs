@@ -14,7 +14,7 @@ use crate::events::{Control, Event};
 use crate::fsio;
 use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, block_stages, phase_blocks, EpochRecord, Phase, Stage};
-use crate::train::{Objective, PhaseSpec, Session};
+use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::MaskKind;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -279,8 +279,7 @@ fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSu
     let mut s = open_session(exp.clone(), Some(&dir), &mut r)?;
     let control = Control::new();
     let run = |s: &mut Session, spec: PhaseSpec, r: &mut Renderer| s.run_phase(&spec, &control, &mut |e| r.handle(&e));
-    let base = PhaseSpec { phase: Phase::Base, epochs: a.epochs, lr: exp.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
-    run(&mut s, base, &mut r)?;
+    run(&mut s, PhaseSpec::base(&exp.train), &mut r)?;
     let final_epoch = a.epochs;
     let best = best_by_validation(&s.records, Score::Energy, Some(Phase::Base)).unwrap_or(final_epoch);
     // gamma from the mask ratio, on the final snapshot.
@@ -298,11 +297,11 @@ fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSu
         a.um_mask_ratio,
         masked.samples.len()
     )));
-    let ft = |phase, objective, umap_ratio| PhaseSpec { phase, epochs: a.finetune_epochs, lr: a.finetune_lr, objective, umap_ratio, from_epoch: Some(final_epoch) };
-    run(&mut s, ft(Phase::Control, Objective::CrossEntropy, None), &mut r)?;
-    run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_mask }, None), &mut r)?;
-    run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_val }, None), &mut r)?;
-    run(&mut s, ft(Phase::Umap, Objective::Flooded { gamma: gamma_mask }, Some(a.umap_ratio)), &mut r)?;
+    let ft = |kind: Finetune, gamma| kind.phase_spec(gamma, a.umap_ratio, a.finetune_epochs, a.finetune_lr, final_epoch);
+    run(&mut s, ft(Finetune::Control, 0.0), &mut r)?;
+    run(&mut s, ft(Finetune::Um, gamma_mask), &mut r)?;
+    run(&mut s, ft(Finetune::Um, gamma_val), &mut r)?;
+    run(&mut s, ft(Finetune::Umap, gamma_mask), &mut r)?;
     r.finish();
     let energy = |m: &crate::run::ScoreMetrics| m.get(&Score::Energy).map_or(f64::NAN, |m| m.auroc);
     Ok(SeedSummary {
