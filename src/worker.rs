@@ -12,6 +12,10 @@
 //! Between commands the worker computes the mask sweep of the snapshot a base phase ended on (or
 //! a reopened run's), one ratio at a time: a command that arrives preempts it between batches, and
 //! the sweep goes on once the worker is idle again. A finished sweep is cached in the run folder.
+//!
+//! Reads of a run folder that need no session (a stage's score arrays, for the compare view) go
+//! to a second thread, the reader, so that a job in progress does not hold them up: run folders
+//! are made to be read while they are written.
 
 use crate::config::ExperimentConfig;
 use crate::data::DataBundle;
@@ -71,6 +75,18 @@ pub struct ExportRequest {
     pub contact_sheet: Option<PathBuf>,
 }
 
+/// A question to the reader: one set's score arrays at an epoch of a run folder, answered by
+/// [`WorkerEvent::Scores`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScoresRequest {
+    pub run: PathBuf,
+    pub epoch: usize,
+    pub set: String,
+}
+
+/// Score arrays per score, as [`RunReader::scores`] reads them.
+pub type ScoreArrays = std::collections::BTreeMap<crate::ood::Score, Vec<f32>>;
+
 /// What the worker is doing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Job {
@@ -125,6 +141,8 @@ pub enum WorkerEvent {
     MaskCutShort { request: u64 },
     /// Sweep points so far for a snapshot and mask kind (`complete` once every ratio is in).
     Sweep { epoch: usize, kind: MaskKind, points: Vec<MaskSweepPoint>, complete: bool },
+    /// The reader's answer to `request`: the arrays, or why they cannot be read.
+    Scores { request: ScoresRequest, scores: std::result::Result<Arc<ScoreArrays>, String> },
 }
 
 pub struct WorkerHandle {
@@ -132,6 +150,9 @@ pub struct WorkerHandle {
     pub events: Receiver<WorkerEvent>,
     pub control: Arc<Control>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The reader's queue (None once dropped, which ends the reader).
+    reads: Option<Sender<ScoresRequest>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WorkerHandle {
@@ -139,13 +160,19 @@ impl WorkerHandle {
         // The worker only stops on Shutdown; a closed channel means it is gone and the UI says so.
         let _ = self.commands.send(c);
     }
+
+    /// Asks the reader for score arrays; false when it is gone.
+    pub fn read_scores(&self, request: ScoresRequest) -> bool {
+        self.reads.as_ref().is_some_and(|r| r.send(request).is_ok())
+    }
 }
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
         self.control.request_stop();
         let _ = self.commands.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
+        self.reads = None;
+        for t in [self.thread.take(), self.reader.take()].into_iter().flatten() {
             let _ = t.join();
         }
     }
@@ -161,13 +188,20 @@ pub enum Repaint {
     Soon,
 }
 
-/// Starts the worker; `repaint` is called after every event (the GUI passes ctx.request_repaint
-/// or request_repaint_after).
-pub fn spawn(repaint: impl Fn(Repaint) + Send + 'static) -> WorkerHandle {
+/// Starts the worker and its reader; `repaint` is called after every event (the GUI passes
+/// ctx.request_repaint or request_repaint_after).
+pub fn spawn(repaint: impl Fn(Repaint) + Send + Sync + 'static) -> WorkerHandle {
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let (read_tx, read_rx) = crossbeam_channel::unbounded();
     let control = Control::new();
     let c2 = control.clone();
+    let repaint: Arc<dyn Fn(Repaint) + Send + Sync> = Arc::new(repaint);
+    let (reader_events, reader_repaint) = (ev_tx.clone(), repaint.clone());
+    let reader = std::thread::Builder::new()
+        .name("unleash-reader".into())
+        .spawn(move || serve_reads(&read_rx, &reader_events, reader_repaint.as_ref()))
+        .expect("spawning the reader thread");
     let thread = std::thread::Builder::new()
         .name("unleash-worker".into())
         .spawn(move || {
@@ -181,12 +215,21 @@ pub fn spawn(repaint: impl Fn(Repaint) + Send + 'static) -> WorkerHandle {
                 last_mask: None,
                 control: c2,
                 events: ev_tx,
-                repaint: Box::new(repaint),
+                repaint,
             };
             worker.run(cmd_rx)
         })
         .expect("spawning the worker thread");
-    WorkerHandle { commands: cmd_tx, events: ev_rx, control, thread: Some(thread) }
+    WorkerHandle { commands: cmd_tx, events: ev_rx, control, thread: Some(thread), reads: Some(read_tx), reader: Some(reader) }
+}
+
+/// The reader: answers each request with [`RunReader::scores`], until the handle is dropped.
+fn serve_reads(requests: &Receiver<ScoresRequest>, events: &Sender<WorkerEvent>, repaint: &(dyn Fn(Repaint) + Send + Sync)) {
+    for request in requests {
+        let scores = RunReader::open(&request.run).and_then(|r| r.scores(request.epoch, &request.set)).map(Arc::new).map_err(|e| e.to_string());
+        let _ = events.send(WorkerEvent::Scores { request, scores });
+        repaint(Repaint::Now);
+    }
 }
 
 /// Whether a mask request got as far as its complete answer.
@@ -222,7 +265,7 @@ struct Worker {
     last_mask: Option<Arc<AtypicalSet>>,
     control: Arc<Control>,
     events: Sender<WorkerEvent>,
-    repaint: Box<dyn Fn(Repaint) + Send>,
+    repaint: Arc<dyn Fn(Repaint) + Send + Sync>,
 }
 
 /// The events whose redraw can wait a little.
