@@ -277,20 +277,6 @@ impl ExperimentConfig {
         check(bad)
     }
 
-    /// The experiment of a run folder's config.json. Folders written before the ID validation
-    /// split existed (no `id_val_split` key) trained on every sample and validated against the ID
-    /// test set with any validation set: they reopen as they were made (fraction 0, overlap
-    /// accepted), so their per-sample arrays still line up.
-    pub fn from_run_config(config: &serde_json::Value, dir: &Path) -> Result<ExperimentConfig> {
-        let mut exp: ExperimentConfig = serde_json::from_value(config["experiment"].clone())
-            .map_err(|e| Error::run(dir, format!("config.json does not describe an experiment: {e}")))?;
-        if config.get("id_val_split").is_none() {
-            exp.data.id_val_fraction = 0.0;
-            exp.data.allow_val_test_overlap = true;
-        }
-        Ok(exp)
-    }
-
     pub fn from_toml_file(path: &Path) -> Result<ExperimentConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
         let cfg: ExperimentConfig =
@@ -378,14 +364,15 @@ mod tests {
         }
         exp["data"]["val_ood"] = "gaussian:2000:2".into();
         let old = serde_json::json!({ "experiment": exp });
-        let e = ExperimentConfig::from_run_config(&old, Path::new("run")).unwrap();
+        let parse = |v: &serde_json::Value| crate::run::RunConfig::parse(Path::new("run/config.json"), &serde_json::to_vec(v).unwrap()).unwrap().experiment.unwrap();
+        let e = parse(&old);
         assert_eq!((e.data.id_val_fraction, e.data.allow_val_test_overlap), (0.0, true));
         e.validate().unwrap();
         // A new one keeps its fields.
         let mut new = old.clone();
-        new["id_val_split"] = serde_json::json!({"fraction": 0.1, "seed": 0, "count": 1000});
+        new["id_val_split"] = serde_json::json!({"fraction": 0.1, "seed": 0, "count": 1000, "indices": []});
         new["experiment"]["data"]["id_val_fraction"] = 0.1.into();
-        let e = ExperimentConfig::from_run_config(&new, Path::new("run")).unwrap();
+        let e = parse(&new);
         assert_eq!((e.data.id_val_fraction, e.data.allow_val_test_overlap), (0.1, false));
         assert!(e.validate().is_err());
     }

@@ -43,19 +43,8 @@ pub fn report_markdown(records: &[EpochRecord], title: &str, device: &str) -> St
         md.push_str("No epochs yet.\n");
         return md;
     };
-    let best = best_by_validation(records, Score::Energy, Some(Phase::Base));
-    let mut stages: Vec<(String, &EpochRecord)> = Vec::new();
-    if let Some(b) = best {
-        stages.push((format!("best epoch by validation ({b})"), &records[b - 1]));
-    }
-    if let Some(f) = records.iter().rev().find(|r| r.phase == Phase::Base) {
-        stages.push((format!("final base epoch ({})", f.epoch), f));
-    }
-    for phase in [Phase::Control, Phase::Um, Phase::Umap] {
-        if let Some(r) = records.iter().rev().find(|r| r.phase == phase) {
-            stages.push((format!("{} (epoch {})", phase.name(), r.epoch), r));
-        }
-    }
+    let mut stages: Vec<(String, &EpochRecord)> =
+        crate::run::stages(records).iter().filter_map(|s| records.iter().find(|r| r.epoch == s.epoch).map(|r| (s.title(), r))).collect();
     if stages.is_empty() {
         stages.push((format!("epoch {}", last.epoch), last));
     }

@@ -19,8 +19,5 @@ pub mod unleash;
 pub use error::{Error, Result};
 #[cfg(feature = "gui")]
 pub mod app;
-pub mod bench;
 pub mod cli;
-pub mod commands;
 pub mod plot;
-pub mod reproduce;

@@ -1,11 +1,14 @@
 //! `unleash`: with no arguments, the desktop app on the bundled sample data; with a subcommand,
 //! the same jobs headless.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use unleash::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind};
-use unleash::{commands, Error, Result};
+use unleash::cli::args::{EvalArgs, TrainArgs};
+use unleash::cli::{bench, commands, reproduce};
+use unleash::config::ExperimentConfig;
+use unleash::train::Finetune;
+use unleash::{Error, Result};
 
 /// See Cargo.toml: burn's CPU backend churns large buffers, which mimalloc reuses without page faults.
 #[global_allocator]
@@ -66,9 +69,9 @@ enum Command {
     /// Export a run's model (.bpk + .safetensors), report, atypical list or contact sheet.
     Export(commands::ExportArgs),
     /// Reproduce the paper's finding on the sample data over several seeds (table + plot).
-    Reproduce(commands::ReproduceArgs),
+    Reproduce(reproduce::ReproduceArgs),
     /// Measure throughput: train/eval samples/s, the per-sample-loss pass, metrics on 1M scores.
-    Bench(commands::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Print the sample order of training epochs (one line per epoch, space-separated indices),
     /// to feed another framework exactly the batches unleash trains on.
     BatchOrder {
@@ -88,172 +91,6 @@ enum Command {
     },
 }
 
-#[derive(Args)]
-pub struct DataArgs {
-    /// A TOML experiment file ([data] and [train] tables); flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// ID training set (IDX images file, CIFAR .bin batches comma-separated, or an image folder).
-    #[arg(long)]
-    train: Option<String>,
-    /// ID test set.
-    #[arg(long)]
-    test: Option<String>,
-    /// Test OOD set (repeatable): a path, or gaussian[:N[:SEED]] / uniform[:N[:SEED]].
-    #[arg(long = "ood")]
-    ood: Vec<String>,
-    /// Validation OOD set: chooses the best epoch and gamma (default: patch-shuffle, held-out ID
-    /// images with their 4x4 patches shuffled). It may not equal a test set or share its family.
-    #[arg(long)]
-    val_ood: Option<String>,
-    /// Use only the first N training samples.
-    #[arg(long)]
-    train_limit: Option<usize>,
-    /// Fraction of the training samples held out (class-stratified) as the ID side of validation
-    /// (default 0.1; 0 allowed, with a warning).
-    #[arg(long)]
-    id_val_fraction: Option<f64>,
-    /// Seed of the ID validation split (default 0).
-    #[arg(long)]
-    id_val_seed: Option<u64>,
-    /// Accept a validation OOD set equal to a test set or of a test set's family; config.json
-    /// records it.
-    #[arg(long)]
-    allow_val_test_overlap: bool,
-    /// Also score with ODIN (T = 1000, epsilon = 0.0014): one backward pass per evaluated sample,
-    /// about 3x the evaluation time. Same as `odin = true` under [detectors] in a config.
-    #[arg(long)]
-    odin: bool,
-}
-
-#[derive(Args)]
-struct TrainArgs {
-    #[command(flatten)]
-    data: DataArgs,
-    #[arg(long)]
-    model: Option<String>,
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    lr: Option<f64>,
-    #[arg(long)]
-    batch: Option<usize>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// auto (GPU when a hardware adapter exists, else CPU), gpu, or cpu.
-    #[arg(long)]
-    device: Option<String>,
-    /// Run folder to write (default: runs/<model>-seed<seed>-<time>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Print the epoch records as JSON lines on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Continue the interrupted base training in this run folder from its last complete epoch, to
-    /// the epoch count in its config (same numbers as an uninterrupted run on the same device).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "train", "test", "ood", "val_ood", "train_limit", "model", "epochs", "lr", "batch", "seed", "out"])]
-    resume: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct EvalArgs {
-    /// The model: .bpk, or .safetensors with PyTorch names and layout (as `unleash export` writes).
-    #[arg(long)]
-    model: PathBuf,
-    /// Take architecture, data and normalisation from this run's config.
-    #[arg(long)]
-    run: Option<PathBuf>,
-    /// Architecture when no run is given.
-    #[arg(long, default_value = "small-cnn")]
-    arch: String,
-    #[command(flatten)]
-    data: DataArgs,
-    #[arg(long)]
-    device: Option<String>,
-    #[arg(long)]
-    json: bool,
-}
-
-impl DataArgs {
-    /// The data config: the TOML file's, else the sample data, with flags on top.
-    fn resolve(&self, base: Option<ExperimentConfig>) -> Result<ExperimentConfig> {
-        let mut exp = match (&self.config, base) {
-            (Some(p), _) => ExperimentConfig::from_toml_file(p)?,
-            (None, Some(b)) => b,
-            (None, None) => ExperimentConfig { data: DataConfig::sample(), train: Default::default(), detectors: Default::default() },
-        };
-        if let Some(t) = &self.train {
-            exp.data.train = t.clone();
-        }
-        if let Some(t) = &self.test {
-            exp.data.test = t.clone();
-        }
-        if !self.ood.is_empty() {
-            exp.data.ood = self.ood.clone();
-        }
-        if let Some(v) = &self.val_ood {
-            exp.data.val_ood = v.clone();
-        }
-        if self.train_limit.is_some() {
-            exp.data.train_limit = self.train_limit;
-        }
-        if let Some(f) = self.id_val_fraction {
-            exp.data.id_val_fraction = f;
-        }
-        if let Some(seed) = self.id_val_seed {
-            exp.data.id_val_seed = seed;
-        }
-        if self.allow_val_test_overlap {
-            exp.data.allow_val_test_overlap = true;
-        }
-        if self.odin {
-            exp.detectors.odin = true;
-        }
-        Ok(exp)
-    }
-}
-
-fn train(a: TrainArgs) -> Result<()> {
-    if let Some(dir) = &a.resume {
-        let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
-        return commands::resume_training(dir, device, a.json).map(|_| ());
-    }
-    let mut exp = a.data.resolve(None)?;
-    let t = &mut exp.train;
-    if let Some(m) = &a.model {
-        t.model = ModelKind::parse(m)?;
-    }
-    if let Some(v) = a.epochs {
-        t.epochs = v;
-    }
-    if let Some(v) = a.lr {
-        t.lr = v;
-    }
-    if let Some(v) = a.batch {
-        t.batch_size = v;
-    }
-    if let Some(v) = a.seed {
-        t.seed = v;
-    }
-    if let Some(d) = &a.device {
-        t.device = DeviceChoice::parse(d)?;
-    }
-    commands::train(exp, a.out, a.json).map(|_| ())
-}
-
-fn eval(a: EvalArgs) -> Result<()> {
-    let base = match &a.run {
-        Some(run) => Some(commands::run_experiment(run)?),
-        None => None,
-    };
-    let mut exp = a.data.resolve(base)?;
-    if a.run.is_none() {
-        exp.train.model = ModelKind::parse(&a.arch)?;
-    }
-    let device = a.device.as_deref().map(DeviceChoice::parse).transpose()?;
-    commands::eval(exp, &a.model, device, a.json)
-}
-
 #[cfg(feature = "gui")]
 fn gui(run: Option<PathBuf>, start: bool, config: Option<PathBuf>, out: Option<PathBuf>) -> Result<()> {
     let config = config.map(|p| ExperimentConfig::from_toml_file(&p)).transpose()?;
@@ -269,17 +106,17 @@ fn main() -> ExitCode {
         None => Err(Error::Other("this build has no desktop app (built without the `gui` feature); run `unleash --help` for the CLI".into())),
         #[cfg(feature = "gui")]
         Some(Command::Gui { run, start, config, out }) => gui(run, start, config, out),
-        Some(Command::Train(a)) => train(a),
+        Some(Command::Train(a)) => a.run(),
         Some(Command::Repair { run }) => commands::repair(&run),
-        Some(Command::Eval(a)) => eval(a),
+        Some(Command::Eval(a)) => a.run(),
         Some(Command::Metrics { id_scores, ood_scores, column, json }) => commands::metrics(&id_scores, &ood_scores, column, json),
         Some(Command::Mask(a)) => commands::mask(a),
-        Some(Command::Um(a)) => commands::finetune(a, commands::Finetune::Um),
-        Some(Command::Umap(a)) => commands::finetune(a, commands::Finetune::Umap),
-        Some(Command::Control(a)) => commands::finetune(a, commands::Finetune::Control),
+        Some(Command::Um(a)) => commands::finetune(a, Finetune::Um),
+        Some(Command::Umap(a)) => commands::finetune(a, Finetune::Umap),
+        Some(Command::Control(a)) => commands::finetune(a, Finetune::Control),
         Some(Command::Export(a)) => commands::export(a),
-        Some(Command::Reproduce(a)) => commands::reproduce(a),
-        Some(Command::Bench(a)) => commands::bench(a),
+        Some(Command::Reproduce(a)) => reproduce::reproduce(a),
+        Some(Command::Bench(a)) => bench::bench(a),
         Some(Command::BatchOrder { seed, epochs, samples, phase }) => commands::batch_order(seed, &epochs, samples, &phase),
     };
     match result {

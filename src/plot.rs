@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ood::Score;
-use crate::run::{EpochRecord, Phase};
+use crate::run::{phase_blocks, EpochRecord};
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -14,24 +14,6 @@ fn register_font() {
     ONCE.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);
     });
-}
-
-/// A contiguous block of epochs of one phase run: (label, from_epoch, records).
-pub fn phase_blocks(records: &[EpochRecord]) -> Vec<(String, usize, Vec<&EpochRecord>)> {
-    let mut blocks: Vec<(String, usize, Vec<&EpochRecord>)> = Vec::new();
-    for r in records {
-        let starts_new = r.phase_epoch == 1 || blocks.is_empty();
-        if starts_new {
-            let label = match (r.phase, r.gamma) {
-                (Phase::Base, _) => "base training".to_string(),
-                (p, Some(g)) => format!("{} (gamma {g:.3})", p.name()),
-                (p, None) => p.name().to_string(),
-            };
-            blocks.push((label, r.from_epoch, Vec::new()));
-        }
-        blocks.last_mut().expect("pushed").2.push(r);
-    }
-    blocks
 }
 
 const COLORS: [RGBColor; 6] = [RGBColor(40, 40, 40), RGBColor(230, 120, 20), RGBColor(30, 120, 220), RGBColor(20, 160, 90), RGBColor(170, 50, 170), RGBColor(200, 40, 40)];

@@ -23,6 +23,9 @@
 //! writers before locks existed, a bad line) is contained: the run opens up to the epoch before
 //! it, with a warning naming the line, and [`repair_events`] cuts the file back to that.
 
+use crate::config::ExperimentConfig;
+use crate::data::validation::IdValSplit;
+use crate::data::{ImageShape, Normalization};
 use crate::error::{Error, Result};
 use crate::fsio;
 use crate::ood::{Metrics, Score};
@@ -247,7 +250,7 @@ pub struct RunWriter {
 
 impl RunWriter {
     /// Creates a new run folder (it must not hold a run already) and writes the config.
-    pub fn create(dir: &Path, config_json: &serde_json::Value) -> Result<RunWriter> {
+    pub fn create(dir: &Path, config: &RunConfig) -> Result<RunWriter> {
         std::fs::create_dir_all(dir.join("epochs")).map_err(|e| Error::io(dir, "create the run folder", e))?;
         let lock = RunLock::acquire(dir, "train")?;
         if dir.join("events.jsonl").exists() {
@@ -256,11 +259,7 @@ impl RunWriter {
                 "already holds a run (events.jsonl exists); choose another output folder, or continue it with `unleash train --resume`",
             ));
         }
-        let mut config = config_json.clone();
-        if let Some(obj) = config.as_object_mut() {
-            obj.insert("format_version".into(), FORMAT_VERSION.into());
-        }
-        let text = serde_json::to_vec_pretty(&config).map_err(|e| Error::Other(e.to_string()))?;
+        let text = config.to_json()?;
         fsio::write_atomic(&dir.join("config.json"), &text)?;
         std::fs::File::create(dir.join("events.jsonl")).map_err(|e| Error::io(dir.join("events.jsonl"), "create", e))?;
         Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: Vec::new(), epochs: 0, lock: Some(lock) })
@@ -391,7 +390,7 @@ impl RunWriter {
 #[derive(Debug, Clone)]
 pub struct RunReader {
     pub dir: PathBuf,
-    pub config: serde_json::Value,
+    pub config: RunConfig,
     /// The complete epochs, up to any damage in events.jsonl.
     pub records: Vec<EpochRecord>,
     /// What was skipped and why (damage in events.jsonl), each naming the line; empty for a sound
@@ -406,9 +405,7 @@ impl RunReader {
         }
         let cfg_path = dir.join("config.json");
         let cfg_text = std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, "read", e))?;
-        let config: serde_json::Value = serde_json::from_slice(&cfg_text)
-            .map_err(|e| Error::bad_data(&cfg_path, format!("not valid JSON: {e}")))?;
-        check_format_version(&cfg_path, &config)?;
+        let config = RunConfig::parse(&cfg_path, &cfg_text)?;
         let ev_path = dir.join("events.jsonl");
         let text = std::fs::read(&ev_path).map_err(|e| Error::io(&ev_path, "read", e))?;
         let parsed = parse_events(&ev_path, &text);
@@ -449,6 +446,11 @@ impl RunReader {
         Ok(p)
     }
 
+    /// The experiment the run was made with (see [`RunConfig::experiment`]).
+    pub fn experiment(&self) -> Result<ExperimentConfig> {
+        self.config.experiment.clone().ok_or_else(|| Error::run(&self.dir, "config.json does not describe an experiment"))
+    }
+
     pub fn last_epoch(&self) -> Option<usize> {
         self.records.last().map(|r| r.epoch)
     }
@@ -459,9 +461,94 @@ impl RunReader {
     }
 }
 
-/// A run's format version from its config.json (1 when absent: runs from before the field).
-pub fn format_version(config: &serde_json::Value) -> u64 {
-    config.get("format_version").and_then(serde_json::Value::as_u64).unwrap_or(1)
+/// A run's config.json: the experiment and what its start found out about the data. Written once,
+/// when the run is created; read only by [`RunReader::open`]. Every field but the experiment was
+/// added over time and has a default, so run folders of earlier versions keep opening.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// 1 when absent: runs from before the field (see [`FORMAT_VERSION`]).
+    #[serde(default = "first_format")]
+    pub format_version: u64,
+    /// None only in a folder that is not a run of this tool; see [`RunReader::experiment`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ImageShape>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<Normalization>,
+    /// Training samples trained on (after the ID validation split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_samples: Option<usize>,
+    /// Per-sample arrays index the training samples left after this split (file order). Absent
+    /// in runs from before the split existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_val_split: Option<IdValSplit>,
+    /// The ID side of validation: the split's name (or the ID test set in old runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_ood: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_test_overlap: Option<ValTestOverlap>,
+    /// "log_msp" when the MSP score column holds log-MSP; absent: plain MSP (older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msp_stored_as: Option<String>,
+    /// The score arrays' columns (scores_<set>.npy), NaN where a score was not computed; absent
+    /// in runs from before the detectors, whose arrays hold msp, maxlogit, energy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub score_columns: Vec<String>,
+    /// How the ODIN column is stored (see the README's Detectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odin_stored_as: Option<String>,
+    /// Test OOD set names, in table order.
+    #[serde(default)]
+    pub ood: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unleash_version: Option<String>,
+}
+
+/// Whether the validation OOD set was allowed to clash with a test set, and the clashes named.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValTestOverlap {
+    pub allowed: bool,
+    #[serde(default)]
+    pub clashes: Vec<String>,
+}
+
+fn first_format() -> u64 {
+    1
+}
+
+impl RunConfig {
+    /// The one parser of config.json: a run of a newer format is refused by its number before
+    /// anything else is read; an older one is read with the defaults of what it lacks.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<RunConfig> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::bad_data(path, format!("not valid JSON: {e}")))?;
+        check_format_version(path, &value)?;
+        // From the bytes rather than the value: serde's message then gives the line and column.
+        let mut config: RunConfig = serde_json::from_slice(bytes).map_err(|e| Error::bad_data(path, format!("not a run's config: {e}")))?;
+        // Runs from before the ID validation split trained on every sample and validated against
+        // the ID test set with any validation set: they reopen as they were made (fraction 0,
+        // overlap accepted), so their per-sample arrays still line up.
+        if config.id_val_split.is_none() {
+            if let Some(exp) = &mut config.experiment {
+                exp.data.id_val_fraction = 0.0;
+                exp.data.allow_val_test_overlap = true;
+            }
+        }
+        Ok(config)
+    }
+
+    /// config.json's bytes (pretty JSON, keys in order).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        // Through a Value: its map keeps keys sorted, as every config.json so far.
+        let value = serde_json::to_value(self).map_err(|e| Error::Other(e.to_string()))?;
+        serde_json::to_vec_pretty(&value).map_err(|e| Error::Other(e.to_string()))
+    }
 }
 
 /// A run of a newer format than this code knows is refused by name rather than misread.
@@ -644,9 +731,12 @@ pub fn mean_over_sets(per_set: &BTreeMap<String, ScoreMetrics>) -> ScoreMetrics 
 /// The epoch whose validation-OOD AUROC for `score` is highest (first on ties). An epoch whose
 /// AUROC is not a number (a degenerate score) is never chosen.
 pub fn best_by_validation(records: &[EpochRecord], score: Score, phase: Option<Phase>) -> Option<usize> {
+    best_of(records.iter().filter(|r| phase.is_none_or(|p| r.phase == p)), score)
+}
+
+/// [`best_by_validation`] over the epochs given.
+fn best_of<'a>(records: impl Iterator<Item = &'a EpochRecord>, score: Score) -> Option<usize> {
     records
-        .iter()
-        .filter(|r| phase.is_none_or(|p| r.phase == p))
         .filter_map(|r| r.val.get(&score).map(|m| (r.epoch, m.auroc)))
         .filter(|(_, a)| !a.is_nan())
         .fold(None, |best: Option<(usize, f64)>, (e, a)| match best {
@@ -654,6 +744,79 @@ pub fn best_by_validation(records: &[EpochRecord], score: Score, phase: Option<P
             _ => Some((e, a)),
         })
         .map(|(e, _)| e)
+}
+
+/// A contiguous block of epochs of one phase run: (label, from_epoch, records).
+pub fn phase_blocks(records: &[EpochRecord]) -> Vec<(String, usize, Vec<&EpochRecord>)> {
+    let mut blocks: Vec<(String, usize, Vec<&EpochRecord>)> = Vec::new();
+    for r in records {
+        let starts_new = r.phase_epoch == 1 || blocks.is_empty();
+        if starts_new {
+            let label = match (r.phase, r.gamma) {
+                (Phase::Base, _) => "base training".to_string(),
+                (p, Some(g)) => format!("{} (gamma {g:.3})", p.name()),
+                (p, None) => p.name().to_string(),
+            };
+            blocks.push((label, r.from_epoch, Vec::new()));
+        }
+        blocks.last_mut().expect("pushed").2.push(r);
+    }
+    blocks
+}
+
+/// Which epoch of a stretch of epochs a [`Stage`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Last,
+    /// The best by the validation OOD set's Energy AUROC: the honest selection.
+    BestByValidation,
+}
+
+/// A point of a run that views and reports put side by side: the best or last epoch of a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub phase: Phase,
+    pub pick: Pick,
+    pub epoch: usize,
+}
+
+impl Stage {
+    /// The short name the compare view lists: "best epoch", "final", or the fine-tune's name.
+    pub fn name(&self) -> String {
+        match (self.phase, self.pick) {
+            (Phase::Base, Pick::BestByValidation) => "best epoch".into(),
+            (Phase::Base, Pick::Last) => "final".into(),
+            (phase, Pick::Last) => phase.name().into(),
+            (phase, Pick::BestByValidation) => format!("{}: best (val)", phase.name()),
+        }
+    }
+
+    /// The name with its epoch, as the report titles a row.
+    pub fn title(&self) -> String {
+        match (self.phase, self.pick) {
+            (Phase::Base, Pick::BestByValidation) => format!("best epoch by validation ({})", self.epoch),
+            (Phase::Base, Pick::Last) => format!("final base epoch ({})", self.epoch),
+            _ => format!("{} (epoch {})", self.name(), self.epoch),
+        }
+    }
+}
+
+/// The stages of a run, in this order: the best base epoch by validation, the final base epoch,
+/// and the last epoch of each fine-tune the run holds (CE control, UM, UMAP).
+pub fn stages(records: &[EpochRecord]) -> Vec<Stage> {
+    let best = best_by_validation(records, Score::Energy, Some(Phase::Base)).map(|epoch| Stage { phase: Phase::Base, pick: Pick::BestByValidation, epoch });
+    let last = [Phase::Base, Phase::Control, Phase::Um, Phase::Umap]
+        .into_iter()
+        .filter_map(|phase| records.iter().rev().find(|r| r.phase == phase).map(|r| Stage { phase, pick: Pick::Last, epoch: r.epoch }));
+    best.into_iter().chain(last).collect()
+}
+
+/// The last and the best-by-validation epoch of one phase block (see [`phase_blocks`]); the best
+/// is the last when no epoch of the block has a validation AUROC. None for an empty block.
+pub fn block_stages(block: &[&EpochRecord]) -> Option<(Stage, Stage)> {
+    let last = block.last()?;
+    let best = best_of(block.iter().copied(), Score::Energy).unwrap_or(last.epoch);
+    Some((Stage { phase: last.phase, pick: Pick::Last, epoch: last.epoch }, Stage { phase: last.phase, pick: Pick::BestByValidation, epoch: best }))
 }
 
 #[cfg(test)]
@@ -733,6 +896,40 @@ mod tests {
         assert_eq!(legacy.keys().copied().collect::<Vec<_>>(), Score::LOGIT.to_vec());
         assert_eq!(legacy[&Score::Energy], vec![3.0, 6.0]);
         assert!(score_columns(&[2, 4], &[0.0; 8]).is_none());
+    }
+
+    /// A run of base epochs 1-4 (best by validation: 2), two UM blocks (5-6, 7-8) and a control (9-10).
+    fn staged_run() -> Vec<EpochRecord> {
+        let phases = [(Phase::Base, 0.7), (Phase::Base, 0.9), (Phase::Base, 0.8), (Phase::Base, 0.6), (Phase::Um, 0.95), (Phase::Um, 0.9), (Phase::Um, 0.85), (Phase::Um, 0.96), (Phase::Control, 0.5), (Phase::Control, f64::NAN)];
+        let mut recs: Vec<EpochRecord> = phases.iter().enumerate().map(|(k, &(p, a))| scored(k + 1, p, a)).collect();
+        for (k, phase_epoch) in [1, 2, 3, 4, 1, 2, 1, 2, 1, 2].into_iter().enumerate() {
+            recs[k].phase_epoch = phase_epoch;
+        }
+        recs
+    }
+
+    #[test]
+    fn stages_are_best_and_final_base_then_each_fine_tunes_last_epoch() {
+        let recs = staged_run();
+        let named: Vec<(String, usize)> = stages(&recs).iter().map(|s| (s.name(), s.epoch)).collect();
+        let expected = [("best epoch", 2), ("final", 4), ("CE control", 10), ("UM", 8)].map(|(n, e)| (n.to_string(), e));
+        assert_eq!(named, expected);
+        let titles: Vec<String> = stages(&recs).iter().map(Stage::title).collect();
+        assert_eq!(titles, ["best epoch by validation (2)", "final base epoch (4)", "CE control (epoch 10)", "UM (epoch 8)"]);
+        assert!(stages(&[]).is_empty());
+    }
+
+    #[test]
+    fn block_stages_pick_within_each_block() {
+        let recs = staged_run();
+        let picks: Vec<(usize, usize)> = phase_blocks(&recs).iter().map(|b| block_stages(&b.2).map(|(last, best)| (last.epoch, best.epoch)).unwrap()).collect();
+        // The second UM block's best is its own (8), not the first block's; a block whose
+        // validation AUROCs are NaN or lower falls back to what it has.
+        assert_eq!(picks, [(4, 2), (6, 5), (8, 8), (10, 9)]);
+        let all_nan = [scored(1, Phase::Base, f64::NAN), scored(2, Phase::Base, f64::NAN)];
+        let refs: Vec<&EpochRecord> = all_nan.iter().collect();
+        assert_eq!(block_stages(&refs).map(|(last, best)| (last.epoch, best.epoch, best.pick)), Some((2, 2, Pick::BestByValidation)));
+        assert_eq!(block_stages(&[]), None);
     }
 
     fn record(epoch: usize) -> EpochRecord {
@@ -835,11 +1032,36 @@ mod tests {
     }
 
     #[test]
+    fn run_config_reads_the_first_format_and_round_trips_a_new_one() {
+        let path = Path::new("run-v1/config.json");
+        let old = RunConfig::parse(path, include_bytes!("../tests/fixtures/run-v1/config.json")).unwrap();
+        assert_eq!((old.format_version, old.id_val_split.as_ref(), old.msp_stored_as.as_deref()), (1, None, None));
+        assert_eq!((old.classes, old.train_samples, old.device.as_deref()), (Some(10), Some(300), Some("CPU (burn flex, 2 threads)")));
+        assert_eq!(old.ood, ["mnist", "textures", "gaussian", "uniform"]);
+        // Made before the ID validation split: it reopens as it was trained.
+        let exp = old.experiment.clone().unwrap();
+        assert_eq!((exp.data.id_val_fraction, exp.data.allow_val_test_overlap, exp.train.epochs), (0.0, true, 2));
+        // A new config: absent fields stay absent, and it reads back as written.
+        let mut new = old.clone();
+        new.format_version = FORMAT_VERSION;
+        new.id_val_split = Some(IdValSplit { fraction: 0.1, seed: 3, count: 2, indices: vec![4, 9] });
+        new.val_test_overlap = Some(ValTestOverlap { allowed: false, clashes: Vec::new() });
+        new.experiment.as_mut().unwrap().data.id_val_fraction = 0.1;
+        new.experiment.as_mut().unwrap().data.allow_val_test_overlap = false;
+        let text = new.to_json().unwrap();
+        assert!(!String::from_utf8_lossy(&text).contains("msp_stored_as"));
+        assert_eq!(RunConfig::parse(path, &text).unwrap(), new);
+        // Bad content is named with its file.
+        let e = RunConfig::parse(path, br#"{"classes": "ten"}"#).unwrap_err().to_string();
+        assert!(e.contains("run-v1/config.json") && e.contains("\"ten\", expected usize at line 1"), "{e}");
+    }
+
+    #[test]
     fn a_newer_format_is_refused_by_number_and_an_absent_one_is_the_first() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("events.jsonl"), lines(&[1])).unwrap();
         std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
-        assert_eq!(format_version(&RunReader::open(dir.path()).unwrap().config), 1);
+        assert_eq!(RunReader::open(dir.path()).unwrap().config.format_version, 1);
         std::fs::write(dir.path().join("config.json"), format!("{{\"format_version\": {}}}", FORMAT_VERSION + 1)).unwrap();
         let e = RunReader::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("config.json") && e.contains(&format!("format version {}", FORMAT_VERSION + 1)), "{e}");

@@ -12,13 +12,17 @@
 //! Between commands the worker computes the mask sweep of the snapshot a base phase ended on (or
 //! a reopened run's), one ratio at a time: a command that arrives preempts it between batches, and
 //! the sweep goes on once the worker is idle again. A finished sweep is cached in the run folder.
+//!
+//! Reads of a run folder that need no session (a stage's score arrays, for the compare view) go
+//! to a second thread, the reader, so that a job in progress does not hold them up: run folders
+//! are made to be read while they are written.
 
 use crate::config::ExperimentConfig;
 use crate::data::DataBundle;
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::run::{EpochRecord, Phase, RunReader};
-use crate::train::{Finetune, Objective, PhaseSpec, Session};
+use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::probe::{self, EvalContext, MaskProbe};
 use crate::unleash::{AtypicalSet, Detection, MaskKind, MaskSweepPoint, PreviewSize};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -70,6 +74,18 @@ pub struct ExportRequest {
     pub atypical_csv: Option<PathBuf>,
     pub contact_sheet: Option<PathBuf>,
 }
+
+/// A question to the reader: one set's score arrays at an epoch of a run folder, answered by
+/// [`WorkerEvent::Scores`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScoresRequest {
+    pub run: PathBuf,
+    pub epoch: usize,
+    pub set: String,
+}
+
+/// Score arrays per score, as [`RunReader::scores`] reads them.
+pub type ScoreArrays = std::collections::BTreeMap<crate::ood::Score, Vec<f32>>;
 
 /// What the worker is doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +141,8 @@ pub enum WorkerEvent {
     MaskCutShort { request: u64 },
     /// Sweep points so far for a snapshot and mask kind (`complete` once every ratio is in).
     Sweep { epoch: usize, kind: MaskKind, points: Vec<MaskSweepPoint>, complete: bool },
+    /// The reader's answer to `request`: the arrays, or why they cannot be read.
+    Scores { request: ScoresRequest, scores: std::result::Result<Arc<ScoreArrays>, String> },
 }
 
 pub struct WorkerHandle {
@@ -132,6 +150,9 @@ pub struct WorkerHandle {
     pub events: Receiver<WorkerEvent>,
     pub control: Arc<Control>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The reader's queue (None once dropped, which ends the reader).
+    reads: Option<Sender<ScoresRequest>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WorkerHandle {
@@ -139,13 +160,19 @@ impl WorkerHandle {
         // The worker only stops on Shutdown; a closed channel means it is gone and the UI says so.
         let _ = self.commands.send(c);
     }
+
+    /// Asks the reader for score arrays; false when it is gone.
+    pub fn read_scores(&self, request: ScoresRequest) -> bool {
+        self.reads.as_ref().is_some_and(|r| r.send(request).is_ok())
+    }
 }
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
         self.control.request_stop();
         let _ = self.commands.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
+        self.reads = None;
+        for t in [self.thread.take(), self.reader.take()].into_iter().flatten() {
             let _ = t.join();
         }
     }
@@ -161,13 +188,20 @@ pub enum Repaint {
     Soon,
 }
 
-/// Starts the worker; `repaint` is called after every event (the GUI passes ctx.request_repaint
-/// or request_repaint_after).
-pub fn spawn(repaint: impl Fn(Repaint) + Send + 'static) -> WorkerHandle {
+/// Starts the worker and its reader; `repaint` is called after every event (the GUI passes
+/// ctx.request_repaint or request_repaint_after).
+pub fn spawn(repaint: impl Fn(Repaint) + Send + Sync + 'static) -> WorkerHandle {
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let (read_tx, read_rx) = crossbeam_channel::unbounded();
     let control = Control::new();
     let c2 = control.clone();
+    let repaint: Arc<dyn Fn(Repaint) + Send + Sync> = Arc::new(repaint);
+    let (reader_events, reader_repaint) = (ev_tx.clone(), repaint.clone());
+    let reader = std::thread::Builder::new()
+        .name("unleash-reader".into())
+        .spawn(move || serve_reads(&read_rx, &reader_events, reader_repaint.as_ref()))
+        .expect("spawning the reader thread");
     let thread = std::thread::Builder::new()
         .name("unleash-worker".into())
         .spawn(move || {
@@ -181,12 +215,21 @@ pub fn spawn(repaint: impl Fn(Repaint) + Send + 'static) -> WorkerHandle {
                 last_mask: None,
                 control: c2,
                 events: ev_tx,
-                repaint: Box::new(repaint),
+                repaint,
             };
             worker.run(cmd_rx)
         })
         .expect("spawning the worker thread");
-    WorkerHandle { commands: cmd_tx, events: ev_rx, control, thread: Some(thread) }
+    WorkerHandle { commands: cmd_tx, events: ev_rx, control, thread: Some(thread), reads: Some(read_tx), reader: Some(reader) }
+}
+
+/// The reader: answers each request with [`RunReader::scores`], until the handle is dropped.
+fn serve_reads(requests: &Receiver<ScoresRequest>, events: &Sender<WorkerEvent>, repaint: &(dyn Fn(Repaint) + Send + Sync)) {
+    for request in requests {
+        let scores = RunReader::open(&request.run).and_then(|r| r.scores(request.epoch, &request.set)).map(Arc::new).map_err(|e| e.to_string());
+        let _ = events.send(WorkerEvent::Scores { request, scores });
+        repaint(Repaint::Now);
+    }
 }
 
 /// Whether a mask request got as far as its complete answer.
@@ -222,7 +265,7 @@ struct Worker {
     last_mask: Option<Arc<AtypicalSet>>,
     control: Arc<Control>,
     events: Sender<WorkerEvent>,
-    repaint: Box<dyn Fn(Repaint) + Send>,
+    repaint: Arc<dyn Fn(Repaint) + Send + Sync>,
 }
 
 /// The events whose redraw can wait a little.
@@ -346,20 +389,16 @@ impl Worker {
 
     fn train(&mut self, config: ExperimentConfig, out: PathBuf) -> Result<()> {
         self.emit(WorkerEvent::Busy(Job::LoadingData));
-        config.train.validate()?;
-        let device = crate::device::resolve(config.train.device)?;
-        config.validate()?;
-        let data = Arc::new(config.data.load()?);
+        let s = Session::open(config.clone(), Some(&out))?;
+        let data = s.data.clone();
         for w in &data.warnings {
             self.engine(Event::Info(w.clone()));
         }
-        let mut s = Session::new(config.clone(), device, data.clone())?;
-        s.create_run(&out)?;
         self.forget_run();
         self.run_dir = Some(out.clone());
         let class_names = self.class_names(&s);
         self.emit(WorkerEvent::SessionReady { data, class_names, device: s.device.description.clone(), run_dir: Some(out) });
-        let spec = PhaseSpec { phase: Phase::Base, epochs: config.train.epochs, lr: config.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        let spec = PhaseSpec::base(&config.train);
         self.session = Some(s);
         let result = self.run_phase(spec);
         // Even a stopped base phase leaves epochs worth exploring.
@@ -404,8 +443,7 @@ impl Worker {
         // Opening started the sweep of the last epoch; the training comes first.
         self.sweep = None;
         let s = self.session.as_ref().ok_or_else(|| Error::run(&dir, "cannot be resumed without its data and snapshots"))?;
-        let train = &s.config.train;
-        let spec = PhaseSpec { phase: Phase::Base, epochs: train.epochs, lr: train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        let spec = PhaseSpec::base(&s.config.train);
         let result = self.run_phase_or_resume(spec, true);
         if let Some(epoch) = self.session.as_ref().and_then(|s| crate::run::last_base_epoch(&s.records)) {
             self.start_default_sweep(epoch);
@@ -588,7 +626,7 @@ impl Worker {
         for w in &reader.warnings {
             self.engine(Event::Error(w.clone()));
         }
-        let config = ExperimentConfig::from_run_config(&reader.config, &dir)?;
+        let config = reader.experiment()?;
         let rows = reader.loss_matrix()?.map(|(_, r)| r).unwrap_or_default();
         self.emit(WorkerEvent::RunLoaded { dir: dir.clone(), records: reader.records.clone(), loss_rows: rows.into_iter().map(Arc::new).collect(), config: Box::new(config) });
         self.forget_run();
@@ -643,14 +681,11 @@ impl Worker {
     }
 }
 
-/// The inference model of snapshot `epoch`: read from the run folder (the session's current model
-/// may have moved on, or be mid-epoch after a stop).
+/// The inference model of snapshot `epoch` (see [`Session::snapshot_model`]); a session without a
+/// run folder has only its current model, the last epoch's.
 fn snapshot_model(s: &Session, epoch: usize) -> Result<crate::model::Net> {
     match &s.writer {
-        Some(w) => {
-            let path = RunReader::open(&w.dir)?.snapshot(epoch)?;
-            crate::model::Net::load_bpk(s.config.train.model, s.data.train.shape, s.classes, &path, s.inference_device())
-        }
+        Some(_) => s.snapshot_model(epoch),
         None if epoch == s.records.len() => Ok(s.inference_model()),
         None => Err(Error::Other(format!("epoch {epoch} has no snapshot (no run folder)"))),
     }

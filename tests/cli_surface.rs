@@ -39,7 +39,7 @@ fn export_batch_order_train_config_metrics_column_and_eval_arch() {
     unleash_ok(&["train".into(), "--config".into(), s(&toml), "--out".into(), s(&run)]);
     let r = RunReader::open(&run).unwrap();
     assert_eq!(r.records.len(), 1);
-    assert_eq!(r.config["experiment"]["train"]["seed"].as_u64(), Some(5));
+    assert_eq!(r.experiment().unwrap().train.seed, 5);
     std::fs::write(&toml, "[train]\nepochs = 1\nwarp_speed = true\n").unwrap();
     let e = fails(&["train", "--config", &s(&toml)]);
     assert!(e.contains("exp.toml") && e.contains("warp_speed"), "{e}");
@@ -117,4 +117,27 @@ fn export_batch_order_train_config_metrics_column_and_eval_arch() {
     }
     let e = fails(&["um", "--run", &s(&run), "--gamma-epoch", "soon", "--epochs", "1", "--device", "cpu"]);
     assert!(e.contains("'soon' is not an epoch number or 'best'"), "{e}");
+}
+
+/// `export --atypical` masks the snapshot the app's mask explorer, `mask` and `um` default to (the
+/// last base epoch), not the run's last epoch, which may be a fine-tune's.
+#[test]
+fn export_masks_the_last_base_epoch_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_run(&dir.path().join("run"), 1, 0);
+    unleash_ok(&["control", "--run", &s(&run), "--epochs", "1", "--device", "cpu"].map(String::from));
+    assert_eq!(RunReader::open(&run).unwrap().records.len(), 2);
+    let csv = |name: &str, epoch: Option<&str>| {
+        let p = dir.path().join(name);
+        let mut args: Vec<String> = ["export", "--run", &s(&run), "--atypical", &s(&p), "--ratio", "0.9", "--device", "cpu"].map(String::from).to_vec();
+        if let Some(e) = epoch {
+            args.extend(["--epoch".to_string(), e.to_string()]);
+        }
+        unleash_ok(&args);
+        std::fs::read_to_string(p.with_extension("csv")).unwrap()
+    };
+    let default = csv("default", None);
+    assert!(default.lines().count() > 1, "an atypical set to compare:\n{default}");
+    assert_eq!(default, csv("base", Some("1")));
+    assert_ne!(default, csv("control", Some("2")), "the fine-tune's snapshot gives another list");
 }

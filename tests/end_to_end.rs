@@ -53,12 +53,12 @@ fn train_writes_a_complete_reproducible_run() {
         assert!(run.snapshot(r.epoch).unwrap().exists());
     }
     // 600 samples: 60 held out (stratified, seeded), 540 trained on; the per-sample arrays index those.
-    let split = &run.config["id_val_split"];
-    assert_eq!((split["fraction"].as_f64(), split["seed"].as_u64(), split["count"].as_u64()), (Some(0.1), Some(0), Some(60)));
-    assert_eq!(split["indices"].as_array().unwrap().len(), 60);
-    assert_eq!(run.config["train_samples"].as_u64(), Some(540));
-    assert_eq!(run.config["validation_id"], "id_val");
-    assert_eq!(run.config["val_test_overlap"]["allowed"], false);
+    let split = run.config.id_val_split.as_ref().unwrap();
+    assert_eq!((split.fraction, split.seed, split.count), (0.1, 0, 60));
+    assert_eq!(split.indices.len(), 60);
+    assert_eq!(run.config.train_samples, Some(540));
+    assert_eq!(run.config.validation_id.as_deref(), Some("id_val"));
+    assert!(!run.config.val_test_overlap.as_ref().unwrap().allowed);
     let (n, rows) = run.loss_matrix().unwrap().unwrap();
     assert_eq!((n, rows.len()), (540, 2));
     // Per-sample losses average to the recorded eval loss.
@@ -188,20 +188,20 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
         assert_eq!(summary["curve"].as_array().unwrap().len(), 5);
     }
     let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
-    for stage in unleash::reproduce::STAGES {
+    for stage in unleash::cli::reproduce::STAGES {
         assert!(md.contains(stage), "{stage} missing from\n{md}");
     }
-    for (comparison, _, _) in unleash::reproduce::COMPARISONS {
+    for (comparison, _, _) in unleash::cli::reproduce::COMPARISONS {
         assert!(md.contains(comparison), "{comparison} missing from\n{md}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
-    assert_eq!(json["seeds"][0]["stages"].as_array().unwrap().len(), unleash::reproduce::STAGES.len());
+    assert_eq!(json["seeds"][0]["stages"].as_array().unwrap().len(), unleash::cli::reproduce::STAGES.len());
     let png = image::open(out.join("auroc_vs_epoch.png")).unwrap();
     assert_eq!((png.width(), png.height()), (1000, 560));
     let run = RunReader::open(&out.join("seed-0")).unwrap();
     let phases: Vec<Phase> = run.records.iter().map(|r| r.phase).collect();
     assert_eq!(phases, vec![Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap]);
-    assert_eq!(json["paired"].as_array().unwrap().len(), 3 * unleash::reproduce::COMPARISONS.len());
+    assert_eq!(json["paired"].as_array().unwrap().len(), 3 * unleash::cli::reproduce::COMPARISONS.len());
     // The table is rebuilt from the committed summaries alone (no run folders), with the same numbers.
     std::fs::remove_dir_all(&out).unwrap();
     unleash_ok(&["reproduce", "--seeds", "0,1", "--report-only", "--out", &o, "--summaries", &sm].map(String::from));

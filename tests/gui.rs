@@ -55,6 +55,11 @@ fn train_watch_mask_and_export() {
         h.step();
         h.step();
     }
+    // The compare view's score arrays come from the worker's reader, and are drawn.
+    h.get_by_label("Compare stages").click();
+    let final_id = unleash::worker::ScoresRequest { run: dir.path().join("run"), epoch: 2, set: "id_test".into() };
+    step_until(&mut h, "the final stage's scores", 60, |a| matches!(a.state.stage_scores.get(&final_id), Some(unleash::app::state::StageScores::Loaded(_))));
+    h.get_by_label_contains("final (epoch 2): Energy ID test vs");
 
     // The mask tab opens on an answer at its current ratio, without the slider being touched:
     // first a preview, then the complete answer with the masked OOD table.

@@ -254,7 +254,7 @@ fn a_run_of_the_first_format_opens_masks_and_exports() {
     let run = fixture_copy(dir.path());
     let r = RunReader::open(&run).unwrap();
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
-    assert_eq!(unleash::run::format_version(&r.config), 1);
+    assert_eq!(r.config.format_version, 1);
     assert_eq!(r.records.len(), 2);
     for rec in &r.records {
         assert!(rec.test_acc > 0.1 && rec.test_acc <= 1.0, "epoch {}: test acc {}", rec.epoch, rec.test_acc);
@@ -295,7 +295,7 @@ fn a_new_run_records_its_format_version_and_optimizer_state() {
     let dir = tempfile::tempdir().unwrap();
     let run = train_run(&dir.path().join("r"), 1, 0);
     let r = RunReader::open(&run).unwrap();
-    assert_eq!(r.config["format_version"], unleash::run::FORMAT_VERSION);
+    assert_eq!(r.config.format_version, unleash::run::FORMAT_VERSION);
     let optim = unleash::run::optimizer_path(&run, 1);
     let model = unleash::run::snapshot_path(&run, 1);
     let (o, m) = (optim.metadata().unwrap().len(), model.metadata().unwrap().len());
@@ -342,7 +342,7 @@ fn the_app_worker_warns_of_damage_resumes_exactly_and_locks_only_while_writing()
     // Between jobs the worker holds no lock.
     unleash_ok(&["control", "--run", &s(&run), "--epochs", "1", "--device", "cpu"].map(String::from));
     // ...and a job after that sees the run changed under it rather than numbering epochs twice.
-    w.send(Job::Finetune { kind: unleash::commands::Finetune::Control, gamma: 0.0, epochs: 1, lr: 0.05, prune_ratio: 0.2, from_epoch: None });
+    w.send(Job::Finetune { kind: unleash::train::Finetune::Control, gamma: 0.0, epochs: 1, lr: 0.05, prune_ratio: 0.2, from_epoch: None });
     let errors = worker_until_idle(&w);
     assert!(errors.iter().any(|e| e.contains("changed by another job")), "{errors:?}");
     assert_eq!(RunReader::open(&run).unwrap().records.len(), 4);

@@ -1,12 +1,13 @@
 //! Commands arriving in any order have defined outcomes: jobs run one at a time in arrival order;
 //! a slider's burst of mask requests queued behind a job collapses into its latest; Stop and
-//! Pause with nothing running are no-ops; a panic inside a job is reported and the worker goes on.
+//! Pause with nothing running are no-ops; a panic inside a job is reported and the worker goes on;
+//! reads of score arrays do not wait behind a job.
 
 mod common;
 use std::time::Duration;
 use unleash::events::Event;
 use unleash::unleash::MaskKind;
-use unleash::worker::{spawn, Command, MaskRequest, WorkerEvent};
+use unleash::worker::{spawn, Command, MaskRequest, ScoresRequest, WorkerEvent};
 
 fn next(rx: &crossbeam_channel::Receiver<WorkerEvent>) -> WorkerEvent {
     rx.recv_timeout(Duration::from_secs(300)).expect("the worker went quiet")
@@ -135,4 +136,32 @@ fn a_finished_base_phase_starts_the_sweep_and_caches_it() {
         }
     };
     assert_eq!(format!("{again:?}"), format!("{complete:?}"));
+}
+
+/// The compare view's reads are answered while a job runs (they do not queue behind it), with
+/// what `RunReader::scores` reads; a file that is not there is named.
+#[test]
+fn score_reads_are_answered_while_a_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::train_run(&dir.path().join("done"), 1, 0);
+    let w = spawn(|_| {});
+    w.send(Command::Train { config: common::small_experiment(2, 1), out: dir.path().join("busy") });
+    while !matches!(next(&w.events), WorkerEvent::Engine(Event::Batch(_))) {}
+    let asked = ScoresRequest { run: run.clone(), epoch: 1, set: "id_test".into() };
+    let absent = ScoresRequest { epoch: 9, ..asked.clone() };
+    assert!(w.read_scores(asked.clone()) && w.read_scores(absent.clone()));
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        match next(&w.events) {
+            WorkerEvent::Scores { request, scores } => answers.push((request, scores)),
+            WorkerEvent::Engine(Event::Idle) => panic!("the reads waited for the training to end"),
+            _ => {}
+        }
+    }
+    assert_eq!(answers[0].0, asked);
+    let expected = unleash::run::RunReader::open(&run).unwrap().scores(1, "id_test").unwrap();
+    assert_eq!(answers[0].1.as_deref().unwrap(), &expected);
+    assert_eq!(answers[1].0, absent);
+    let e = answers[1].1.as_ref().unwrap_err();
+    assert!(e.contains("0009") && e.contains("id_test"), "{e}");
 }

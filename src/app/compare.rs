@@ -1,53 +1,19 @@
-//! Compare two stages (best epoch by validation, final, UM, UMAP, CE control): score histograms of
+//! Compare two stages (best epoch by validation, final, CE control, UM, UMAP): score histograms of
 //! ID vs an OOD set, ROC curves, and the metric tables side by side. Scores come from the run
-//! folder's per-epoch score arrays, so this works on any reopened run.
+//! folder's per-epoch score arrays, so this works on any reopened run; the worker's reader reads
+//! them, off the UI thread.
 
+use super::state::StageScores;
 use super::UnleashApp;
 use crate::ood::{metrics, Score};
-use crate::run::{best_by_validation, EpochRecord, Phase};
+use crate::run::EpochRecord;
+use crate::worker::ScoresRequest;
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Line, Plot};
-use std::collections::{BTreeMap, HashMap};
-
-type Scores = BTreeMap<Score, Vec<f32>>;
-
-#[derive(Default)]
-pub struct ScoreCache {
-    map: HashMap<(usize, String), Option<Scores>>,
-}
-
-impl ScoreCache {
-    pub fn clear(&mut self) {
-        self.map.clear();
-    }
-
-    fn get(&mut self, run: &std::path::Path, epoch: usize, set: &str) -> Option<&Scores> {
-        self.map
-            .entry((epoch, set.to_string()))
-            .or_insert_with(|| {
-                let p = crate::run::scores_path(run, epoch, set);
-                let (shape, data) = crate::fsio::read_npy_f32(&p).ok()?;
-                crate::run::score_columns(&shape, &data)
-            })
-            .as_ref()
-    }
-}
 
 /// Named stages of a run and their epochs.
 pub fn stages(records: &[EpochRecord]) -> Vec<(String, usize)> {
-    let mut v = Vec::new();
-    if let Some(b) = best_by_validation(records, Score::Energy, Some(Phase::Base)) {
-        v.push(("best epoch".to_string(), b));
-    }
-    if let Some(r) = records.iter().rev().find(|r| r.phase == Phase::Base) {
-        v.push(("final".to_string(), r.epoch));
-    }
-    for (name, phase) in [("UM", Phase::Um), ("UMAP", Phase::Umap), ("CE control", Phase::Control)] {
-        if let Some(r) = records.iter().rev().find(|r| r.phase == phase) {
-            v.push((name.to_string(), r.epoch));
-        }
-    }
-    v
+    crate::run::stages(records).iter().map(|s| (s.name(), s.epoch)).collect()
 }
 
 pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
@@ -92,12 +58,19 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     let score = st.compare_score;
     let mut loaded = Vec::new();
     for (name, e) in &picked {
-        let id = app.compare_cache.get(&run, *e, "id_test").and_then(|s| s.get(&score)).cloned();
-        let ood = app.compare_cache.get(&run, *e, &set).and_then(|s| s.get(&score)).cloned();
+        let [id, ood] = ["id_test", set.as_str()].map(|s| app.stage_scores(ScoresRequest { run: run.clone(), epoch: *e, set: s.to_string() }).cloned());
         match (id, ood) {
-            (Some(i), Some(o)) => loaded.push((format!("{name} (epoch {e})"), *e, i, o)),
+            (Some(StageScores::Loaded(i)), Some(StageScores::Loaded(o))) => match (i.get(&score), o.get(&score)) {
+                (Some(i), Some(o)) => loaded.push((format!("{name} (epoch {e})"), *e, i.clone(), o.clone())),
+                _ => {
+                    ui.label(format!("{name}: epoch {e} has no {} scores", score.name()));
+                }
+            },
+            (Some(StageScores::Missing(why)), _) | (_, Some(StageScores::Missing(why))) => {
+                ui.label(format!("{name}: score arrays of epoch {e} cannot be read: {why}"));
+            }
             _ => {
-                ui.label(format!("{name}: score arrays of epoch {e} are missing from {}", run.display()));
+                ui.label(format!("{name}: reading the score arrays of epoch {e}..."));
             }
         }
     }

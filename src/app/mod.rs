@@ -14,9 +14,9 @@ mod widgets;
 
 use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
 use crate::error::{Error, Result};
-use crate::worker::{self, Command, ExportRequest, Job, MaskRequest, Repaint, WorkerHandle};
+use crate::worker::{self, Command, ExportRequest, Job, MaskRequest, Repaint, ScoresRequest, WorkerHandle};
 use eframe::egui;
-use state::{AppState, Tab};
+use state::{AppState, StageScores, Tab};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -60,7 +60,6 @@ pub struct UnleashApp {
     worker: WorkerHandle,
     dialog: Option<PendingDialog>,
     textures: widgets::Thumbnails,
-    compare_cache: compare::ScoreCache,
     /// Seconds spent in `ui` per frame, for the frame-time figures.
     pub frame_times: Vec<f64>,
     /// UNLEASH_FRAME_STATS=path: frame times and the last mask latency are written there (JSON)
@@ -84,7 +83,6 @@ impl UnleashApp {
             worker,
             dialog: None,
             textures: widgets::Thumbnails::default(),
-            compare_cache: compare::ScoreCache::default(),
             frame_times: Vec::new(),
             frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
         };
@@ -135,7 +133,7 @@ impl UnleashApp {
         self.state.last_error = None;
         self.state.records.clear();
         self.state.loss_rows.clear();
-        self.compare_cache.clear();
+        self.state.stage_scores.clear();
         self.send(Command::Train { config: self.state.config.clone(), out: PathBuf::from(&self.state.out_dir) });
     }
 
@@ -185,8 +183,17 @@ impl UnleashApp {
 
     /// Opens a run folder (File > Open run ends here; tests call it directly).
     pub fn open_run(&mut self, dir: PathBuf) {
-        self.compare_cache.clear();
+        self.state.stage_scores.clear();
         self.send(Command::OpenRun(dir));
+    }
+
+    /// A stage's score arrays for the compare view, asked of the worker's reader the first time.
+    fn stage_scores(&mut self, request: ScoresRequest) -> Option<&StageScores> {
+        if self.state.stage_scores.get(&request).is_none() {
+            let state = if self.worker.read_scores(request.clone()) { StageScores::Loading } else { StageScores::Missing("the worker thread is gone; restart the app".into()) };
+            self.state.stage_scores.set(request.clone(), state);
+        }
+        self.state.stage_scores.get(&request)
     }
 
     /// Exports straight to the given paths (the dialogs end here; tests call it directly).

@@ -6,7 +6,8 @@ use crate::data::DataBundle;
 use crate::events::{BatchProgress, Event};
 use crate::run::{EpochRecord, Phase};
 use crate::unleash::{AtypicalSet, Detection, MaskKind, MaskSweepPoint};
-use crate::worker::{Job, WorkerEvent};
+use crate::worker::{Job, ScoreArrays, ScoresRequest, WorkerEvent};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,47 @@ pub struct SweepView {
     pub complete: bool,
 }
 
+/// A stage's score arrays, as far as the worker's reader has answered.
+#[derive(Debug, Clone)]
+pub enum StageScores {
+    Loading,
+    Loaded(Arc<ScoreArrays>),
+    /// Why they cannot be read (e.g. the file is missing).
+    Missing(String),
+}
+
+/// The score arrays the compare view asked for, by request (run folder, epoch, set).
+#[derive(Debug, Default)]
+pub struct ScoreCache {
+    map: HashMap<ScoresRequest, StageScores>,
+}
+
+impl ScoreCache {
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// What is known of `request`; None when it was never asked.
+    pub fn get(&self, request: &ScoresRequest) -> Option<&StageScores> {
+        self.map.get(request)
+    }
+
+    /// What the app knows of `request` before the reader answers: Loading once asked.
+    pub fn set(&mut self, request: ScoresRequest, state: StageScores) {
+        self.map.insert(request, state);
+    }
+
+    /// An answer; one to a request no longer asked (the cache was cleared since) is dropped.
+    fn answer(&mut self, request: ScoresRequest, scores: std::result::Result<Arc<ScoreArrays>, String>) {
+        if let Some(entry) = self.map.get_mut(&request) {
+            *entry = match scores {
+                Ok(s) => StageScores::Loaded(s),
+                Err(e) => StageScores::Missing(e),
+            };
+        }
+    }
+}
+
 /// How the user picks gamma for UM / UMAP.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GammaSource {
@@ -77,6 +119,8 @@ pub struct AppState {
     pub records: Vec<EpochRecord>,
     pub loss_rows: Vec<Arc<Vec<f32>>>,
     pub run_dir: Option<PathBuf>,
+    /// Score arrays of the stages compared (read off the UI thread).
+    pub stage_scores: ScoreCache,
     pub data: Option<Arc<DataBundle>>,
     /// Names of the ID classes (label numbers where none are known).
     pub class_names: Vec<String>,
@@ -145,6 +189,7 @@ impl AppState {
             records: Vec::new(),
             loss_rows: Vec::new(),
             run_dir: None,
+            stage_scores: ScoreCache::default(),
             data: None,
             class_names: Vec::new(),
             mask_ratio: 0.5,
@@ -276,6 +321,7 @@ impl AppState {
                 }
             }
             WorkerEvent::Sweep { epoch, kind, points, complete } => self.sweep = Some(SweepView { epoch, kind, points, complete }),
+            WorkerEvent::Scores { request, scores } => self.stage_scores.answer(request, scores),
             WorkerEvent::SessionReady { data, class_names, device, run_dir } => {
                 self.data = Some(data);
                 self.class_names = class_names;

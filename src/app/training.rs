@@ -4,8 +4,7 @@
 use super::palette;
 use super::UnleashApp;
 use crate::ood::{Metrics, Score};
-use crate::plot::phase_blocks;
-use crate::run::{best_by_validation, EpochRecord, Phase};
+use crate::run::{best_by_validation, phase_blocks, EpochRecord, Phase};
 use eframe::egui;
 use egui_plot::{GridInput, GridMark, Line, Plot, PlotPoints, PlotUi, Span, VLine};
 

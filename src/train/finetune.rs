@@ -1,6 +1,7 @@
-//! The three fine-tunes a run can continue with, and the phase each one runs.
+//! The phases a run is made of: its base training, and the three fine-tunes it can continue with.
 
 use super::session::{Objective, PhaseSpec};
+use crate::config::TrainConfig;
 use crate::run::Phase;
 
 /// Which fine-tune: UM (flooded CE), UMAP (learned pruning mask, flooded CE) or the plain-CE
@@ -31,5 +32,12 @@ impl Finetune {
             Finetune::Control => (Phase::Control, Objective::CrossEntropy, None),
         };
         PhaseSpec { phase, epochs, lr, objective, umap_ratio, from_epoch: Some(from_epoch) }
+    }
+}
+
+impl PhaseSpec {
+    /// The base training an experiment's recipe asks for (fresh, or resumed to its epoch count).
+    pub fn base(train: &TrainConfig) -> PhaseSpec {
+        PhaseSpec { phase: Phase::Base, epochs: train.epochs, lr: train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None }
     }
 }

@@ -86,9 +86,39 @@ pub struct EpochEval {
 }
 
 impl Session {
-    /// Loads the data, picks the device and builds a fresh model (seeded).
+    /// The way into a new session: checks the experiment once, picks its device, loads its data
+    /// and builds a fresh model (seeded); with `out`, starts writing a new run folder there. A run
+    /// must pass the data protocol's rules too (see [`ExperimentConfig::validate`]); a session
+    /// without one (`eval`, `bench`) only the recipe's.
+    pub fn open(exp: ExperimentConfig, out: Option<&std::path::Path>) -> Result<Session> {
+        match out {
+            Some(_) => exp.validate()?,
+            None => exp.train.validate()?,
+        }
+        let (device, data) = Session::load(&exp, exp.train.device)?;
+        let mut s = Session::build(exp, device, data)?;
+        if let Some(dir) = out {
+            s.write_run(dir)?;
+        }
+        Ok(s)
+    }
+
+    /// The device and the data of an experiment.
+    fn load(exp: &ExperimentConfig, device: crate::config::DeviceChoice) -> Result<(ComputeDevice, Arc<DataBundle>)> {
+        let device = crate::device::resolve(device)?;
+        let data = Arc::new(exp.data.load()?);
+        Ok((device, data))
+    }
+
+    /// A session on data already loaded (tests, and callers that share one data bundle); the
+    /// recipe is checked. [`Session::open`] is the way in otherwise.
     pub fn new(config: ExperimentConfig, device: ComputeDevice, data: Arc<DataBundle>) -> Result<Session> {
         config.train.validate()?;
+        Session::build(config, device, data)
+    }
+
+    /// A fresh model (seeded) on `data`, unchecked: the callers check the config.
+    fn build(config: ExperimentConfig, device: ComputeDevice, data: Arc<DataBundle>) -> Result<Session> {
         let classes = data.train.num_classes;
         let sets = Arc::new(Sets {
             train: PreparedSet::new(&data.train, &data.norm),
@@ -113,14 +143,15 @@ impl Session {
         })
     }
 
-    /// Reopens a run folder to continue it (UM, UMAP, control): same data, history and writer;
-    /// the model is the snapshot of `epoch` (the last one by default).
+    /// The way back into a run folder, to continue it (UM, UMAP, control, an interrupted base
+    /// training): same data, history and writer; the model is the snapshot of `epoch` (the last
+    /// one by default), on `device` (the run's own by default).
     pub fn resume(dir: &std::path::Path, device: Option<crate::config::DeviceChoice>, epoch: Option<usize>) -> Result<Session> {
         let reader = run::RunReader::open(dir)?;
-        let exp = ExperimentConfig::from_run_config(&reader.config, dir)?;
-        let device = crate::device::resolve(device.unwrap_or(exp.train.device))?;
-        let data = Arc::new(exp.data.load()?);
-        let mut s = Session::new(exp, device, data)?;
+        let exp = reader.experiment()?;
+        exp.train.validate()?;
+        let (device, data) = Session::load(&exp, device.unwrap_or(exp.train.device))?;
+        let mut s = Session::build(exp, device, data)?;
         let rows = reader.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
         s.loss_rows = rows.into_iter().map(Arc::new).collect();
         s.records = reader.records.clone();
@@ -136,27 +167,30 @@ impl Session {
     /// select on a test distribution unless the user said so; config.json then says it too).
     pub fn create_run(&mut self, dir: &std::path::Path) -> Result<()> {
         self.config.validate()?;
+        self.write_run(dir)
+    }
+
+    /// Starts the run folder of a checked config.
+    fn write_run(&mut self, dir: &std::path::Path) -> Result<()> {
         let split = &self.data.id_val_split;
-        let overlap = self.config.data.val_test_clashes()?;
-        let cfg = serde_json::json!({
-            "experiment": self.config,
-            "device": self.device.description,
-            "classes": self.classes,
-            "shape": self.data.train.shape,
-            "normalization": self.data.norm,
-            "train_samples": self.data.train.len(),
-            // Per-sample arrays index the training samples left after this split (file order).
-            "id_val_split": {"fraction": split.fraction, "seed": split.seed, "count": split.count, "indices": split.indices},
-            "validation_id": self.data.validation_id_name(),
-            "val_ood": self.data.val_ood.name,
-            "val_test_overlap": {"allowed": self.config.data.allow_val_test_overlap, "clashes": overlap},
-            "msp_stored_as": "log_msp",
-            // The score arrays' columns (scores/*.npy), NaN where a score was not computed.
-            "score_columns": Score::ALL.iter().map(|s| s.key()).collect::<Vec<_>>(),
-            "odin_stored_as": "temperature * (log_msp_T + log(classes))",
-            "ood": self.data.ood.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
-            "unleash_version": env!("CARGO_PKG_VERSION"),
-        });
+        let cfg = run::RunConfig {
+            format_version: run::FORMAT_VERSION,
+            experiment: Some(self.config.clone()),
+            device: Some(self.device.description.clone()),
+            classes: Some(self.classes),
+            shape: Some(self.data.train.shape),
+            normalization: Some(self.data.norm.clone()),
+            train_samples: Some(self.data.train.len()),
+            id_val_split: Some(split.clone()),
+            validation_id: Some(self.data.validation_id_name().to_string()),
+            val_ood: Some(self.data.val_ood.name.clone()),
+            val_test_overlap: Some(run::ValTestOverlap { allowed: self.config.data.allow_val_test_overlap, clashes: self.config.data.val_test_clashes()? }),
+            msp_stored_as: Some("log_msp".into()),
+            score_columns: Score::ALL.iter().map(|s| s.key().to_string()).collect(),
+            odin_stored_as: Some("temperature * (log_msp_T + log(classes))".into()),
+            ood: self.data.ood.iter().map(|d| d.name.clone()).collect(),
+            unleash_version: Some(env!("CARGO_PKG_VERSION").into()),
+        };
         self.writer = Some(RunWriter::create(dir, &cfg)?);
         Ok(())
     }
@@ -203,12 +237,17 @@ impl Session {
         atypical::masked_test_accuracy(masked, &self.sets.test, self.classes, self.inference_device(), bs, progress)
     }
 
+    /// The inference model of this run's snapshot `epoch`, read from the run folder (the current
+    /// model may have moved on, or be mid-epoch after a stop).
+    pub fn snapshot_model(&self, epoch: usize) -> Result<Net> {
+        let writer = self.writer.as_ref().ok_or_else(|| Error::Other("no run folder to load snapshots from".into()))?;
+        let path = run::RunReader::open(&writer.dir)?.snapshot(epoch)?;
+        Net::load_bpk(self.config.train.model, self.data.train.shape, self.classes, &path, self.inference_device())
+    }
+
     /// Replaces the current model with a snapshot of this run.
     pub fn load_snapshot(&mut self, epoch: usize) -> Result<()> {
-        let writer = self.writer.as_ref().ok_or_else(|| Error::Other("no run folder to load snapshots from".into()))?;
-        let reader = run::RunReader::open(&writer.dir)?;
-        let path = reader.snapshot(epoch)?;
-        let net = Net::load_bpk(self.config.train.model, self.data.train.shape, self.classes, &path, self.inference_device())?;
+        let net = self.snapshot_model(epoch)?;
         self.model = net.train_on(&self.autodiff_device());
         self.umap_active = false;
         Ok(())

@@ -50,18 +50,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
-    let device = crate::device::resolve(DeviceChoice::parse(&a.device)?)?;
     let mut data = match &a.config {
         Some(p) => ExperimentConfig::from_toml_file(p)?.data,
         None => DataConfig::sample(),
     };
     // All training samples, as the PyTorch reference measures: no ID validation split.
     data.id_val_fraction = 0.0;
-    let exp = ExperimentConfig { data, train: TrainConfig { model: ModelKind::parse(&a.model)?, ..TrainConfig::default() }, detectors: Default::default() };
-    let data = Arc::new(exp.data.load()?);
-    let desc = device.description.clone();
-    let s = Session::new(exp.clone(), device, data)?;
+    let train = TrainConfig { model: ModelKind::parse(&a.model)?, device: DeviceChoice::parse(&a.device)?, ..TrainConfig::default() };
+    let exp = ExperimentConfig { data, train, detectors: Default::default() };
+    let s = Session::open(exp.clone(), None)?;
     let ad = s.autodiff_device();
+    let desc = s.device.description.clone();
     eprintln!("device: {desc}");
 
     // Training steps at batch 128 (the recipe's), timed one by one.

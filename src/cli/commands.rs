@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::ood::{metrics, Score};
 use crate::run::{Phase, RunReader, ScoreMetrics};
-use crate::train::{Objective, PhaseSpec, Session};
+use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::{atypical, MaskKind};
-use crate::{device, fsio};
+use crate::fsio;
 use clap::Args;
 use std::io::Write;
 use std::collections::BTreeMap;
@@ -26,8 +26,7 @@ pub fn open_run(run: &Path) -> Result<RunReader> {
 
 /// The experiment a run folder was made with.
 pub fn run_experiment(run: &Path) -> Result<ExperimentConfig> {
-    let r = open_run(run)?;
-    ExperimentConfig::from_run_config(&r.config, run)
+    open_run(run)?.experiment()
 }
 
 fn default_out(exp: &ExperimentConfig) -> PathBuf {
@@ -35,12 +34,11 @@ fn default_out(exp: &ExperimentConfig) -> PathBuf {
     PathBuf::from("runs").join(format!("{}-seed{}-{secs}", exp.train.model.key(), exp.train.seed))
 }
 
-/// Loads data and device for an experiment, reporting both.
-pub fn open_session(exp: ExperimentConfig, device_choice: DeviceChoice, r: &mut Renderer) -> Result<Session> {
-    exp.train.validate()?;
-    let dev = device::resolve(device_choice)?;
-    r.handle(&Event::Info(format!("device: {}", dev.description)));
-    let data = Arc::new(exp.data.load()?);
+/// Opens a session (see [`Session::open`]), reporting its device and data.
+pub fn open_session(exp: ExperimentConfig, out: Option<&Path>, r: &mut Renderer) -> Result<Session> {
+    let s = Session::open(exp, out)?;
+    let data = &s.data;
+    r.handle(&Event::Info(format!("device: {}", s.device.description)));
     r.handle(&Event::Info(format!(
         "data: {} training / {} test samples ({}, {} classes); validation: {} ({} samples) vs {}; test OOD: {}",
         data.train.len(),
@@ -55,12 +53,7 @@ pub fn open_session(exp: ExperimentConfig, device_choice: DeviceChoice, r: &mut 
     for w in &data.warnings {
         r.handle(&Event::Info(w.clone()));
     }
-    Session::new(exp, dev, data)
-}
-
-/// The base phase an experiment asks for.
-fn base_spec(exp: &ExperimentConfig) -> PhaseSpec {
-    PhaseSpec { phase: Phase::Base, epochs: exp.train.epochs, lr: exp.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None }
+    Ok(s)
 }
 
 /// A stop control for a CLI job: Ctrl-C requests the stop (see [`Control::stop_on_ctrl_c`]).
@@ -118,10 +111,9 @@ pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<
     let mut r = Renderer::new(false);
     let out = out.unwrap_or_else(|| default_out(&exp));
     lock_early(&out, "train")?;
-    let mut s = open_session(exp.clone(), exp.train.device, &mut r)?;
-    s.create_run(&out)?;
+    let mut s = open_session(exp.clone(), Some(&out), &mut r)?;
     r.handle(&Event::Info(format!("run folder: {}", out.display())));
-    run_base(&mut s, &base_spec(&exp), false, json, &mut r)?;
+    run_base(&mut s, &PhaseSpec::base(&exp.train), false, json, &mut r)?;
     print_summary(&s, &mut r);
     Ok(out)
 }
@@ -134,7 +126,7 @@ pub fn resume_training(dir: &Path, device: Option<DeviceChoice>, json: bool) -> 
     let mut s = Session::resume(dir, device, None)?;
     let done = s.records.len();
     r.handle(&Event::Info(format!("device: {}; resuming {} after epoch {done} of {}", s.device.description, dir.display(), s.config.train.epochs)));
-    let spec = base_spec(&s.config);
+    let spec = PhaseSpec::base(&s.config.train);
     run_base(&mut s, &spec, true, json, &mut r)?;
     print_summary(&s, &mut r);
     Ok(dir.to_path_buf())
@@ -176,9 +168,12 @@ fn print_summary(s: &Session, r: &mut Renderer) {
 }
 
 /// `unleash eval`.
-pub fn eval(exp: ExperimentConfig, model: &Path, device_choice: Option<DeviceChoice>, json: bool) -> Result<()> {
+pub fn eval(mut exp: ExperimentConfig, model: &Path, device_choice: Option<DeviceChoice>, json: bool) -> Result<()> {
     let mut r = Renderer::new(json);
-    let mut s = open_session(exp.clone(), device_choice.unwrap_or(exp.train.device), &mut r)?;
+    if let Some(d) = device_choice {
+        exp.train.device = d;
+    }
+    let mut s = open_session(exp.clone(), None, &mut r)?;
     let net = crate::model::Net::load(exp.train.model, s.data.train.shape, s.classes, model, s.inference_device())?;
     s.model = net.train_on(&s.autodiff_device());
     let ev = s.evaluate(0, &Control::new(), &mut |e| r.handle(&e))?;
@@ -370,8 +365,6 @@ fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
-pub use crate::train::Finetune;
-
 #[derive(Args, Debug, Clone)]
 pub struct FinetuneArgs {
     #[arg(long)]
@@ -473,14 +466,12 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     Ok(())
 }
 
-pub use crate::reproduce::{reproduce, ReproduceArgs};
-pub use crate::bench::{bench, BenchArgs};
-
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
     #[arg(long)]
     pub run: PathBuf,
-    /// Snapshot epoch (default: the last).
+    /// Snapshot epoch (default: the last for --model; the last base epoch, as for mask and um,
+    /// for --atypical and --contact-sheet).
     #[arg(long)]
     pub epoch: Option<usize>,
     /// Model path: writes <path>.bpk and <path>.safetensors.
@@ -513,7 +504,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let run = open_run(&a.run)?;
     if let Some(p) = &a.report {
         let r = run;
-        let device = r.config["device"].as_str().unwrap_or("?").to_string();
+        let device = r.config.device.clone().unwrap_or_else(|| "?".into());
         written.extend(crate::export::export_report(&r.records, &device, p)?);
     }
     if a.model.is_some() || a.atypical.is_some() || a.contact_sheet.is_some() {
@@ -524,7 +515,14 @@ pub fn export(a: ExportArgs) -> Result<()> {
             written.extend(crate::export::export_model(&exported, p)?);
         }
         if a.atypical.is_some() || a.contact_sheet.is_some() {
-            let epoch = a.epoch.unwrap_or(s.records.len());
+            // Without --epoch, the snapshot masks and fine-tunes default to, as in the app.
+            let (epoch, model) = match a.epoch {
+                Some(e) => (e, model),
+                None => {
+                    let e = crate::run::last_base_epoch(&s.records).ok_or_else(|| Error::run(&a.run, "has no base epochs to mask"))?;
+                    (e, s.snapshot_model(e)?)
+                }
+            };
             let mut nop = |_, _| Ok(());
             let full = s.full_pass(&model, epoch, &mut nop)?;
             let set = s.mask_analysis(&model, &full, a.ratio, MaskKind::parse(&a.mask)?, 0, &mut nop)?;

@@ -7,14 +7,14 @@
 //! is built from those summaries alone.
 
 use crate::cli::Renderer;
-use crate::commands::open_session;
+use crate::cli::commands::open_session;
 use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::fsio;
 use crate::ood::{Metrics, Score};
-use crate::run::{best_by_validation, EpochRecord, Phase};
-use crate::train::{Objective, PhaseSpec, Session};
+use crate::run::{best_by_validation, block_stages, phase_blocks, EpochRecord, Phase, Stage};
+use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::MaskKind;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -107,23 +107,21 @@ pub const STAGES: [&str; 10] = [
 /// in the order `reproduce` runs them (control, UM with the mask gamma, UM with the validation
 /// gamma, UMAP).
 pub fn stages_from_records(records: &[EpochRecord]) -> Result<Vec<StageResult>> {
-    let blocks = crate::plot::phase_blocks(records);
+    let blocks = phase_blocks(records);
     let bad = || Error::Other("a reproduction run holds base, control, UM, UM and UMAP phases, in that order".into());
-    let [base, control, um_mask, um_val, umap] = blocks.as_slice() else { return Err(bad()) };
     let expected = [Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap];
-    if [base, control, um_mask, um_val, umap].iter().zip(expected).any(|(b, p)| b.2[0].phase != p) {
+    if blocks.len() != expected.len() || blocks.iter().zip(expected).any(|(b, p)| b.2[0].phase != p) {
         return Err(bad());
     }
-    let best_in = |recs: &Vec<&EpochRecord>| -> EpochRecord {
-        let owned: Vec<EpochRecord> = recs.iter().map(|r| (*r).clone()).collect();
-        let e = best_by_validation(&owned, Score::Energy, None).unwrap_or(owned[owned.len() - 1].epoch);
-        owned.into_iter().find(|r| r.epoch == e).expect("epoch of the block")
-    };
-    let last = |recs: &Vec<&EpochRecord>| (*recs[recs.len() - 1]).clone();
-    let mut out = vec![stage_result(STAGES[0], &best_in(&base.2)), stage_result(STAGES[1], &last(&base.2))];
-    for (k, block) in [control, um_mask, um_val, umap].iter().enumerate() {
-        out.push(stage_result(STAGES[2 + 2 * k], &last(&block.2)));
-        out.push(stage_result(STAGES[3 + 2 * k], &best_in(&block.2)));
+    let record = |s: Stage| records.iter().find(|r| r.epoch == s.epoch).ok_or_else(bad);
+    let mut out = Vec::new();
+    for (k, (_, _, block)) in blocks.iter().enumerate() {
+        let (last, best) = block_stages(block).ok_or_else(bad)?;
+        // The base run is listed best first, each fine-tune last first (the order of STAGES).
+        let picks = if k == 0 { [best, last] } else { [last, best] };
+        for (j, stage) in picks.into_iter().enumerate() {
+            out.push(stage_result(STAGES[2 * k + j], record(stage)?));
+        }
     }
     Ok(out)
 }
@@ -281,12 +279,10 @@ fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSu
     if dir.join("events.jsonl").exists() {
         return Err(Error::run(&dir, "already holds a run but its seed has no summary (an interrupted seed?); remove the folder or choose another --out"));
     }
-    let mut s = open_session(exp.clone(), device, &mut r)?;
-    s.create_run(&dir)?;
+    let mut s = open_session(exp.clone(), Some(&dir), &mut r)?;
     let control = Control::new();
     let run = |s: &mut Session, spec: PhaseSpec, r: &mut Renderer| s.run_phase(&spec, &control, &mut |e| r.handle(&e));
-    let base = PhaseSpec { phase: Phase::Base, epochs: a.epochs, lr: exp.train.lr, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
-    run(&mut s, base, &mut r)?;
+    run(&mut s, PhaseSpec::base(&exp.train), &mut r)?;
     let final_epoch = a.epochs;
     let best = best_by_validation(&s.records, Score::Energy, Some(Phase::Base)).unwrap_or(final_epoch);
     // gamma from the mask ratio, on the final snapshot.
@@ -304,11 +300,11 @@ fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSu
         a.um_mask_ratio,
         masked.samples.len()
     )));
-    let ft = |phase, objective, umap_ratio| PhaseSpec { phase, epochs: a.finetune_epochs, lr: a.finetune_lr, objective, umap_ratio, from_epoch: Some(final_epoch) };
-    run(&mut s, ft(Phase::Control, Objective::CrossEntropy, None), &mut r)?;
-    run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_mask }, None), &mut r)?;
-    run(&mut s, ft(Phase::Um, Objective::Flooded { gamma: gamma_val }, None), &mut r)?;
-    run(&mut s, ft(Phase::Umap, Objective::Flooded { gamma: gamma_mask }, Some(a.umap_ratio)), &mut r)?;
+    let ft = |kind: Finetune, gamma| kind.phase_spec(gamma, a.umap_ratio, a.finetune_epochs, a.finetune_lr, final_epoch);
+    run(&mut s, ft(Finetune::Control, 0.0), &mut r)?;
+    run(&mut s, ft(Finetune::Um, gamma_mask), &mut r)?;
+    run(&mut s, ft(Finetune::Um, gamma_val), &mut r)?;
+    run(&mut s, ft(Finetune::Umap, gamma_mask), &mut r)?;
     r.finish();
     let energy = |m: &crate::run::ScoreMetrics| m.get(&Score::Energy).map_or(f64::NAN, |m| m.auroc);
     Ok(SeedSummary {

@@ -1,0 +1,10 @@
+//! The command-line wing: the terminal renderer, the subcommands, `reproduce` and `bench`, and
+//! every clap argument struct. The engine, the worker and the app never import it.
+
+pub mod args;
+pub mod bench;
+pub mod commands;
+mod render;
+pub mod reproduce;
+
+pub use render::*;
