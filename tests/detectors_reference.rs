@@ -81,3 +81,30 @@ fn odin_matches_the_reference_on_a_tiny_mlp() {
     let moved: f64 = ours.iter().zip(&plain).map(|(a, b)| f64::from(a - b).abs()).sum::<f64>() / n as f64;
     assert!(moved > 1e-3, "the step moved the scores by only {moved:.2e} on average");
 }
+
+mod common;
+
+#[test]
+fn a_detector_that_cannot_be_fitted_is_named_and_the_others_still_report() {
+    // 40 samples, 4 held out: 36 to fit on, fewer than KNN's k = 50.
+    let mut exp = common::small_experiment(1, 0);
+    exp.data.train_limit = Some(40);
+    let mut s = common::session(exp);
+    let mut infos = Vec::new();
+    let spec = unleash::train::PhaseSpec::base(&s.config.train);
+    s.run_phase(&spec, &unleash::events::Control::new(), &mut |e| {
+        if let unleash::events::Event::Info(line) = e {
+            infos.push(line);
+        }
+    })
+    .unwrap();
+    let record = &s.records[0];
+    assert_eq!(record.detector_problems, vec!["KNN cannot be fitted: k = 50 but there are only 36 training samples".to_string()]);
+    assert!(infos.iter().any(|l| l == "epoch 1: KNN cannot be fitted: k = 50 but there are only 36 training samples"), "{infos:?}");
+    for metrics in record.ood.values().chain([&record.val, &record.ood_mean]) {
+        assert!(!metrics.contains_key(&Score::Knn));
+        for score in [Score::Energy, Score::Mahalanobis, Score::Vim, Score::React, Score::Ash, Score::Dice] {
+            assert!(metrics.contains_key(&score), "{score:?} still reports");
+        }
+    }
+}
