@@ -214,8 +214,14 @@ fn an_opened_run_shows_its_epochs_and_each_tab_its_content() {
 
     // Compare stages: a ROC curve per stage, with the points of the run's own score arrays.
     h.get_by_label("Compare stages").click();
-    h.step();
-    h.step();
+    // The stages' score arrays come from the worker's reader thread: a few frames. 60 s is far
+    // beyond reading four small .npy files, even on a loaded 2-core machine.
+    let t = std::time::Instant::now();
+    while h.query_by_label_contains("plot: ROC curves").is_none() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "the ROC curves never appeared");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let records = h.state().state.records.clone();
     let best = unleash::run::best_by_validation(&records, unleash::ood::Score::Energy, Some(unleash::run::Phase::Base)).unwrap();
     let ood_set = records[1].ood.keys().next().unwrap().clone();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{events_lines, small_args, train_run, unleash, unleash_ok, wait_for_lines};
+use common::{small_args, train_run, unleash, unleash_ok, wait_for_lines};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
