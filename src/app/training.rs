@@ -35,7 +35,9 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     }
     ui.horizontal_wrapped(|ui| {
         ui.label("OOD curves for:");
-        for (k, s) in Score::ALL.iter().enumerate() {
+        // The scores the run has (ODIN only when it is on; runs from before the detectors have three).
+        let has = |s: &Score| app.state.records.last().is_none_or(|r| r.ood_mean.contains_key(s));
+        for (k, s) in Score::ALL.iter().enumerate().filter(|(_, s)| has(s)) {
             ui.checkbox(&mut app.state.plot_scores[k], s.name());
         }
         ui.checkbox(&mut app.state.plot_per_set, "each OOD set (thin lines)");
