@@ -8,7 +8,7 @@ use unleash::config::ModelKind;
 use unleash::data::ImageShape;
 use unleash::model::Net;
 use unleash::ood::{metrics, DetectorConfig, Detectors, Embedded, Head, Score};
-use unleash::train::eval::{self, EvalContext, PreparedSet};
+use unleash::eval::{self, EvalContext, PreparedSet};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)

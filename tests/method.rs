@@ -368,7 +368,7 @@ fn flooding_acts_on_the_batch_mean_not_per_sample() {
     let x = Tensor::<4>::from_data(TensorData::new((0..32).map(|i| ((i * 7 % 11) as f32 / 3.0).cos() * 3.0).collect::<Vec<_>>(), [2, 1, 4, 4]), &dev);
     let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &dev);
     let logits = net.logits(x.clone()).detach().try_into_vec_as::<f32>().unwrap();
-    let ce: Vec<f64> = [0usize, 2].iter().enumerate().map(|(i, &label)| unleash::train::eval::cross_entropy(&logits[i * 3..i * 3 + 3], label)).collect();
+    let ce: Vec<f64> = [0usize, 2].iter().enumerate().map(|(i, &label)| unleash::eval::cross_entropy(&logits[i * 3..i * 3 + 3], label)).collect();
     let (lo, hi) = (ce[0].min(ce[1]), ce[0].max(ce[1]));
     assert!(hi - lo > 0.05, "the two CEs must differ: {ce:?}");
     let mean = (ce[0] + ce[1]) / 2.0;

@@ -7,7 +7,8 @@
 use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, ModelKind, TrainConfig};
 use crate::error::{Error, Result};
 use crate::ood::metrics;
-use crate::train::{eval, Objective, Session};
+use crate::eval;
+use crate::train::{Objective, Session};
 use crate::unleash::MaskKind;
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;

@@ -281,7 +281,7 @@ pub fn mask(a: MaskArgs) -> Result<()> {
         None => crate::run::last_base_epoch(&reader.records).ok_or_else(|| Error::run(&a.run, "has no base epochs to mask"))?,
     };
     let s = Session::resume(&a.run, device, Some(epoch))?;
-    let mut probe = mask_probe(&s, epoch);
+    let mut probe = mask_probe(&s, s.inference_model(), epoch);
     let mut r = Renderer::new(a.json);
     let mut progress = |d: usize, t: usize| {
         r.handle(&Event::Evaluating { epoch, set: "mask".into(), done: d, total: t });
@@ -353,9 +353,8 @@ pub fn mask(a: MaskArgs) -> Result<()> {
 }
 
 /// The mask explorer's engine on a session's snapshot `epoch` (the session's current model).
-pub fn mask_probe(s: &Session, epoch: usize) -> crate::unleash::MaskProbe {
-    let ctx = crate::unleash::probe::EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
-    crate::unleash::MaskProbe::new(s.inference_model(), epoch, ctx, s.config.detectors.clone(), Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())))
+pub fn mask_probe(s: &Session, model: crate::model::Net, epoch: usize) -> crate::unleash::MaskProbe {
+    crate::unleash::MaskProbe::new(model, epoch, s.eval_context(), s.config.detectors.clone(), Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())))
 }
 
 /// Adds `extra`'s fields to the JSON object `into`.
@@ -429,8 +428,7 @@ pub fn resolve_gamma(a: &FinetuneArgs, s: &Session, start: usize, r: &mut Render
         Ok(())
     };
     let kind = MaskKind::parse(&a.mask)?;
-    let full = s.full_pass(&model, start, &mut progress)?;
-    let set = s.mask_analysis(&model, &full, ratio, kind, a.mask_seed, &mut progress)?;
+    let set = mask_probe(s, model, start).gamma(ratio, kind, a.mask_seed, &s.sets, &mut progress)?;
     r.handle(&Event::Info(format!("gamma from {} mask ratio {ratio}: {:.5} ({} atypical samples)", kind.key(), set.gamma, set.samples.len())));
     Ok(set.gamma)
 }
@@ -524,8 +522,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
                 }
             };
             let mut nop = |_, _| Ok(());
-            let full = s.full_pass(&model, epoch, &mut nop)?;
-            let set = s.mask_analysis(&model, &full, a.ratio, MaskKind::parse(&a.mask)?, 0, &mut nop)?;
+            let set = mask_probe(&s, model, epoch).gamma(a.ratio, MaskKind::parse(&a.mask)?, 0, &s.sets, &mut nop)?;
             if let Some(p) = &a.atypical {
                 written.extend(crate::export::export_atypical_csv(&set, p)?);
             }

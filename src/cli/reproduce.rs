@@ -289,8 +289,7 @@ fn run_seed(a: &ReproduceArgs, seed: u64, device: DeviceChoice) -> Result<SeedSu
     let kind = MaskKind::parse(&a.gamma_mask)?;
     let model = s.inference_model();
     let mut nop = |_, _| Ok(());
-    let full = s.full_pass(&model, final_epoch, &mut nop)?;
-    let masked = s.mask_analysis(&model, &full, a.um_mask_ratio, kind, seed, &mut nop)?;
+    let masked = super::commands::mask_probe(&s, model, final_epoch).gamma(a.um_mask_ratio, kind, seed, &s.sets, &mut nop)?;
     let gamma_mask = masked.gamma;
     // The validation-chosen gamma: the mean training loss at the best-by-validation epoch.
     let gamma_val = s.records[best - 1].train_eval_loss;

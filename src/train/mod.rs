@@ -1,11 +1,10 @@
 //! Training: the plain loop of burn's custom-training-loop example, plus per-epoch evaluation of
 //! everything the method needs (per-sample loss, ID accuracy, OOD scores and metrics).
 
-pub mod eval;
 pub mod finetune;
 pub mod session;
 
-pub use eval::PreparedSet;
+pub use crate::eval::PreparedSet;
 pub use finetune::Finetune;
 pub use session::{Objective, PhaseSpec, Session};
 

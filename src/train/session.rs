@@ -2,8 +2,8 @@
 //! UM fine-tuning, UMAP pruning and the plain-CE control are all phases of one loop; every epoch
 //! of every phase is evaluated and written the same way, so the curves continue across phases.
 
-use super::eval::{self, EvalContext, LabelledPass, PreparedSet, ScoreMap};
-pub use super::eval::{score_metrics, Sets};
+use crate::eval::{self, EvalContext, LabelledPass, PreparedSet, ScoreMap};
+pub use crate::eval::{score_metrics, Sets};
 use super::cosine_lr;
 use crate::config::{ExperimentConfig, ModelKind};
 use crate::data::DataBundle;
@@ -13,8 +13,6 @@ use crate::events::{BatchProgress, Control, Event, Sink};
 use crate::model::Net;
 use crate::ood::Score;
 use crate::run::{self, EpochRecord, Phase, RunWriter};
-use crate::unleash::atypical::{self, FullPass};
-use crate::unleash::{AtypicalSet, MaskKind};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -207,34 +205,6 @@ impl Session {
     pub fn inference_model(&self) -> Net {
         let m = self.model.valid();
         if self.umap_active { m.materialize() } else { m }
-    }
-
-    /// The full model's pass over the training and test sets, for the mask analyses (computed once
-    /// per snapshot and reused for every ratio).
-    pub fn full_pass(&self, model: &Net, epoch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<FullPass> {
-        let bs = self.config.train.eval_batch_size;
-        atypical::full_pass(model, epoch, &self.sets.train, &self.sets.test, self.classes, self.inference_device(), bs, progress)
-    }
-
-    /// gamma, the atypical set and the masked test accuracy of `model` masked at `ratio`.
-    pub fn mask_analysis(&self, model: &Net, full: &FullPass, ratio: f64, kind: MaskKind, seed: u64, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
-        let masked = atypical::masked_model(model, ratio, kind, seed)?;
-        let mut set = self.mask_gamma(&masked, full, ratio, kind, progress)?;
-        set.masked_test_acc = Some(self.masked_test_accuracy(&masked, progress)?);
-        Ok(set)
-    }
-
-    /// gamma and the atypical set only (one pass over the training set) of `masked`, the model
-    /// masked at `ratio` by [`atypical::masked_model`]: what the slider shows first.
-    pub fn mask_gamma(&self, masked: &Net, full: &FullPass, ratio: f64, kind: MaskKind, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
-        let bs = self.config.train.eval_batch_size;
-        atypical::analyze(masked, full, ratio, kind, &self.sets.train, self.classes, self.inference_device(), bs, progress)
-    }
-
-    /// A masked model's ID test accuracy.
-    pub fn masked_test_accuracy(&self, masked: &Net, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<f64> {
-        let bs = self.config.train.eval_batch_size;
-        atypical::masked_test_accuracy(masked, &self.sets.test, self.classes, self.inference_device(), bs, progress)
     }
 
     /// The inference model of this run's snapshot `epoch`, read from the run folder (the current

@@ -6,8 +6,7 @@ use super::probe::{Detection, PreviewSize};
 use crate::ood::Score;
 use crate::error::Result;
 use crate::model::Net;
-use crate::train::eval::{self, LabelledPass, PreparedSet};
-use burn::prelude::Device;
+use crate::eval::{LabelledPass, PreparedSet};
 use serde::{Deserialize, Serialize};
 
 /// One atypical training sample.
@@ -121,32 +120,14 @@ pub struct FullPass {
     pub test_acc: f64,
 }
 
-/// Runs the full model over the training and test sets.
-pub fn full_pass(model: &Net, epoch: usize, train: &PreparedSet, test: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<FullPass> {
-    let total = train.len() + test.len();
-    let tl = eval::logits(model, train, batch, device, &mut |d| progress(d, total))?;
-    let train_pass = LabelledPass::from_logits(&tl, classes, &train.labels)?;
-    let vl = eval::logits(model, test, batch, device, &mut |d| progress(train.len() + d, total))?;
-    let test_pass = LabelledPass::from_logits(&vl, classes, &test.labels)?;
-    Ok(FullPass { epoch, train: train_pass, test_acc: test_pass.accuracy })
-}
-
 /// `model` with the fraction `ratio` of each conv/linear weight zeroed (see [`masked_copy`]).
 pub fn masked_model(model: &Net, ratio: f64, kind: MaskKind, seed: u64) -> Result<Net> {
     crate::config::check_mask_ratio(ratio)?;
     Ok(masked_copy(model, ratio, kind, seed))
 }
 
-/// Compares `masked` (the model masked at `ratio` by [`masked_model`]) with the full model's pass
-/// over the training set: gamma and the atypical set. One forward pass over the training set; the
-/// masked test accuracy is left to [`masked_test_accuracy`].
-#[allow(clippy::too_many_arguments)]
-pub fn analyze(masked: &Net, full: &FullPass, ratio: f64, kind: MaskKind, train: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<AtypicalSet> {
-    let tl = eval::logits(masked, train, batch, device, &mut |d| progress(d, train.len()))?;
-    analyze_logits(&tl, full, ratio, kind, train, classes)
-}
-
-/// [`analyze`] from the masked model's logits over the training set, row-major `[n, classes]`.
+/// gamma and the atypical set of the model masked at `ratio`, from its logits over the training
+/// set, row-major `[n, classes]`, against the full model's pass `full`.
 pub fn analyze_logits(tl: &[f32], full: &FullPass, ratio: f64, kind: MaskKind, train: &PreparedSet, classes: usize) -> Result<AtypicalSet> {
     let m_train = LabelledPass::from_logits(tl, classes, &train.labels)?;
     let mut samples: Vec<AtypicalSample> = (0..train.len())
@@ -176,12 +157,6 @@ pub fn analyze_logits(tl: &[f32], full: &FullPass, ratio: f64, kind: MaskKind, t
         full_detection: None,
         preview: None,
     })
-}
-
-/// ID test accuracy of a masked model.
-pub fn masked_test_accuracy(masked: &Net, test: &PreparedSet, classes: usize, device: &Device, batch: usize, progress: &mut dyn FnMut(usize, usize) -> Result<()>) -> Result<f64> {
-    let vl = eval::logits(masked, test, batch, device, &mut |d| progress(d, test.len()))?;
-    Ok(LabelledPass::from_logits(&vl, classes, &test.labels)?.accuracy)
 }
 
 /// gamma as the q-quantile of per-sample losses (linear interpolation, as numpy's default).
@@ -215,7 +190,7 @@ mod tests {
         let masked = [2.0f32, 0.0, 0.5, 0.0, 0.0, 2.0, 3.0, 0.0];
         let set = analyze_logits(&masked, &full, 0.5, MaskKind::Magnitude, &set_of(&labels), 2).unwrap();
         assert_eq!(set.samples.iter().map(|a| a.index).collect::<Vec<_>>(), vec![2, 1], "only full-right, masked-wrong samples; highest masked loss first");
-        let ce = |row: &[f32], y: usize| crate::train::eval::cross_entropy(row, y);
+        let ce = |row: &[f32], y: usize| crate::eval::cross_entropy(row, y);
         assert!((f64::from(set.samples[0].masked_loss) - ce(&masked[4..6], 0)).abs() < 1e-6);
         assert_eq!((set.samples[0].full_prediction, set.samples[0].masked_prediction, set.samples[0].label), (0, 1, 0));
         // gamma is the masked model's mean loss over every training sample, not just the atypical.

@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::model::Net;
 use crate::ood::{DetectorConfig, Embedded, Metrics, Score};
 use crate::run::{self, ScoreMetrics};
-use crate::train::eval::{self, score_metrics, LabelledPass, PreparedSet};
-pub use crate::train::eval::{EvalContext, Sets};
+use crate::eval::{self, score_metrics, LabelledPass, PreparedSet};
+pub use crate::eval::{EvalContext, Sets};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -183,6 +183,13 @@ impl MaskProbe {
             None => eval::embed(masked, &sets.train, self.ctx.batch, &self.ctx.device, &mut |d| progress(d, sets.train.len()))?,
         };
         detect(masked, sets, &self.ctx, &self.detectors, &train, progress)
+    }
+
+    /// gamma and the atypical set at `ratio` on the complete training set (what UM's gamma, the
+    /// atypical list and the contact sheet need), without the masked model's detection.
+    pub fn gamma(&mut self, ratio: f64, kind: MaskKind, seed: u64, sets: &Sets, progress: Progress) -> Result<AtypicalSet> {
+        let masked = self.masked(ratio, kind, seed)?;
+        self.gamma_at(&masked, ratio, kind, sets, progress)
     }
 
     /// The whole answer on the complete sets: [`Self::gamma_at`] then [`Self::detection`].
