@@ -181,6 +181,30 @@ pub struct SetScores {
     pub problems: Vec<String>,
 }
 
+/// Every score's metrics on the evaluation sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetMetrics {
+    /// The ID side of validation against the validation OOD set (what selection may look at).
+    pub val: crate::run::ScoreMetrics,
+    /// The ID test set against each test OOD set, by name (reported only).
+    pub ood: BTreeMap<String, crate::run::ScoreMetrics>,
+    /// Plain mean over the test OOD sets.
+    pub ood_mean: crate::run::ScoreMetrics,
+}
+
+impl SetScores {
+    /// The metrics of these scores of `sets` (the sets they were computed on).
+    pub fn metrics(&self, sets: &Sets) -> Result<SetMetrics> {
+        let val = score_metrics(&self.id_val_scores, &self.val_scores)?;
+        let mut ood = BTreeMap::new();
+        for (set, scores) in sets.ood.iter().zip(&self.ood_scores) {
+            ood.insert(set.name.clone(), score_metrics(&self.test_scores, scores)?);
+        }
+        let ood_mean = crate::run::mean_over_sets(&ood);
+        Ok(SetMetrics { val, ood, ood_mean })
+    }
+}
+
 /// Scores `model` on the ID test set, the ID side of validation, the validation OOD set and every
 /// test OOD set with every detector, fitted on `train`: the model's own pass over `sets.train`
 /// (ID training data only, never a test or OOD set).

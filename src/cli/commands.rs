@@ -5,7 +5,7 @@ use crate::config::{DeviceChoice, ExperimentConfig};
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::ood::{metrics, Score};
-use crate::run::{Phase, RunReader, ScoreMetrics};
+use crate::run::{Phase, RunReader};
 use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::{atypical, MaskKind};
 use crate::fsio;
@@ -178,22 +178,19 @@ pub fn eval(mut exp: ExperimentConfig, model: &Path, device_choice: Option<Devic
     s.model = net.train_on(&s.autodiff_device());
     let ev = s.evaluate(0, &Control::new(), &mut |e| r.handle(&e))?;
     r.finish();
-    let mut rows: BTreeMap<String, ScoreMetrics> = BTreeMap::new();
-    for (set, scores) in s.sets.ood.iter().zip(&ev.ood_scores) {
-        rows.insert(set.name.clone(), crate::train::session::score_metrics(&ev.test_scores, scores)?);
-    }
-    let val = crate::train::session::score_metrics(&ev.id_val_scores, &ev.val_scores)?;
-    let mean = crate::run::mean_over_sets(&rows);
+    let m = ev.scored.metrics(&s.sets)?;
+    let (rows, val, mean) = (m.ood, m.val, m.ood_mean);
+    let (test, problems) = (&ev.scored.test, &ev.scored.problems);
     if json {
         let out = serde_json::json!({
-            "model": model, "id_test_accuracy": ev.test.accuracy, "id_test_loss": ev.test.mean_loss,
+            "model": model, "id_test_accuracy": test.accuracy, "id_test_loss": test.mean_loss,
             "validation": {"set": s.sets.val.name, "id_side": s.data.validation_id_name(), "metrics": val}, "ood": rows, "ood_mean": mean,
-            "detector_problems": ev.problems,
+            "detector_problems": problems,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        println!("model {}: ID test accuracy {:.4} (loss {:.4})", model.display(), ev.test.accuracy, ev.test.mean_loss);
-        for problem in &ev.problems {
+        println!("model {}: ID test accuracy {:.4} (loss {:.4})", model.display(), test.accuracy, test.mean_loss);
+        for problem in problems {
             println!("warning: {problem}");
         }
         println!("VALIDATION OOD (selection only):");

@@ -2,7 +2,7 @@
 //! UM fine-tuning, UMAP pruning and the plain-CE control are all phases of one loop; every epoch
 //! of every phase is evaluated and written the same way, so the curves continue across phases.
 
-use crate::eval::{self, EvalContext, LabelledPass, PreparedSet, ScoreMap};
+use crate::eval::{self, EvalContext, LabelledPass, PreparedSet, SetScores};
 pub use crate::eval::{score_metrics, Sets};
 use super::cosine_lr;
 use crate::config::{ExperimentConfig, ModelKind};
@@ -18,7 +18,6 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,17 +69,10 @@ pub struct Session {
     current_from: usize,
 }
 
-/// Everything an eval pass over all sets gives.
+/// Everything an eval pass over all sets gives: the training pass, then every other set scored.
 pub struct EpochEval {
     pub train: LabelledPass,
-    pub test: LabelledPass,
-    pub test_scores: ScoreMap,
-    /// Scores of the ID side of validation (the split, or the training set without one).
-    pub id_val_scores: ScoreMap,
-    pub val_scores: ScoreMap,
-    pub ood_scores: Vec<ScoreMap>,
-    /// Detectors that could not be fitted this epoch, each message naming one.
-    pub problems: Vec<String>,
+    pub scored: SetScores,
 }
 
 impl Session {
@@ -371,27 +363,14 @@ impl Session {
         for problem in &scored.problems {
             sink(Event::Info(format!("epoch {epoch}: {problem}")));
         }
-        Ok(EpochEval {
-            train,
-            test: scored.test,
-            test_scores: scored.test_scores,
-            id_val_scores: scored.id_val_scores,
-            val_scores: scored.val_scores,
-            ood_scores: scored.ood_scores,
-            problems: scored.problems,
-        })
+        Ok(EpochEval { train, scored })
     }
 
     #[allow(clippy::too_many_arguments)]
     fn record(&self, spec: &PhaseSpec, from_epoch: usize, epoch: usize, phase_epoch: usize, lr_end: f64, train_loss: f64, train_acc: f64, ev: &EpochEval, train_secs: f64, n: usize) -> Result<EpochRecord> {
         // Validation: the ID validation split against the validation OOD set. The ID test set is
         // for reporting only.
-        let val = score_metrics(&ev.id_val_scores, &ev.val_scores)?;
-        let mut ood = BTreeMap::new();
-        for (set, scores) in self.sets.ood.iter().zip(&ev.ood_scores) {
-            ood.insert(set.name.clone(), score_metrics(&ev.test_scores, scores)?);
-        }
-        let ood_mean = run::mean_over_sets(&ood);
+        let metrics = ev.scored.metrics(&self.sets)?;
         if !ev.train.mean_loss.is_finite() {
             return Err(Error::Diverged { epoch, batch: 0, loss: ev.train.mean_loss as f32 });
         }
@@ -405,16 +384,16 @@ impl Session {
             train_loss,
             train_acc,
             train_eval_loss: ev.train.mean_loss,
-            test_loss: ev.test.mean_loss,
-            test_acc: ev.test.accuracy,
+            test_loss: ev.scored.test.mean_loss,
+            test_acc: ev.scored.test.accuracy,
             val_name: self.sets.val.name.clone(),
             val_id_name: self.data.validation_id_name().to_string(),
-            val,
-            ood,
-            ood_mean,
+            val: metrics.val,
+            ood: metrics.ood,
+            ood_mean: metrics.ood_mean,
             seconds: train_secs,
             samples_per_sec: n as f64 / train_secs.max(1e-9),
-            detector_problems: ev.problems.clone(),
+            detector_problems: ev.scored.problems.clone(),
         })
     }
 
@@ -427,12 +406,12 @@ impl Session {
                 w.epoch_dir(epoch)?;
                 model.save_bpk(&run::snapshot_path(&w.dir, epoch))?;
             }
-            w.write_scores(epoch, "id_test", &ev.test_scores)?;
+            w.write_scores(epoch, "id_test", &ev.scored.test_scores)?;
             if self.sets.id_val.is_some() {
-                w.write_scores(epoch, "id_val", &ev.id_val_scores)?;
+                w.write_scores(epoch, "id_val", &ev.scored.id_val_scores)?;
             }
-            w.write_scores(epoch, &format!("val_{}", self.sets.val.name), &ev.val_scores)?;
-            for (set, scores) in self.sets.ood.iter().zip(&ev.ood_scores) {
+            w.write_scores(epoch, &format!("val_{}", self.sets.val.name), &ev.scored.val_scores)?;
+            for (set, scores) in self.sets.ood.iter().zip(&ev.scored.ood_scores) {
                 w.write_scores(epoch, &set.name, scores)?;
             }
             w.commit_epoch(&record, ev.train.per_sample_loss.clone())?;

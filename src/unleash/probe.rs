@@ -11,8 +11,8 @@ use super::mask::MaskKind;
 use crate::error::Result;
 use crate::model::Net;
 use crate::ood::{DetectorConfig, Embedded, Metrics, Score};
-use crate::run::{self, ScoreMetrics};
-use crate::eval::{self, score_metrics, LabelledPass, PreparedSet};
+use crate::run::ScoreMetrics;
+use crate::eval::{self, LabelledPass, PreparedSet};
 pub use crate::eval::{EvalContext, Sets};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -222,13 +222,8 @@ fn reference(model: &Net, sets: &Sets, ctx: &EvalContext, detectors: &DetectorCo
 /// pass over the training set, which the detectors are fitted on.
 fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, detectors: &DetectorConfig, train: &Embedded, progress: Progress) -> Result<Detection> {
     let scored = eval::score_sets(model, sets, ctx, train, detectors, &mut |_, done, total| progress(done, total))?;
-    let val = score_metrics(&scored.id_val_scores, &scored.val_scores)?;
-    let mut ood = BTreeMap::new();
-    for (set, scores) in sets.ood.iter().zip(&scored.ood_scores) {
-        ood.insert(set.name.clone(), score_metrics(&scored.test_scores, scores)?);
-    }
-    let ood_mean = run::mean_over_sets(&ood);
-    Ok(Detection { test_acc: scored.test.accuracy, val_name: sets.val.name.clone(), val, ood, ood_mean, problems: scored.problems })
+    let m = scored.metrics(sets)?;
+    Ok(Detection { test_acc: scored.test.accuracy, val_name: sets.val.name.clone(), val: m.val, ood: m.ood, ood_mean: m.ood_mean, problems: scored.problems })
 }
 
 fn remap_indices(samples: &mut [AtypicalSample], original: &[usize]) {
