@@ -820,7 +820,7 @@ pub fn block_stages(block: &[&EpochRecord]) -> Option<(Stage, Stage)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn scored(epoch: usize, phase: Phase, energy_auroc: f64) -> EpochRecord {
@@ -932,7 +932,8 @@ mod tests {
         assert_eq!(block_stages(&[]), None);
     }
 
-    fn record(epoch: usize) -> EpochRecord {
+    /// A plain base-epoch record (other tests build on it).
+    pub(crate) fn record(epoch: usize) -> EpochRecord {
         EpochRecord {
             epoch,
             phase: Phase::Base,

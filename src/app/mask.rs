@@ -5,7 +5,8 @@
 //! choice; and the buttons that fine-tune with UM, prune with UMAP, or run the plain-CE control.
 
 use super::palette;
-use super::state::{GammaSource, MaskSnapshot, SweepView};
+use super::state::{MaskSnapshot, SweepView};
+use crate::unleash::GammaSource;
 use super::UnleashApp;
 use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, Phase, ScoreMetrics};
@@ -230,11 +231,11 @@ fn gamma_choice(app: &mut UnleashApp, ui: &mut egui::Ui) {
     ui.label(egui::RichText::new("gamma for UM / UMAP").strong());
     let last_epoch = st.records.len().max(1);
     ui.horizontal(|ui| {
-        ui.radio_value(&mut st.gamma_source, GammaSource::Mask, "from the mask ratio");
+        ui.radio_value(&mut st.gamma_source, GammaSource::MaskRatio, "from the mask ratio");
         let q = if let GammaSource::Quantile(q) = st.gamma_source { q } else { 0.9 };
-        ui.radio_value(&mut st.gamma_source, GammaSource::Quantile(q), "quantile of final losses");
-        let e = if let GammaSource::Epoch(e) = st.gamma_source { e } else { 3.min(last_epoch) };
-        ui.radio_value(&mut st.gamma_source, GammaSource::Epoch(e), "training loss at epoch");
+        ui.radio_value(&mut st.gamma_source, GammaSource::Quantile(q), "quantile of the snapshot's losses");
+        let e = if let GammaSource::EpochLoss(e) = st.gamma_source { e } else { 3.min(last_epoch) };
+        ui.radio_value(&mut st.gamma_source, GammaSource::EpochLoss(e), "training loss at epoch");
         let g = if let GammaSource::Manual(g) = st.gamma_source { g } else { 0.2 };
         ui.radio_value(&mut st.gamma_source, GammaSource::Manual(g), "manual");
     });
@@ -243,13 +244,13 @@ fn gamma_choice(app: &mut UnleashApp, ui: &mut egui::Ui) {
             GammaSource::Quantile(q) => {
                 ui.add(egui::Slider::new(q, 0.5..=0.999).text("quantile"));
             }
-            GammaSource::Epoch(e) => {
+            GammaSource::EpochLoss(e) => {
                 ui.add(egui::Slider::new(e, 1..=last_epoch).text("epoch"));
             }
             GammaSource::Manual(g) => {
                 ui.add(egui::Slider::new(g, 0.0..=3.0).logarithmic(true).smallest_positive(0.0001).text("gamma value"));
             }
-            GammaSource::Mask => {}
+            GammaSource::MaskRatio => {}
         }
         match st.gamma() {
             Some(g) => ui.label(format!("-> gamma = {g:.5}")),

@@ -92,17 +92,8 @@ impl ScoreCache {
     }
 }
 
-/// How the user picks gamma for UM / UMAP.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum GammaSource {
-    /// From the mask-ratio slider's result.
-    Mask,
-    /// A quantile of the final per-sample losses.
-    Quantile(f64),
-    /// The mean training loss at an epoch.
-    Epoch(usize),
-    Manual(f64),
-}
+
+pub use crate::unleash::GammaSource;
 
 pub struct AppState {
     pub config: ExperimentConfig,
@@ -206,7 +197,7 @@ impl AppState {
             mask_retry: false,
             sweep: None,
             mask_table_score: crate::ood::Score::Energy,
-            gamma_source: GammaSource::Mask,
+            gamma_source: GammaSource::MaskRatio,
             ft_epochs: 10,
             ft_lr: 0.05,
             prune_ratio: 0.2,
@@ -243,17 +234,13 @@ impl AppState {
         self.busy.is_some()
     }
 
-    /// gamma for a fine-tune, from the chosen source (None when not available yet).
+    /// gamma for a fine-tune from the mask tab's snapshot, from the chosen source (None when not
+    /// available yet).
     pub fn gamma(&self) -> Option<f64> {
-        match self.gamma_source {
+        match self.gamma_source.from_history(&self.records, &self.loss_rows, self.mask_epoch()?) {
+            Some(from_history) => from_history.ok(),
             // A preview's gamma is an estimate on a subset: UM waits for the complete one.
-            GammaSource::Mask => self.mask_result.as_ref().filter(|m| m.preview.is_none()).map(|m| m.gamma),
-            GammaSource::Quantile(q) => self
-                .last_base_epoch()
-                .and_then(|e| self.loss_rows.get(e - 1))
-                .and_then(|row| crate::unleash::atypical::gamma_from_quantile(row, q)),
-            GammaSource::Epoch(e) => self.records.get(e.wrapping_sub(1)).map(|r| r.train_eval_loss),
-            GammaSource::Manual(g) => Some(g),
+            None => self.mask_result.as_ref().filter(|m| m.preview.is_none()).map(|m| m.gamma),
         }
     }
 

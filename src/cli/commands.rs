@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::ood::{metrics, Score};
 use crate::run::{Phase, RunReader};
+use crate::unleash::GammaSource;
 use crate::train::{Finetune, PhaseSpec, Session};
 use crate::unleash::{atypical, MaskKind};
 use crate::fsio;
@@ -401,22 +402,21 @@ pub struct FinetuneArgs {
 
 /// How gamma is chosen, resolved against a session.
 pub fn resolve_gamma(a: &FinetuneArgs, s: &Session, start: usize, r: &mut Renderer) -> Result<f64> {
-    if let Some(g) = a.gamma {
-        return Ok(g);
-    }
-    if let Some(q) = a.quantile {
-        let row = s.loss_rows.get(start - 1).ok_or_else(|| Error::run(&a.run, format!("no per-sample losses for epoch {start}")))?;
-        return atypical::gamma_from_quantile(row, q).ok_or_else(|| Error::config("quantile", format!("{q} is outside [0, 1]")));
-    }
-    if let Some(e) = &a.gamma_epoch {
-        let epoch = if e == "best" {
-            crate::run::best_by_validation(&s.records[..start], Score::Energy, Some(Phase::Base)).ok_or_else(|| Error::run(&a.run, "no base epochs"))?
-        } else {
-            e.parse::<usize>().map_err(|_| Error::config("gamma-epoch", format!("'{e}' is not an epoch number or 'best'")))?
-        };
-        let rec = s.records.get(epoch.wrapping_sub(1)).ok_or_else(|| Error::run(&a.run, format!("has no epoch {epoch}")))?;
-        r.handle(&Event::Info(format!("gamma from epoch {epoch}'s mean training loss: {:.5}", rec.train_eval_loss)));
-        return Ok(rec.train_eval_loss);
+    let source = match (a.gamma, a.quantile, &a.gamma_epoch) {
+        (Some(g), _, _) => GammaSource::Manual(g),
+        (None, Some(q), _) => GammaSource::Quantile(q),
+        (None, None, Some(e)) if e == "best" => {
+            GammaSource::EpochLoss(crate::run::best_by_validation(&s.records[..start], Score::Energy, Some(Phase::Base)).ok_or_else(|| Error::run(&a.run, "no base epochs"))?)
+        }
+        (None, None, Some(e)) => GammaSource::EpochLoss(e.parse::<usize>().map_err(|_| Error::config("gamma-epoch", format!("'{e}' is not an epoch number or 'best'")))?),
+        (None, None, None) => GammaSource::MaskRatio,
+    };
+    if let Some(from_history) = source.from_history(&s.records, &s.loss_rows, start) {
+        let gamma = from_history.map_err(|e| Error::run(&a.run, e))?;
+        if let GammaSource::EpochLoss(epoch) = source {
+            r.handle(&Event::Info(format!("gamma from epoch {epoch}'s mean training loss: {gamma:.5}")));
+        }
+        return Ok(gamma);
     }
     let ratio = a.mask_ratio.unwrap_or(0.7);
     let model = s.inference_model();

@@ -3,10 +3,12 @@
 //! (edge-popup scores with frozen weights).
 
 pub mod atypical;
+pub mod gamma;
 pub mod mask;
 pub mod probe;
 pub mod umap;
 
 pub use atypical::{AtypicalSample, AtypicalSet, MaskSweepPoint};
+pub use gamma::GammaSource;
 pub use mask::MaskKind;
 pub use probe::{Detection, MaskProbe, PreviewSize};
