@@ -52,7 +52,8 @@ enum Command {
     Metrics {
         id_scores: PathBuf,
         ood_scores: PathBuf,
-        /// Which comma-separated column to read (0-based).
+        /// Which comma-separated column to read (0-based). Two score arrays of a run
+        /// (`epochs/N/scores_<set>.npy`) give every score they hold instead.
         #[arg(long, default_value_t = 0)]
         column: usize,
         #[arg(long)]

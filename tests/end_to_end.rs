@@ -86,6 +86,14 @@ fn train_writes_a_complete_reproducible_run() {
         assert!(v["ood"][set].get("odin").is_none(), "ODIN is off by default");
     }
     assert_eq!(v["detector_problems"].as_array().map(Vec::len), Some(0));
+    // `metrics` of two of the run's score arrays: every score, as the epoch recorded them.
+    let epoch2 = a.join("epochs/0002");
+    let out = unleash_ok(&["metrics".into(), epoch2.join("scores_id_test.npy").display().to_string(), epoch2.join("scores_textures.npy").display().to_string(), "--json".into()]);
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["scores"].as_object().unwrap().len(), Score::ALL.len() - 1, "every score but ODIN: {m}");
+    for (score, recorded) in &run.records[1].ood["textures"] {
+        assert_eq!(m["scores"][score.key()]["auroc"].as_f64(), Some(recorded.auroc), "{score:?}");
+    }
     let with_odin = unleash_ok(&["eval".into(), "--model".into(), snap.display().to_string(), "--run".into(), a.display().to_string(), "--json".into(), "--device".into(), "cpu".into(), "--odin".into()]);
     let w: serde_json::Value = serde_json::from_slice(&with_odin.stdout).unwrap();
     for set in run.records[1].ood.keys() {

@@ -228,6 +228,10 @@ pub fn read_scores(path: &Path, column: usize) -> Result<Vec<f32>> {
 
 /// `unleash metrics`.
 pub fn metrics(id: &Path, ood: &Path, column: usize, json: bool) -> Result<()> {
+    let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if is_npy(id) && is_npy(ood) {
+        return metrics_of_score_arrays(id, ood, json);
+    }
     let a = read_scores(id, column)?;
     let b = read_scores(ood, column)?;
     let m = metrics::compute(&a, &b)?;
@@ -236,6 +240,27 @@ pub fn metrics(id: &Path, ood: &Path, column: usize, json: bool) -> Result<()> {
     } else {
         println!("{} ID scores, {} OOD scores (ID positive, higher = more ID)", a.len(), b.len());
         println!("AUROC    {:.6}\nFPR95    {:.6}\nAUPR-In  {:.6}\nAUPR-Out {:.6}", m.auroc, m.fpr95, m.aupr_in, m.aupr_out);
+    }
+    Ok(())
+}
+
+/// `unleash metrics` of two score arrays of a run (`epochs/N/scores_<set>.npy`): every score both
+/// hold, in one table.
+fn metrics_of_score_arrays(id: &Path, ood: &Path, json: bool) -> Result<()> {
+    let read = |p: &Path| -> Result<BTreeMap<Score, Vec<f32>>> {
+        let (shape, data) = crate::fsio::read_npy_f32(p)?;
+        crate::run::score_columns(&shape, &data)
+            .ok_or_else(|| Error::bad_data(p, format!("not a run's score array: expected [n, {}] or [n, {}], found {shape:?}", Score::ALL.len(), Score::LOGIT.len())))
+    };
+    let (a, b) = (read(id)?, read(ood)?);
+    let m = crate::eval::score_metrics(&a, &b)?;
+    let count = |s: &BTreeMap<Score, Vec<f32>>| s.values().next().map_or(0, Vec::len);
+    if json {
+        let by_key: BTreeMap<&str, _> = m.iter().map(|(s, v)| (s.key(), v)).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"id_count": count(&a), "ood_count": count(&b), "scores": by_key})).unwrap_or_default());
+    } else {
+        println!("{} ID scores, {} OOD scores (ID positive, higher = more ID)", count(&a), count(&b));
+        print!("{}", metrics_table(&BTreeMap::from([(ood.file_stem().map_or(String::new(), |s| s.to_string_lossy().trim_start_matches("scores_").to_string()), m)]), None));
     }
     Ok(())
 }
