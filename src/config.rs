@@ -270,8 +270,11 @@ impl ExperimentConfig {
     pub fn validate(&self) -> Result<()> {
         let mut bad = Vec::new();
         for e in [self.train.validate(), self.data.validate(), self.detectors.validate()] {
-            if let Err(e) = e {
-                bad.push(e.to_string());
+            match e {
+                // The problems themselves: one "invalid configuration" prefix for all of them.
+                Err(Error::Config { field, problem }) if field == "configuration" => bad.push(problem),
+                Err(e) => bad.push(e.to_string()),
+                Ok(()) => {}
             }
         }
         check(bad)
