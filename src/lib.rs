@@ -1,6 +1,7 @@
 //! unleash: Unleashing Mask (ICML 2023) for OOD detection. The engine (data, models, training,
-//! the UM steps, OOD scores and metrics, run folders, export) knows nothing of the GUI; the GUI
-//! (`app`) and the CLI drive it through the same worker and events.
+//! the UM steps, OOD scores and metrics, run folders, export) knows nothing of its front ends: the
+//! GUI (`app`, through the `worker`) and the CLI (`cli`, the only home of clap) drive it with the
+//! same events, and neither imports the other.
 
 pub mod config;
 pub mod data;
