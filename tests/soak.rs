@@ -44,7 +44,7 @@ fn a_long_session_keeps_its_memory() {
 
     // 100 mask requests, as a slider drag would send them, waiting for an answer every tenth.
     for k in 0..100 {
-        h.state_mut().state.mask_ratio = 0.05 + 0.009 * k as f64;
+        h.state_mut().mask.ratio = 0.05 + 0.009 * k as f64;
         h.state_mut().request_mask();
         h.step();
         if k % 10 == 9 {
