@@ -150,3 +150,29 @@ fn sample_window(panel: &mut AtypicalPanel, ctx: &egui::Context, st: &RunView, g
         panel.selected_sample = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::state::tests::answer;
+    use crate::worker::WorkerEvent;
+
+    fn draw(panel: &mut AtypicalPanel, view: &RunView) {
+        let _ = egui::Context::default().run_ui(egui::RawInput::default(), |ui| {
+            panel.ui(ui, view);
+        });
+    }
+
+    #[test]
+    fn a_new_mask_answer_starts_the_gallery_at_its_first_page() {
+        let mut view = RunView::new();
+        let mut panel = AtypicalPanel { page: 3, ..Default::default() };
+        draw(&mut panel, &view);
+        assert_eq!(panel.page, 3, "no new answer: the page stays");
+        let id = view.next_mask_request();
+        view.sent(&crate::worker::Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: crate::unleash::MaskKind::Magnitude, epoch: Some(1) }));
+        view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.0, false) });
+        draw(&mut panel, &view);
+        assert_eq!(panel.page, 0);
+    }
+}

@@ -233,3 +233,45 @@ mod tests {
         assert!(roc_line(&[], &[1.0]).is_none() && roc_line(&[f32::NAN], &[1.0]).is_none());
     }
 }
+
+#[cfg(test)]
+mod panel_tests {
+    use super::*;
+    use crate::app::state::AppState;
+    use crate::run::tests::record;
+    use crate::worker::WorkerEvent;
+
+    fn draw(panel: &mut ComparePanel, view: &RunView) -> Option<Action> {
+        let mut asked = None;
+        let _ = egui::Context::default().run_ui(egui::RawInput::default(), |ui| asked = panel.ui(ui, view));
+        asked
+    }
+
+    #[test]
+    fn the_panel_asks_once_for_the_score_arrays_the_mirror_lacks() {
+        let mut view = AppState::new();
+        let mut records = vec![record(1), record(2)];
+        for r in &mut records {
+            r.ood.insert("uniform".into(), crate::run::ScoreMetrics::new());
+        }
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records, loss_rows: Vec::new(), config: Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() }) });
+        let mut panel = ComparePanel::default();
+        let Some(Action::ReadScores(asked)) = draw(&mut panel, &view) else { panic!("no score arrays asked for") };
+        let stages = stages(&view.records);
+        let mut expected: Vec<ScoresRequest> = Vec::new();
+        for name in &panel.stages {
+            let epoch = stages.iter().find(|(n, _)| n == name).map_or(stages[0].1, |(_, e)| *e);
+            for set in ["id_test", "uniform"] {
+                let request = ScoresRequest { run: "run".into(), epoch, set: set.into() };
+                if !expected.contains(&request) {
+                    expected.push(request);
+                }
+            }
+        }
+        assert_eq!(asked, expected);
+        for request in asked {
+            view.scores_asked(request, true);
+        }
+        assert!(draw(&mut panel, &view).is_none(), "asked again while loading");
+    }
+}

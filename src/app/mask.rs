@@ -445,3 +445,45 @@ fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &
         resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}, {drawn} points")));
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::state::tests::answer;
+    use crate::app::state::AppState;
+    use crate::run::tests::record;
+    use crate::worker::WorkerEvent;
+
+    /// Two base epochs and a UM epoch, as the mirror holds them after events.
+    fn view() -> AppState {
+        let mut view = AppState::new();
+        let um = crate::run::EpochRecord { phase: Phase::Um, phase_epoch: 1, from_epoch: 2, ..record(3) };
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records: vec![record(1), record(2), um], loss_rows: vec![std::sync::Arc::new(vec![0.1, 0.2, 0.3]); 3], config: Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() }) });
+        view
+    }
+
+    #[test]
+    fn the_snapshot_choice_names_an_epoch_of_the_mirror() {
+        let view = view();
+        let mut panel = MaskPanel::default();
+        assert_eq!(panel.epoch(&view), Some(2), "the last base epoch, not the UM epoch after it");
+        panel.snapshot = MaskSnapshot::Epoch(3);
+        assert_eq!(panel.epoch(&view), Some(3));
+        panel.snapshot = MaskSnapshot::Epoch(4);
+        assert_eq!(panel.epoch(&view), None, "an epoch the run does not have");
+    }
+
+    #[test]
+    fn gamma_from_the_mask_ratio_waits_for_the_complete_answer() {
+        let mut view = view();
+        let mut panel = MaskPanel::default();
+        let id = view.next_mask_request();
+        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: MaskKind::Magnitude, epoch: Some(2) }));
+        view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.5, true) });
+        assert_eq!(panel.gamma(&view), None, "a preview's gamma is an estimate");
+        view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.75, false) });
+        assert_eq!(panel.gamma(&view), Some(1.75));
+        panel.gamma_source = GammaSource::EpochLoss(1);
+        assert_eq!(panel.gamma(&view), Some(record(1).train_eval_loss));
+    }
+}

@@ -410,6 +410,40 @@ impl UnleashApp {
         }
     }
 
+    /// The setup panel, the tabs and the sample window: each reads the mirror and draws with its
+    /// own state, and returns what the user asked for.
+    fn panels(&mut self, ui: &mut egui::Ui) -> Vec<Action> {
+        let mut asked = Vec::new();
+        let view = &self.state;
+        let setup = &mut self.setup;
+        let left = egui::Panel::left("setup").default_size(330.0).show(ui, |ui| egui::ScrollArea::vertical().show(ui, |ui| setup.ui(ui, view)).inner);
+        asked.extend(left.inner);
+        // UM's gamma comes from the mask explorer's choices; the loss views draw it too.
+        let gamma = self.mask.gamma(view);
+        let (tab, training, losses, atypical, mask, compare) = (&mut self.tab, &mut self.training, &mut self.losses, &mut self.atypical, &mut self.mask, &mut self.compare);
+        let central = egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                for (t, name) in Tab::ALL {
+                    ui.selectable_value(tab, t, name);
+                }
+            });
+            ui.separator();
+            match *tab {
+                Tab::Training => {
+                    training.ui(ui, view);
+                    None
+                }
+                Tab::Losses => losses.ui(ui, view, gamma),
+                Tab::Atypical => atypical.ui(ui, view),
+                Tab::Mask => mask.ui(ui, view),
+                Tab::Compare => compare.ui(ui, view),
+            }
+        });
+        asked.extend(central.inner);
+        atypical.sample_window(ui.ctx(), view, mask.gamma(view));
+        asked
+    }
+
     fn write_frame_stats(&self) {
         if let Some(path) = &self.frame_stats {
             let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64());
@@ -450,35 +484,8 @@ impl eframe::App for UnleashApp {
         self.auto_mask();
         egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
-        let view = &self.state;
-        let setup = &mut self.setup;
-        let mut asked = egui::Panel::left("setup").default_size(330.0).show(ui, |ui| egui::ScrollArea::vertical().show(ui, |ui| setup.ui(ui, view)).inner).inner;
-        // UM's gamma comes from the mask explorer's choices; the loss views draw it too.
-        let gamma = self.mask.gamma(view);
-        let (tab, training, losses, atypical, mask, compare) = (&mut self.tab, &mut self.training, &mut self.losses, &mut self.atypical, &mut self.mask, &mut self.compare);
-        let tab_asked = egui::CentralPanel::default()
-            .show(ui, |ui| {
-                ui.horizontal(|ui| {
-                    for (t, name) in Tab::ALL {
-                        ui.selectable_value(tab, t, name);
-                    }
-                });
-                ui.separator();
-                match *tab {
-                    Tab::Training => {
-                        training.ui(ui, view);
-                        None
-                    }
-                    Tab::Losses => losses.ui(ui, view, gamma),
-                    Tab::Atypical => atypical.ui(ui, view),
-                    Tab::Mask => mask.ui(ui, view),
-                    Tab::Compare => compare.ui(ui, view),
-                }
-            })
-            .inner;
-        asked = asked.or(tab_asked);
-        atypical.sample_window(ui.ctx(), view, gamma);
-        if let Some(action) = asked {
+        // What the panels ask for is carried out once they are all drawn.
+        for action in self.panels(ui) {
             self.act(action, ui.ctx());
         }
         self.confirm_close(ui.ctx());

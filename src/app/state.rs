@@ -358,3 +358,59 @@ impl AppState {
     }
 }
 
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::run::tests::record;
+    use crate::unleash::PreviewSize;
+    use crate::worker::MaskRequest;
+
+    /// A mask answer at `ratio` of epoch 1 with gamma `gamma`; a preview when `preview`.
+    pub(crate) fn answer(ratio: f64, gamma: f64, preview: bool) -> Arc<AtypicalSet> {
+        Arc::new(AtypicalSet {
+            ratio,
+            kind: MaskKind::Magnitude,
+            epoch: 1,
+            gamma,
+            full_train_loss: 0.1,
+            full_test_acc: 0.9,
+            masked_test_acc: None,
+            masked_train_acc: 0.8,
+            samples: Vec::new(),
+            masked_losses: Vec::new(),
+            masked_detection: None,
+            full_detection: None,
+            preview: preview.then(PreviewSize::default),
+        })
+    }
+
+    fn mask(id: u64, ratio: f64) -> Command {
+        Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) })
+    }
+
+    #[test]
+    fn only_the_answer_to_the_latest_request_sent_is_taken() {
+        let mut st = AppState::new();
+        st.sent(&mask(st.next_mask_request(), 0.3));
+        st.sent(&mask(st.next_mask_request(), 0.6));
+        assert_eq!((st.mask_request, st.mask_pending), (2, true));
+        st.apply(WorkerEvent::MaskAnswer { request: 1, answer: answer(0.3, 1.0, false) });
+        assert!(st.mask_result.is_none() && st.mask_answers == 0, "an answer to an older request is dropped");
+        st.apply(WorkerEvent::MaskAnswer { request: 2, answer: answer(0.6, 2.0, true) });
+        st.apply(WorkerEvent::MaskAnswer { request: 2, answer: answer(0.6, 2.5, false) });
+        assert_eq!((st.mask_result.as_ref().map(|m| m.gamma), st.mask_answers), (Some(2.5), 2));
+        assert!(st.last_preview_latency.is_some());
+    }
+
+    #[test]
+    fn sending_a_training_starts_the_mirror_afresh() {
+        let mut st = AppState::new();
+        st.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(record(1)), per_sample_loss: Arc::new(vec![0.5]) }));
+        st.log(true, "an old error");
+        let config = crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: crate::config::TrainConfig { epochs: 7, ..Default::default() }, detectors: Default::default() };
+        st.sent(&Command::Train { config, out: PathBuf::from("run") });
+        assert!(st.records.is_empty() && st.loss_rows.is_empty() && st.last_error.is_none());
+        assert_eq!((st.busy.clone(), st.planned_epochs), (Some(Job::Starting), Some(7)));
+    }
+}
