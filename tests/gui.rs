@@ -22,10 +22,10 @@ fn harness() -> Harness<'static, UnleashApp> {
 
 
 fn small_setup(h: &mut Harness<'static, UnleashApp>, out: &std::path::Path, epochs: usize) {
-    let st = &mut h.state_mut().state;
-    st.config.data = common::small_data();
-    st.config.train.epochs = epochs;
-    st.out_dir = out.display().to_string();
+    let setup = &mut h.state_mut().setup;
+    setup.config.data = common::small_data();
+    setup.config.train.epochs = epochs;
+    setup.out_dir = out.display().to_string();
 }
 
 #[test]
@@ -34,7 +34,7 @@ fn train_watch_mask_and_export() {
     let mut h = harness();
     h.step();
     // Opens on the bundled sample data, with the device named.
-    assert!(h.state().state.config.data.train.ends_with("fashion-train-images-idx3-ubyte.gz"));
+    assert!(h.state().setup.config.data.train.ends_with("fashion-train-images-idx3-ubyte.gz"));
     h.get_by_label_contains("CPU (burn flex");
     h.get_by_label("Start");
 
@@ -140,11 +140,11 @@ fn a_worker_panic_shows_and_the_app_stays_usable() {
     h.state_mut().stop();
     small_setup(&mut h, &dir.path().join("bad"), 1);
     // (The lr field clamps what a person types; a config from elsewhere can still be bad.)
-    h.state_mut().state.config.train.lr = -1.0;
+    h.state_mut().setup.config.train.lr = -1.0;
     h.state_mut().start_training();
     assert!(h.state().state.last_error.as_ref().unwrap().contains("lr"));
-    h.state_mut().state.config.train.lr = 0.05;
-    h.state_mut().state.config.data.ood = vec!["/no/such/ood-images-idx3-ubyte.gz".into()];
+    h.state_mut().setup.config.train.lr = 0.05;
+    h.state_mut().setup.config.data.ood = vec!["/no/such/ood-images-idx3-ubyte.gz".into()];
     h.get_by_label("Start").click();
     step_until(&mut h, "the data error", 60, |a| a.state.last_error.as_ref().is_some_and(|e| e.contains("/no/such/ood")) && !a.state.is_busy());
     small_setup(&mut h, &dir.path().join("ok"), 1);
@@ -183,7 +183,7 @@ fn an_opened_run_shows_its_epochs_and_each_tab_its_content() {
     let run = common::train_run(&dir.path().join("run"), 2, 0);
     let mut h = harness();
     // At 0.9 the masked model gets many training samples wrong: thumbnails to show.
-    h.state_mut().state.mask_ratio = 0.9;
+    h.state_mut().mask.ratio = 0.9;
     h.step();
     h.state_mut().open_run(run.clone());
     step_until(&mut h, "the run and its data", 120, |a| a.state.data.is_some() && a.state.records.len() == 2);
@@ -255,19 +255,19 @@ fn the_um_umap_and_control_buttons_each_fine_tune_the_snapshot() {
     // gamma from the mask ratio: the complete answer at 0.5.
     step_until(&mut h, "the complete answer", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none()) && !a.state.is_busy());
     let gamma = h.state().state.mask_result.as_ref().unwrap().gamma;
-    h.state_mut().state.ft_epochs = 1;
+    h.state_mut().mask.ft_epochs = 1;
     h.get_by_label("Mask ratio & UM").click();
     h.step();
     // UM and UMAP from the last base epoch (the snapshot chosen by default), with the mask's gamma;
     // the control from the snapshot chosen then: UM's end, epoch 2.
-    use unleash::app::state::MaskSnapshot;
+    use unleash::app::MaskSnapshot;
     let buttons = [
         ("Fine-tune with UM", MaskSnapshot::LastBase, unleash::run::Phase::Um, 1, Some(gamma)),
         ("Prune with UMAP", MaskSnapshot::LastBase, unleash::run::Phase::Umap, 1, Some(gamma)),
         ("CE control", MaskSnapshot::Epoch(2), unleash::run::Phase::Control, 2, None),
     ];
     for (k, (button, snapshot, phase, from_epoch, expected_gamma)) in buttons.into_iter().enumerate() {
-        h.state_mut().state.mask_snapshot = snapshot;
+        h.state_mut().mask.snapshot = snapshot;
         h.get_by_label("Mask ratio & UM").click();
         step_until(&mut h, "the worker to be free", 300, |a| !a.state.is_busy());
         h.get_by_label(button).click_accesskit();

@@ -31,9 +31,9 @@ fn a_long_session_keeps_its_memory() {
     let rss_start = rss_mib();
     let run = dir.path().join("run");
     {
-        let st = &mut h.state_mut().state;
-        st.config.train.epochs = 20;
-        st.out_dir = run.display().to_string();
+        let setup = &mut h.state_mut().setup;
+        setup.config.train.epochs = 20;
+        setup.out_dir = run.display().to_string();
     }
     h.state_mut().start_training();
     step_until(&mut h, "the first epoch", 600, |a| !a.state.records.is_empty());
@@ -44,7 +44,7 @@ fn a_long_session_keeps_its_memory() {
 
     // 100 mask requests, as a slider drag would send them, waiting for an answer every tenth.
     for k in 0..100 {
-        h.state_mut().state.mask_ratio = 0.05 + 0.009 * k as f64;
+        h.state_mut().mask.ratio = 0.05 + 0.009 * k as f64;
         h.state_mut().request_mask();
         h.step();
         if k % 10 == 9 {

@@ -2,19 +2,47 @@
 //! masked loss or by increase; filter by class; pages; a click opens the sample large with its
 //! loss across epochs.
 
-use super::UnleashApp;
+use super::state::RunView;
+use super::widgets::Thumbnails;
+use super::Action;
 use crate::unleash::AtypicalSample;
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints};
 
 const PAGE: usize = 48;
 
-pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let Some(set) = app.state.mask_result.clone() else {
+/// The gallery's sort, class filter and page, the sample opened large, and the thumbnails made.
+#[derive(Default)]
+pub struct AtypicalPanel {
+    pub sort_by_increase: bool,
+    pub class: Option<u32>,
+    pub page: usize,
+    /// The mask answer the page belongs to (by `RunView::mask_answers`): a new answer starts at
+    /// page 1.
+    paged_answer: u64,
+    /// The sample opened in the detail window (from the gallery or the loss tab's data map).
+    pub selected_sample: Option<usize>,
+    textures: Thumbnails,
+}
+
+impl AtypicalPanel {
+    /// The gallery; it asks for nothing (a click opens the sample here).
+    pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView) -> Option<Action> {
+        show(self, ui, view);
+        None
+    }
+}
+
+fn show(panel: &mut AtypicalPanel, ui: &mut egui::Ui, view: &RunView) {
+    if panel.paged_answer != view.mask_answers {
+        panel.paged_answer = view.mask_answers;
+        panel.page = 0;
+    }
+    let Some(set) = view.mask_result.clone() else {
         ui.label("No atypical set yet: move the mask-ratio slider (tab \"Mask ratio & UM\") to compute one.");
         return;
     };
-    let Some(data) = app.state.data.clone() else {
+    let Some(data) = view.data.clone() else {
         ui.label("The training data is not loaded (this run was opened without its data).");
         return;
     };
@@ -32,51 +60,51 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
             set.gamma
         ));
     });
-    let st = &mut app.state;
+    let st = view;
     ui.horizontal(|ui| {
         ui.label("Sort by");
-        ui.selectable_value(&mut st.gallery_sort_by_increase, false, "masked loss");
-        ui.selectable_value(&mut st.gallery_sort_by_increase, true, "loss increase");
+        ui.selectable_value(&mut panel.sort_by_increase, false, "masked loss");
+        ui.selectable_value(&mut panel.sort_by_increase, true, "loss increase");
         let classes = data.train.num_classes as u32;
-        let selected = st.gallery_class.map_or("all classes".to_string(), |c| st.class_name(c));
+        let selected = panel.class.map_or("all classes".to_string(), |c| st.class_name(c));
         egui::ComboBox::from_label("class filter").selected_text(selected).show_ui(ui, |ui| {
-            ui.selectable_value(&mut st.gallery_class, None, "all classes");
+            ui.selectable_value(&mut panel.class, None, "all classes");
             for c in 0..classes {
                 let name = st.class_name(c);
-                ui.selectable_value(&mut st.gallery_class, Some(c), name);
+                ui.selectable_value(&mut panel.class, Some(c), name);
             }
         });
     });
-    let mut items: Vec<AtypicalSample> = set.samples.iter().copied().filter(|a| st.gallery_class.is_none_or(|c| a.label == c)).collect();
-    if st.gallery_sort_by_increase {
+    let mut items: Vec<AtypicalSample> = set.samples.iter().copied().filter(|a| panel.class.is_none_or(|c| a.label == c)).collect();
+    if panel.sort_by_increase {
         items.sort_by(|a, b| b.loss_increase().total_cmp(&a.loss_increase()).then(a.index.cmp(&b.index)));
     }
     let pages = items.len().div_ceil(PAGE).max(1);
-    st.gallery_page = st.gallery_page.min(pages - 1);
+    panel.page = panel.page.min(pages - 1);
     ui.horizontal(|ui| {
-        if ui.add_enabled(st.gallery_page > 0, egui::Button::new("< Prev")).clicked() {
-            st.gallery_page -= 1;
+        if ui.add_enabled(panel.page > 0, egui::Button::new("< Prev")).clicked() {
+            panel.page -= 1;
         }
-        ui.label(format!("page {} of {pages} ({} shown of {})", st.gallery_page + 1, items.len(), set.samples.len()));
-        if ui.add_enabled(st.gallery_page + 1 < pages, egui::Button::new("Next >")).clicked() {
-            st.gallery_page += 1;
+        ui.label(format!("page {} of {pages} ({} shown of {})", panel.page + 1, items.len(), set.samples.len()));
+        if ui.add_enabled(panel.page + 1 < pages, egui::Button::new("Next >")).clicked() {
+            panel.page += 1;
         }
     });
-    let page: Vec<AtypicalSample> = items.iter().skip(st.gallery_page * PAGE).take(PAGE).copied().collect();
+    let page: Vec<AtypicalSample> = items.iter().skip(panel.page * PAGE).take(PAGE).copied().collect();
     let scale = 3.0;
     let cell = egui::vec2(data.train.shape.width as f32 * scale + 12.0, data.train.shape.height as f32 * scale + 66.0);
     egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
             for a in page {
-                let tex = app.textures.get(ui.ctx(), &data.train, a.index);
+                let tex = panel.textures.get(ui.ctx(), &data.train, a.index);
                 ui.allocate_ui(cell, |ui| {
                     ui.vertical(|ui| {
                         let size = tex.size_vec2() * scale;
                         let resp = ui.add(egui::Image::new((tex.id(), size)).sense(egui::Sense::click()).alt_text(format!("sample {}", a.index)));
                         if resp.clicked() {
-                            app.state.selected_sample = Some(a.index);
+                            panel.selected_sample = Some(a.index);
                         }
-                        let name = |c| app.state.class_name(c);
+                        let name = |c| st.class_name(c);
                         ui.label(egui::RichText::new(format!("#{} {}", a.index, name(a.label))).small().strong());
                         ui.label(egui::RichText::new(format!("masked: {}", name(a.masked_prediction))).small());
                         ui.label(egui::RichText::new(format!("loss {:.3} -> {:.3}", a.full_loss, a.masked_loss)).small());
@@ -87,25 +115,30 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     });
 }
 
-/// The selected sample, large, with its loss across epochs.
-pub fn sample_window(app: &mut UnleashApp, ctx: &egui::Context) {
-    let Some(i) = app.state.selected_sample else { return };
+impl AtypicalPanel {
+    /// The selected sample, large, with its loss across epochs and UM's `gamma`.
+    pub fn sample_window(&mut self, ctx: &egui::Context, view: &RunView, gamma: Option<f64>) {
+        sample_window(self, ctx, view, gamma);
+    }
+}
+
+fn sample_window(panel: &mut AtypicalPanel, ctx: &egui::Context, st: &RunView, gamma: Option<f64>) {
+    let Some(i) = panel.selected_sample else { return };
     let mut open = true;
-    let data = app.state.data.clone();
+    let data = st.data.clone();
     egui::Window::new(format!("Training sample #{i}")).open(&mut open).default_size([420.0, 520.0]).show(ctx, |ui| {
         if let Some(data) = &data {
             if i < data.train.len() {
-                let tex = app.textures.get(ctx, &data.train, i);
+                let tex = panel.textures.get(ctx, &data.train, i);
                 ui.add(egui::Image::new((tex.id(), tex.size_vec2() * 10.0)).alt_text(format!("sample {i} large")));
-                ui.label(format!("label: {}", app.state.class_name(data.train.labels[i])));
+                ui.label(format!("label: {}", st.class_name(data.train.labels[i])));
             }
         }
-        if let Some(a) = app.state.mask_result.as_ref().and_then(|m| m.samples.iter().find(|a| a.index == i)) {
-            let name = |c| app.state.class_name(c);
+        if let Some(a) = st.mask_result.as_ref().and_then(|m| m.samples.iter().find(|a| a.index == i)) {
+            let name = |c| st.class_name(c);
             ui.label(format!("atypical: full prediction {}, masked prediction {}, loss {:.4} -> {:.4}", name(a.full_prediction), name(a.masked_prediction), a.full_loss, a.masked_loss));
         }
-        let pts: PlotPoints = app.state.loss_rows.iter().enumerate().filter_map(|(e, r)| r.get(i).map(|&l| [(e + 1) as f64, f64::from(l)])).collect();
-        let gamma = app.state.gamma();
+        let pts: PlotPoints = st.loss_rows.iter().enumerate().filter_map(|(e, r)| r.get(i).map(|&l| [(e + 1) as f64, f64::from(l)])).collect();
         Plot::new("sample_loss").height(180.0).x_axis_label("epoch").y_axis_label("loss").show(ui, |pu| {
             pu.line(Line::new("loss of this sample", pts));
             if let Some(g) = gamma {
@@ -114,6 +147,32 @@ pub fn sample_window(app: &mut UnleashApp, ctx: &egui::Context) {
         });
     });
     if !open {
-        app.state.selected_sample = None;
+        panel.selected_sample = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::state::tests::answer;
+    use crate::worker::WorkerEvent;
+
+    fn draw(panel: &mut AtypicalPanel, view: &RunView) {
+        let _ = egui::Context::default().run_ui(egui::RawInput::default(), |ui| {
+            panel.ui(ui, view);
+        });
+    }
+
+    #[test]
+    fn a_new_mask_answer_starts_the_gallery_at_its_first_page() {
+        let mut view = RunView::new();
+        let mut panel = AtypicalPanel { page: 3, ..Default::default() };
+        draw(&mut panel, &view);
+        assert_eq!(panel.page, 3, "no new answer: the page stays");
+        let id = view.next_mask_request();
+        view.sent(&crate::worker::Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: crate::unleash::MaskKind::Magnitude, epoch: Some(1) }));
+        view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.0, false) });
+        draw(&mut panel, &view);
+        assert_eq!(panel.page, 0);
     }
 }

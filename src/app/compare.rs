@@ -3,8 +3,8 @@
 //! folder's per-epoch score arrays, so this works on any reopened run; the worker's reader reads
 //! them, off the UI thread.
 
-use super::state::StageScores;
-use super::UnleashApp;
+use super::state::{RunView, StageScores};
+use super::Action;
 use crate::ood::{metrics, Score};
 use crate::run::EpochRecord;
 use crate::worker::ScoresRequest;
@@ -16,49 +16,76 @@ pub fn stages(records: &[EpochRecord]) -> Vec<(String, usize)> {
     crate::run::stages(records).iter().map(|s| (s.name(), s.epoch)).collect()
 }
 
-pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let st = &mut app.state;
+/// The two stages compared (by name), the OOD set (by position) and the score.
+pub struct ComparePanel {
+    pub stages: [String; 2],
+    pub set: usize,
+    pub score: Score,
+}
+
+impl Default for ComparePanel {
+    fn default() -> ComparePanel {
+        ComparePanel { stages: ["best epoch".into(), "final".into()], set: 0, score: Score::Energy }
+    }
+}
+
+impl ComparePanel {
+    /// Asks for the score arrays it shows that the mirror does not hold yet.
+    pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView) -> Option<Action> {
+        show(self, ui, view)
+    }
+}
+
+fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Action> {
     let stages = stages(&st.records);
     let Some(run) = st.run_dir.clone() else {
         ui.label("No run yet.");
-        return;
+        return None;
     };
     if stages.is_empty() {
         ui.label("Stages appear after the first epoch.");
-        return;
+        return None;
     }
     let sets: Vec<String> = st.records.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default();
     if sets.is_empty() {
         ui.label("This run has no test OOD sets.");
-        return;
+        return None;
     }
-    st.compare_set = st.compare_set.min(sets.len() - 1);
+    panel.set = panel.set.min(sets.len() - 1);
     ui.horizontal(|ui| {
         for (k, label) in ["stage A", "stage B"].iter().enumerate() {
-            egui::ComboBox::from_label(*label).selected_text(st.compare[k].clone()).show_ui(ui, |ui| {
+            egui::ComboBox::from_label(*label).selected_text(panel.stages[k].clone()).show_ui(ui, |ui| {
                 for (name, e) in &stages {
-                    ui.selectable_value(&mut st.compare[k], name.clone(), format!("{name} (epoch {e})"));
+                    ui.selectable_value(&mut panel.stages[k], name.clone(), format!("{name} (epoch {e})"));
                 }
             });
         }
-        egui::ComboBox::from_label("OOD set").selected_text(sets[st.compare_set].clone()).show_ui(ui, |ui| {
+        egui::ComboBox::from_label("OOD set").selected_text(sets[panel.set].clone()).show_ui(ui, |ui| {
             for (i, s) in sets.iter().enumerate() {
-                ui.selectable_value(&mut st.compare_set, i, s);
+                ui.selectable_value(&mut panel.set, i, s);
             }
         });
-        egui::ComboBox::from_label("score").selected_text(st.compare_score.name()).show_ui(ui, |ui| {
+        egui::ComboBox::from_label("score").selected_text(panel.score.name()).show_ui(ui, |ui| {
             for s in Score::ALL.into_iter().filter(|s| st.records.last().is_some_and(|r| r.ood_mean.contains_key(s))) {
-                ui.selectable_value(&mut st.compare_score, s, s.name());
+                ui.selectable_value(&mut panel.score, s, s.name());
             }
         });
     });
     let epoch_of = |name: &str| stages.iter().find(|(n, _)| n == name).map(|(_, e)| *e).unwrap_or(stages[0].1);
-    let picked: Vec<(String, usize)> = st.compare.iter().map(|n| (n.clone(), epoch_of(n))).collect();
-    let set = sets[st.compare_set].clone();
-    let score = st.compare_score;
+    let picked: Vec<(String, usize)> = panel.stages.iter().map(|n| (n.clone(), epoch_of(n))).collect();
+    let set = sets[panel.set].clone();
+    let score = panel.score;
     let mut loaded = Vec::new();
+    let mut to_read = Vec::new();
     for (name, e) in &picked {
-        let [id, ood] = ["id_test", set.as_str()].map(|s| app.stage_scores(ScoresRequest { run: run.clone(), epoch: *e, set: s.to_string() }).cloned());
+        let [id, ood] = ["id_test", set.as_str()].map(|s| {
+            let request = ScoresRequest { run: run.clone(), epoch: *e, set: s.to_string() };
+            let known = st.stage_scores.get(&request).cloned();
+            if known.is_none() && !to_read.contains(&request) {
+                to_read.push(request);
+            }
+            known
+        });
         match (id, ood) {
             (Some(StageScores::Loaded(i)), Some(StageScores::Loaded(o))) => match (i.get(&score), o.get(&score)) {
                 (Some(i), Some(o)) => loaded.push((format!("{name} (epoch {e})"), *e, i.clone(), o.clone())),
@@ -74,8 +101,9 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
             }
         }
     }
+    let asked = (!to_read.is_empty()).then_some(Action::ReadScores(to_read));
     if loaded.is_empty() {
-        return;
+        return asked;
     }
     let w = (ui.available_width() / 3.0 - 8.0).max(180.0);
     let h = (ui.available_height() * 0.62).max(180.0);
@@ -105,7 +133,8 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
             resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
         });
     });
-    table(ui, &app.state.records, &picked);
+    table(ui, &st.records, &picked);
+    asked
 }
 
 /// The ROC curve the view draws, as plot points (FPR, TPR) from (0, 0) to (1, 1); None when the
@@ -202,5 +231,47 @@ mod tests {
             assert_eq!(fpr95, m.fpr95, "case {k}: FPR at the first drawn point with TPR >= 0.95");
         }
         assert!(roc_line(&[], &[1.0]).is_none() && roc_line(&[f32::NAN], &[1.0]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod panel_tests {
+    use super::*;
+    use crate::app::state::AppState;
+    use crate::run::tests::record;
+    use crate::worker::WorkerEvent;
+
+    fn draw(panel: &mut ComparePanel, view: &RunView) -> Option<Action> {
+        let mut asked = None;
+        let _ = egui::Context::default().run_ui(egui::RawInput::default(), |ui| asked = panel.ui(ui, view));
+        asked
+    }
+
+    #[test]
+    fn the_panel_asks_once_for_the_score_arrays_the_mirror_lacks() {
+        let mut view = AppState::new();
+        let mut records = vec![record(1), record(2)];
+        for r in &mut records {
+            r.ood.insert("uniform".into(), crate::run::ScoreMetrics::new());
+        }
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records, loss_rows: Vec::new(), config: Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() }) });
+        let mut panel = ComparePanel::default();
+        let Some(Action::ReadScores(asked)) = draw(&mut panel, &view) else { panic!("no score arrays asked for") };
+        let stages = stages(&view.records);
+        let mut expected: Vec<ScoresRequest> = Vec::new();
+        for name in &panel.stages {
+            let epoch = stages.iter().find(|(n, _)| n == name).map_or(stages[0].1, |(_, e)| *e);
+            for set in ["id_test", "uniform"] {
+                let request = ScoresRequest { run: "run".into(), epoch, set: set.into() };
+                if !expected.contains(&request) {
+                    expected.push(request);
+                }
+            }
+        }
+        assert_eq!(asked, expected);
+        for request in asked {
+            view.scores_asked(request, true);
+        }
+        assert!(draw(&mut panel, &view).is_none(), "asked again while loading");
     }
 }

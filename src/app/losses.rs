@@ -1,28 +1,43 @@
 //! Per-sample loss: a histogram of every training sample's loss at a chosen epoch with gamma drawn,
 //! and a data map (mean confidence vs variability across epochs) where a click opens the sample.
 
-use super::UnleashApp;
+use super::state::RunView;
+use super::Action;
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Plot, Points, VLine};
 
-pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let st = &mut app.state;
+/// The epoch the histogram shows.
+#[derive(Default)]
+pub struct LossesPanel {
+    /// 1-based; 0 = the latest.
+    pub epoch: usize,
+}
+
+impl LossesPanel {
+    /// `gamma` is UM's, from the mask explorer's choices (drawn on the histogram). A click on
+    /// the data map asks to open the sample.
+    pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView, gamma: Option<f64>) -> Option<Action> {
+        show(self, ui, view, gamma)
+    }
+}
+
+fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<f64>) -> Option<Action> {
     let n_epochs = st.loss_rows.len();
     if n_epochs == 0 {
         ui.label("Per-sample losses appear after the first epoch.");
-        return;
+        return None;
     }
-    if st.loss_epoch == 0 || st.loss_epoch > n_epochs {
-        st.loss_epoch = n_epochs;
+    if panel.epoch == 0 || panel.epoch > n_epochs {
+        panel.epoch = n_epochs;
     }
     ui.horizontal(|ui| {
-        ui.add(egui::Slider::new(&mut st.loss_epoch, 1..=n_epochs).text("epoch"));
-        if let Some(r) = st.records.get(st.loss_epoch - 1) {
+        ui.add(egui::Slider::new(&mut panel.epoch, 1..=n_epochs).text("epoch"));
+        if let Some(r) = st.records.get(panel.epoch - 1) {
             ui.label(format!("{} phase; mean loss {:.4}", r.phase.name(), r.train_eval_loss));
         }
     });
-    let row = st.loss_rows[st.loss_epoch - 1].clone();
-    let gamma = st.gamma();
+    let row = st.loss_rows[panel.epoch - 1].clone();
+    let mut asked = None;
     let atypical: std::collections::HashSet<usize> = st.mask_result.as_ref().map(|m| m.samples.iter().map(|a| a.index).collect()).unwrap_or_default();
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     let h = (ui.available_height() - 30.0).max(200.0);
@@ -37,7 +52,7 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
                 }
             });
             // What the bars hold, for screen readers and the kittests.
-            let label = format!("plot: histogram of {binned} per-sample losses at epoch {}", st.loss_epoch);
+            let label = format!("plot: histogram of {binned} per-sample losses at epoch {}", panel.epoch);
             resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
         });
         ui.vertical(|ui| {
@@ -58,13 +73,14 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
                     let nearest = all.iter().enumerate().min_by(|a, b| to_screen(*a.1).distance(click).total_cmp(&to_screen(*b.1).distance(click)));
                     if let Some((i, q)) = nearest {
                         if to_screen(*q).distance(click) < 12.0 {
-                            st.selected_sample = Some(i);
+                            asked = Some(Action::ShowSample(i));
                         }
                     }
                 }
             }
         });
     });
+    asked
 }
 
 /// Bars over [0, max] (max = the 99.9th percentile, so one huge loss does not squash the rest);

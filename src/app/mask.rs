@@ -5,66 +5,140 @@
 //! choice; and the buttons that fine-tune with UM, prune with UMAP, or run the plain-CE control.
 
 use super::palette;
-use super::state::{MaskSnapshot, SweepView};
-use crate::unleash::GammaSource;
-use super::UnleashApp;
+use super::state::{RunView, SweepView};
+use super::Action;
 use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, Phase, ScoreMetrics};
 use crate::train::Finetune;
+use crate::unleash::GammaSource;
 use crate::unleash::{probe, AtypicalSet, Detection, MaskKind};
 use crate::worker::Command;
 use eframe::egui;
 use egui_plot::{HLine, Line, Plot, Points, VLine};
 
-pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let has_model = app.state.data.is_some() && app.state.last_base_epoch().is_some();
+/// Which snapshot the mask explorer masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskSnapshot {
+    /// The last base epoch (the paper's final stage).
+    LastBase,
+    /// The best base epoch by validation (the intermediate stage).
+    BestByValidation,
+    /// Any epoch, fine-tune ends included.
+    Epoch(usize),
+}
+
+/// The mask explorer's choices: the mask (ratio, kind, snapshot), the detection table's score,
+/// where UM's gamma comes from, and the fine-tune's recipe. The UM/UMAP/control buttons live
+/// here too, so the snapshot and gamma they use never leave the panel.
+pub struct MaskPanel {
+    pub ratio: f64,
+    pub kind: MaskKind,
+    pub snapshot: MaskSnapshot,
+    /// The score the masked-detection table shows.
+    pub table_score: Score,
+    pub gamma_source: GammaSource,
+    pub ft_epochs: usize,
+    pub ft_lr: f64,
+    pub prune_ratio: f64,
+}
+
+impl Default for MaskPanel {
+    fn default() -> MaskPanel {
+        MaskPanel {
+            ratio: 0.5,
+            kind: MaskKind::Magnitude,
+            snapshot: MaskSnapshot::LastBase,
+            table_score: Score::Energy,
+            gamma_source: GammaSource::MaskRatio,
+            ft_epochs: 10,
+            ft_lr: 0.05,
+            prune_ratio: 0.2,
+        }
+    }
+}
+
+impl MaskPanel {
+    /// Asks for a mask answer when the ratio, kind or snapshot changes, a sweep, or a fine-tune.
+    pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView) -> Option<Action> {
+        show(self, ui, view)
+    }
+
+    /// The epoch the snapshot choice names, if it exists yet.
+    pub fn epoch(&self, view: &RunView) -> Option<usize> {
+        match self.snapshot {
+            MaskSnapshot::LastBase => view.last_base_epoch(),
+            MaskSnapshot::BestByValidation => best_by_validation(&view.records, Score::Energy, Some(Phase::Base)),
+            MaskSnapshot::Epoch(e) => (1..=view.records.len()).contains(&e).then_some(e),
+        }
+    }
+
+    /// gamma for a fine-tune from the chosen snapshot and source (None when not available yet).
+    pub fn gamma(&self, view: &RunView) -> Option<f64> {
+        match self.gamma_source.from_history(&view.records, &view.loss_rows, self.epoch(view)?) {
+            Some(from_history) => from_history.ok(),
+            // A preview's gamma is an estimate on a subset: UM waits for the complete one.
+            None => view.mask_result.as_ref().filter(|m| m.preview.is_none()).map(|m| m.gamma),
+        }
+    }
+
+    /// The sweep of the snapshot and mask kind now chosen, if one has arrived.
+    fn current_sweep<'a>(&self, view: &'a RunView) -> Option<&'a SweepView> {
+        view.sweep_of(self.epoch(view), self.kind)
+    }
+}
+
+fn show(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) -> Option<Action> {
+    let has_model = st.data.is_some() && st.last_base_epoch().is_some();
     if !has_model {
         ui.label("Train a model first (or open a run together with its data): masks are applied to one of its snapshots.");
     }
+    let mut asked = None;
     egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
         ui.add_enabled_ui(has_model, |ui| {
-            controls_row(app, ui);
-            answer(app, ui);
+            asked = controls_row(panel, ui, st);
+            answer(panel, ui, st);
             ui.separator();
-            gamma_choice(app, ui);
-            finetune_row(app, ui);
+            gamma_choice(panel, ui, st);
+            asked = asked.take().or(finetune_row(panel, ui, st));
         });
         ui.separator();
-        sweep_plots(app, ui);
+        sweep_plots(panel, ui, st);
     });
+    asked
 }
 
-fn controls_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
+fn controls_row(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) -> Option<Action> {
     let mut changed = false;
+    let mut asked = None;
     ui.horizontal(|ui| {
-        let st = &mut app.state;
-        let before = (st.mask_ratio, st.mask_kind, st.mask_snapshot);
+        let before = (panel.ratio, panel.kind, panel.snapshot);
         ui.spacing_mut().slider_width = 300.0;
         ui.add(
-            egui::Slider::new(&mut st.mask_ratio, 0.0..=0.95)
+            egui::Slider::new(&mut panel.ratio, 0.0..=0.95)
                 .logarithmic(true)
                 .smallest_positive(0.001)
                 .fixed_decimals(3)
                 .text("mask ratio"),
         );
-        ui.radio_value(&mut st.mask_kind, MaskKind::Magnitude, "magnitude");
-        ui.radio_value(&mut st.mask_kind, MaskKind::Random, "random");
-        snapshot_choice(st, ui);
-        changed = (st.mask_ratio, st.mask_kind, st.mask_snapshot) != before;
+        ui.radio_value(&mut panel.kind, MaskKind::Magnitude, "magnitude");
+        ui.radio_value(&mut panel.kind, MaskKind::Random, "random");
+        snapshot_choice(&mut panel.snapshot, st, ui);
+        changed = (panel.ratio, panel.kind, panel.snapshot) != before;
         if ui.button("Sweep this snapshot").on_hover_text("gamma, atypical count, masked accuracy and OOD AUROC at 12 ratios, computed in the background").clicked() {
-            let epoch = st.mask_epoch();
-            let kind = st.mask_kind;
-            app.send(Command::Sweep { ratios: probe::default_sweep_ratios(crate::worker::DEFAULT_SWEEP_POINTS), kind, epoch });
+            let epoch = panel.epoch(st);
+            let kind = panel.kind;
+            asked = Some(Action::Send(Command::Sweep { ratios: probe::default_sweep_ratios(crate::worker::DEFAULT_SWEEP_POINTS), kind, epoch }));
         }
     });
     // Ask on every change: the worker keeps only the latest request.
     if changed {
-        app.request_mask();
+        asked = Some(Action::RequestMask);
     }
+    asked
 }
 
 /// Last base epoch, best base epoch by validation, or any epoch (fine-tune ends included).
-fn snapshot_choice(st: &mut super::state::AppState, ui: &mut egui::Ui) {
+fn snapshot_choice(snapshot: &mut MaskSnapshot, st: &RunView, ui: &mut egui::Ui) {
     let last = st.last_base_epoch().unwrap_or(0);
     let best = best_by_validation(&st.records, Score::Energy, Some(Phase::Base)).unwrap_or(0);
     let label = |s: MaskSnapshot| match s {
@@ -72,23 +146,23 @@ fn snapshot_choice(st: &mut super::state::AppState, ui: &mut egui::Ui) {
         MaskSnapshot::BestByValidation => format!("best by validation (epoch {best})"),
         MaskSnapshot::Epoch(e) => format!("epoch {e}"),
     };
-    let current = st.mask_snapshot;
+    let current = *snapshot;
     egui::ComboBox::from_label("snapshot").selected_text(label(current)).show_ui(ui, |ui| {
-        ui.selectable_value(&mut st.mask_snapshot, MaskSnapshot::LastBase, label(MaskSnapshot::LastBase));
-        ui.selectable_value(&mut st.mask_snapshot, MaskSnapshot::BestByValidation, label(MaskSnapshot::BestByValidation));
+        ui.selectable_value(snapshot, MaskSnapshot::LastBase, label(MaskSnapshot::LastBase));
+        ui.selectable_value(snapshot, MaskSnapshot::BestByValidation, label(MaskSnapshot::BestByValidation));
         for r in st.records.iter().filter(|r| r.phase != Phase::Base && r.phase_epoch > 0) {
             // A fine-tune's last epoch.
             let is_end = st.records.get(r.epoch).is_none_or(|next| next.phase_epoch == 1);
             if is_end {
                 let e = MaskSnapshot::Epoch(r.epoch);
-                ui.selectable_value(&mut st.mask_snapshot, e, format!("{} end (epoch {})", r.phase.name(), r.epoch));
+                ui.selectable_value(snapshot, e, format!("{} end (epoch {})", r.phase.name(), r.epoch));
             }
         }
     });
-    if let MaskSnapshot::Epoch(e) = &mut st.mask_snapshot {
+    if let MaskSnapshot::Epoch(e) = snapshot {
         ui.add(egui::DragValue::new(e).range(1..=st.records.len().max(1)).prefix("epoch "));
     } else if ui.small_button("other epoch...").clicked() {
-        st.mask_snapshot = MaskSnapshot::Epoch(last.max(1));
+        *snapshot = MaskSnapshot::Epoch(last.max(1));
     }
 }
 
@@ -101,12 +175,11 @@ enum Source {
     None,
 }
 
-fn answer(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let mut table_score = app.state.mask_table_score;
-    let st = &app.state;
+fn answer(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
+    let mut table_score = panel.table_score;
     let train_samples = st.data.as_ref().map_or(0, |d| d.train.len());
-    let answer = st.mask_result.clone().filter(|m| (m.ratio - st.mask_ratio).abs() < 1e-12 && Some(m.epoch) == st.mask_epoch() && m.kind == st.mask_kind);
-    let source = match (answer, st.current_sweep().and_then(|s| probe::interpolate(&s.points, st.mask_ratio))) {
+    let answer = st.mask_result.clone().filter(|m| (m.ratio - panel.ratio).abs() < 1e-12 && Some(m.epoch) == panel.epoch(st) && m.kind == panel.kind);
+    let source = match (answer, panel.current_sweep(st).and_then(|s| probe::interpolate(&s.points, panel.ratio))) {
         (Some(a), _) => Source::Answer(a),
         (None, Some(p)) => Source::Sweep(p),
         (None, None) => Source::None,
@@ -149,10 +222,10 @@ fn answer(app: &mut UnleashApp, ui: &mut egui::Ui) {
     if let (Some(p), Some(f)) = (st.last_preview_latency, st.last_mask_latency) {
         ui.label(egui::RichText::new(format!("last answer: preview after {:.2} s, complete after {:.2} s", p.as_secs_f64(), f.as_secs_f64())).small().weak());
     }
-    app.state.mask_table_score = table_score;
+    panel.table_score = table_score;
 }
 
-fn pending_text(st: &super::state::AppState) -> String {
+fn pending_text(st: &RunView) -> String {
     match (&st.busy, &st.evaluating) {
         (Some(crate::worker::Job::Mask { .. }), Some((set, d, t))) => format!("computing {set}: {d}/{t} samples"),
         (Some(job @ (crate::worker::Job::Training(_) | crate::worker::Job::LoadingData | crate::worker::Job::Exporting)), _) => {
@@ -226,21 +299,20 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.4}"))
 }
 
-fn gamma_choice(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let st = &mut app.state;
+fn gamma_choice(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     ui.label(egui::RichText::new("gamma for UM / UMAP").strong());
     let last_epoch = st.records.len().max(1);
     ui.horizontal(|ui| {
-        ui.radio_value(&mut st.gamma_source, GammaSource::MaskRatio, "from the mask ratio");
-        let q = if let GammaSource::Quantile(q) = st.gamma_source { q } else { 0.9 };
-        ui.radio_value(&mut st.gamma_source, GammaSource::Quantile(q), "quantile of the snapshot's losses");
-        let e = if let GammaSource::EpochLoss(e) = st.gamma_source { e } else { 3.min(last_epoch) };
-        ui.radio_value(&mut st.gamma_source, GammaSource::EpochLoss(e), "training loss at epoch");
-        let g = if let GammaSource::Manual(g) = st.gamma_source { g } else { 0.2 };
-        ui.radio_value(&mut st.gamma_source, GammaSource::Manual(g), "manual");
+        ui.radio_value(&mut panel.gamma_source, GammaSource::MaskRatio, "from the mask ratio");
+        let q = if let GammaSource::Quantile(q) = panel.gamma_source { q } else { 0.9 };
+        ui.radio_value(&mut panel.gamma_source, GammaSource::Quantile(q), "quantile of the snapshot's losses");
+        let e = if let GammaSource::EpochLoss(e) = panel.gamma_source { e } else { 3.min(last_epoch) };
+        ui.radio_value(&mut panel.gamma_source, GammaSource::EpochLoss(e), "training loss at epoch");
+        let g = if let GammaSource::Manual(g) = panel.gamma_source { g } else { 0.2 };
+        ui.radio_value(&mut panel.gamma_source, GammaSource::Manual(g), "manual");
     });
     ui.horizontal(|ui| {
-        match &mut st.gamma_source {
+        match &mut panel.gamma_source {
             GammaSource::Quantile(q) => {
                 ui.add(egui::Slider::new(q, 0.5..=0.999).text("quantile"));
             }
@@ -252,26 +324,26 @@ fn gamma_choice(app: &mut UnleashApp, ui: &mut egui::Ui) {
             }
             GammaSource::MaskRatio => {}
         }
-        match st.gamma() {
+        match panel.gamma(st) {
             Some(g) => ui.label(format!("-> gamma = {g:.5}")),
             None => ui.label("-> gamma not available yet (waiting for the complete answer)"),
         };
     });
 }
 
-fn finetune_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
+fn finetune_row(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) -> Option<Action> {
     ui.horizontal(|ui| {
-        let st = &mut app.state;
         let l = ui.label("epochs");
-        ui.add(egui::DragValue::new(&mut st.ft_epochs).range(1..=500)).labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut panel.ft_epochs).range(1..=500)).labelled_by(l.id);
         let l = ui.label("lr");
-        ui.add(egui::DragValue::new(&mut st.ft_lr).range(1e-5..=1.0).speed(0.001).max_decimals(5)).labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut panel.ft_lr).range(1e-5..=1.0).speed(0.001).max_decimals(5)).labelled_by(l.id);
         let l = ui.label("UMAP prune ratio");
-        ui.add(egui::DragValue::new(&mut st.prune_ratio).range(0.0..=0.99).speed(0.01)).labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut panel.prune_ratio).range(0.0..=0.99).speed(0.01)).labelled_by(l.id);
     });
+    let mut asked = None;
     ui.horizontal(|ui| {
-        let gamma = app.state.gamma();
-        let idle = !app.state.is_busy();
+        let gamma = panel.gamma(st);
+        let idle = !st.is_busy();
         let mut go = None;
         if ui.add_enabled(idle && gamma.is_some(), egui::Button::new("Fine-tune with UM")).clicked() {
             go = Some(Finetune::Um);
@@ -283,22 +355,19 @@ fn finetune_row(app: &mut UnleashApp, ui: &mut egui::Ui) {
             go = Some(Finetune::Control);
         }
         if let Some(kind) = go {
-            let st = &app.state;
-            let from_epoch = st.mask_epoch();
-            let cmd = Command::Finetune { kind, gamma: gamma.unwrap_or(0.0), epochs: st.ft_epochs, lr: st.ft_lr, prune_ratio: st.prune_ratio, from_epoch };
-            app.state.busy = Some(crate::worker::Job::Starting);
-            app.state.tab = super::state::Tab::Training;
-            app.send(cmd);
+            let from_epoch = panel.epoch(st);
+            let cmd = Command::Finetune { kind, gamma: gamma.unwrap_or(0.0), epochs: panel.ft_epochs, lr: panel.ft_lr, prune_ratio: panel.prune_ratio, from_epoch };
+            asked = Some(Action::Finetune(cmd));
         }
         ui.label(egui::RichText::new("(fine-tunes start from the snapshot chosen above)").small().weak());
     });
+    asked
 }
 
 /// gamma, atypical count, masked ID accuracy and masked mean OOD AUROC against the ratio (log
 /// scale), with the slider's ratio marked and the unmasked model's values as horizontal lines.
-fn sweep_plots(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let st = &app.state;
-    let Some(sweep) = st.current_sweep() else {
+fn sweep_plots(panel: &MaskPanel, ui: &mut egui::Ui, st: &RunView) {
+    let Some(sweep) = panel.current_sweep(st) else {
         let msg = match &st.background {
             Some(job) => format!("The sweep is computing in the background ({}).", job.describe()),
             None => "No sweep of this snapshot yet: press \"Sweep this snapshot\".".to_string(),
@@ -317,7 +386,7 @@ fn sweep_plots(app: &mut UnleashApp, ui: &mut egui::Ui) {
     // Tall enough for tick labels on both axes; the tab scrolls when the window is small.
     let h = ((ui.available_height() - 50.0) / 2.0).max(190.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
-    let ratio = st.mask_ratio;
+    let ratio = panel.ratio;
     let full_auroc = full.map(|f| f.mean_auroc(Score::Energy));
     ui.horizontal(|ui| {
         sweep_plot(ui, "sweep_gamma", "log10 gamma", w, h, sweep, ratio, |p| p.gamma.max(1e-6).log10(), None);
@@ -375,4 +444,46 @@ fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &
             });
         resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}, {drawn} points")));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::state::tests::answer;
+    use crate::app::state::AppState;
+    use crate::run::tests::record;
+    use crate::worker::WorkerEvent;
+
+    /// Two base epochs and a UM epoch, as the mirror holds them after events.
+    fn view() -> AppState {
+        let mut view = AppState::new();
+        let um = crate::run::EpochRecord { phase: Phase::Um, phase_epoch: 1, from_epoch: 2, ..record(3) };
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records: vec![record(1), record(2), um], loss_rows: vec![std::sync::Arc::new(vec![0.1, 0.2, 0.3]); 3], config: Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() }) });
+        view
+    }
+
+    #[test]
+    fn the_snapshot_choice_names_an_epoch_of_the_mirror() {
+        let view = view();
+        let mut panel = MaskPanel::default();
+        assert_eq!(panel.epoch(&view), Some(2), "the last base epoch, not the UM epoch after it");
+        panel.snapshot = MaskSnapshot::Epoch(3);
+        assert_eq!(panel.epoch(&view), Some(3));
+        panel.snapshot = MaskSnapshot::Epoch(4);
+        assert_eq!(panel.epoch(&view), None, "an epoch the run does not have");
+    }
+
+    #[test]
+    fn gamma_from_the_mask_ratio_waits_for_the_complete_answer() {
+        let mut view = view();
+        let mut panel = MaskPanel::default();
+        let id = view.next_mask_request();
+        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: MaskKind::Magnitude, epoch: Some(2) }));
+        view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.5, true) });
+        assert_eq!(panel.gamma(&view), None, "a preview's gamma is an estimate");
+        view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.75, false) });
+        assert_eq!(panel.gamma(&view), Some(1.75));
+        panel.gamma_source = GammaSource::EpochLoss(1);
+        assert_eq!(panel.gamma(&view), Some(record(1).train_eval_loss));
+    }
 }

@@ -1,6 +1,7 @@
-//! The desktop app: a plain state updated by the worker's events, and one panel per view. The UI
-//! thread never waits on the worker: commands go out over a channel, events come back over another,
-//! and pause/stop are atomics.
+//! The desktop app: the engine mirror (`state`) updated by the worker's events, and one panel per
+//! view, each owning its widget state. A panel reads the mirror and returns what the user asked for
+//! (an `Action`); the update loop carries it out. The UI thread never waits on the worker: commands
+//! go out over a channel, events come back over another, and pause/stop are atomics.
 
 mod atypical;
 mod compare;
@@ -14,9 +15,15 @@ mod widgets;
 
 use crate::config::{DataConfig, DeviceChoice, ExperimentConfig, TrainConfig};
 use crate::error::{Error, Result};
-use crate::worker::{self, Command, ExportRequest, Job, MaskRequest, Repaint, ScoresRequest, WorkerHandle};
+use crate::worker::{self, Command, ExportRequest, MaskRequest, Repaint, ScoresRequest, WorkerHandle};
 use eframe::egui;
-use state::{AppState, StageScores, Tab};
+use state::AppState;
+pub use atypical::AtypicalPanel;
+pub use compare::ComparePanel;
+pub use losses::LossesPanel;
+pub use mask::{MaskPanel, MaskSnapshot};
+pub use setup::SetupPanel;
+pub use training::TrainingPanel;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -55,11 +62,60 @@ pub enum DialogPurpose {
     ExportSheet,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Training,
+    Losses,
+    Atypical,
+    Mask,
+    Compare,
+}
+
+impl Tab {
+    pub const ALL: [(Tab, &'static str); 5] = [
+        (Tab::Training, "Training"),
+        (Tab::Losses, "Per-sample loss"),
+        (Tab::Atypical, "Atypical samples"),
+        (Tab::Mask, "Mask ratio & UM"),
+        (Tab::Compare, "Compare stages"),
+    ];
+}
+
+/// What a panel asks of the app: the update loop carries it out (sends the worker its command,
+/// opens a dialog, shows a sample).
+#[derive(Debug)]
+pub enum Action {
+    /// Train a fresh model with the setup panel's experiment.
+    Start,
+    Pause(bool),
+    Stop,
+    /// Send the worker this command.
+    Send(Command),
+    /// A fine-tune: sent, and the training tab shown to watch it.
+    Finetune(Command),
+    /// The mask explorer's answer at its ratio, kind and snapshot.
+    RequestMask,
+    /// Read these score arrays (those not asked yet) off the UI thread.
+    ReadScores(Vec<ScoresRequest>),
+    Dialog(DialogPurpose),
+    /// Open this training sample in the detail window.
+    ShowSample(usize),
+}
+
 pub struct UnleashApp {
+    /// The engine mirror; only `AppState::apply` and `AppState::sent` write it.
     pub state: AppState,
+    pub tab: Tab,
+    pub setup: SetupPanel,
+    pub training: TrainingPanel,
+    pub losses: LossesPanel,
+    pub atypical: AtypicalPanel,
+    pub mask: MaskPanel,
+    pub compare: ComparePanel,
+    /// The window's close button was pressed while a job ran: asking whether to stop it.
+    confirm_close: bool,
     worker: WorkerHandle,
     dialog: Option<PendingDialog>,
-    textures: widgets::Thumbnails,
     /// Seconds spent in `ui` per frame, for the frame-time figures.
     pub frame_times: Vec<f64>,
     /// UNLEASH_FRAME_STATS=path: frame times and the last mask latency are written there (JSON)
@@ -79,19 +135,26 @@ impl UnleashApp {
             config.train.device = d;
         }
         let mut app = UnleashApp {
-            state: AppState::new(config),
+            state: AppState::new(),
+            tab: Tab::Training,
+            setup: SetupPanel::new(config),
+            training: TrainingPanel::default(),
+            losses: LossesPanel::default(),
+            atypical: AtypicalPanel::default(),
+            mask: MaskPanel::default(),
+            compare: ComparePanel::default(),
+            confirm_close: false,
             worker,
             dialog: None,
-            textures: widgets::Thumbnails::default(),
             frame_times: Vec::new(),
             frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
         };
         if let Some(out) = &options.out {
-            app.state.out_dir = out.display().to_string();
+            app.setup.out_dir = out.display().to_string();
         }
         app.probe_device();
         if let Some(run) = options.run {
-            app.send(Command::OpenRun(run));
+            app.open_run(run);
         }
         if options.start {
             app.start_training();
@@ -101,14 +164,20 @@ impl UnleashApp {
 
     fn probe_device(&mut self) {
         // The probe may take seconds (GPU drivers); the worker does it and reports the name.
-        let choice = self.state.config.train.device;
+        let choice = self.setup.config.train.device;
         match choice {
-            DeviceChoice::Cpu => self.state.device = crate::device::cpu().description,
-            _ => self.send(Command::ProbeDevice(choice)),
+            DeviceChoice::Cpu => self.state.apply(worker::WorkerEvent::Device(crate::device::cpu().description)),
+            _ => self.worker_send(Command::ProbeDevice(choice)),
         }
     }
 
+    /// Sends the worker `cmd`, the mirror noting it (a job starting, a request in flight).
     pub fn send(&mut self, cmd: Command) {
+        self.state.sent(&cmd);
+        self.worker_send(cmd);
+    }
+
+    fn worker_send(&mut self, cmd: Command) {
         if self.worker.commands.send(cmd).is_err() {
             self.state.log(true, "the worker thread is gone; restart the app (finished epochs are on disk)");
         }
@@ -120,26 +189,20 @@ impl UnleashApp {
             self.state.log(true, "a job is running; stop it before starting another");
             return;
         }
-        if let Err(e) = self.state.config.train.validate() {
+        if let Err(e) = self.setup.config.train.validate() {
             self.state.log(true, e.to_string());
             return;
         }
-        let out = PathBuf::from(&self.state.out_dir);
+        let out = PathBuf::from(&self.setup.out_dir);
         if out.join("events.jsonl").exists() {
-            self.state.out_dir = format!("{}-{}", self.state.out_dir, self.state.records.len() + 1);
+            self.setup.out_dir = format!("{}-{}", self.setup.out_dir, self.state.records.len() + 1);
         }
-        self.state.busy = Some(Job::Starting);
-        self.state.planned_epochs = Some(self.state.config.train.epochs);
-        self.state.last_error = None;
-        self.state.records.clear();
-        self.state.loss_rows.clear();
-        self.state.stage_scores.clear();
-        self.send(Command::Train { config: self.state.config.clone(), out: PathBuf::from(&self.state.out_dir) });
+        self.send(Command::Train { config: self.setup.config.clone(), out: PathBuf::from(&self.setup.out_dir) });
     }
 
     pub fn pause(&mut self, paused: bool) {
         self.worker.control.set_paused(paused);
-        self.state.paused = paused;
+        self.state.set_paused(paused);
     }
 
     pub fn stop(&mut self) {
@@ -149,14 +212,14 @@ impl UnleashApp {
     /// Asks for the mask explorer's answer at the slider's ratio and snapshot (the worker
     /// coalesces a drag's requests, and answers to older ones are dropped by their id).
     pub fn request_mask(&mut self) {
-        let st = &mut self.state;
-        let Some(epoch) = st.mask_epoch() else { return };
-        st.mask_request += 1;
-        st.mask_detection = None;
-        st.mask_requested_at = Some(Instant::now());
-        st.mask_pending = true;
-        let req = MaskRequest { id: st.mask_request, ratio: st.mask_ratio, kind: st.mask_kind, epoch: Some(epoch) };
+        let Some(epoch) = self.mask_epoch() else { return };
+        let req = MaskRequest { id: self.state.next_mask_request(), ratio: self.mask.ratio, kind: self.mask.kind, epoch: Some(epoch) };
         self.send(Command::Mask(req));
+    }
+
+    /// The epoch the mask explorer's snapshot choice names, if it exists yet.
+    pub fn mask_epoch(&self) -> Option<usize> {
+        self.mask.epoch(&self.state)
     }
 
     /// The mask explorer never opens empty: once a run has a trained snapshot and the worker is
@@ -164,7 +227,7 @@ impl UnleashApp {
     fn auto_mask(&mut self) {
         if self.state.mask_retry && !self.state.is_busy() {
             // The answer the slider asked for was cut short by another job: ask again, after it.
-            self.state.mask_retry = false;
+            self.state.auto_mask_sent(None);
             self.request_mask();
             return;
         }
@@ -172,28 +235,46 @@ impl UnleashApp {
         if st.is_busy() || st.mask_pending || st.mask_result.is_some() || st.data.is_none() {
             return;
         }
-        let Some(epoch) = st.mask_epoch() else { return };
+        let Some(epoch) = self.mask_epoch() else { return };
         let key = (st.run_dir.clone(), epoch);
         if st.auto_masked.as_ref() == Some(&key) {
             return;
         }
-        self.state.auto_masked = Some(key);
+        self.state.auto_mask_sent(Some(key));
         self.request_mask();
     }
 
     /// Opens a run folder (File > Open run ends here; tests call it directly).
     pub fn open_run(&mut self, dir: PathBuf) {
-        self.state.stage_scores.clear();
         self.send(Command::OpenRun(dir));
     }
 
-    /// A stage's score arrays for the compare view, asked of the worker's reader the first time.
-    fn stage_scores(&mut self, request: ScoresRequest) -> Option<&StageScores> {
-        if self.state.stage_scores.get(&request).is_none() {
-            let state = if self.worker.read_scores(request.clone()) { StageScores::Loading } else { StageScores::Missing("the worker thread is gone; restart the app".into()) };
-            self.state.stage_scores.set(request.clone(), state);
+    /// Stages' score arrays for the compare view, asked of the worker's reader the first time.
+    fn read_scores(&mut self, requests: Vec<ScoresRequest>) {
+        for request in requests {
+            if self.state.stage_scores.get(&request).is_none() {
+                let asked = self.worker.read_scores(request.clone());
+                self.state.scores_asked(request, asked);
+            }
         }
-        self.state.stage_scores.get(&request)
+    }
+
+    /// Carries out what a panel asked for.
+    fn act(&mut self, action: Action, ctx: &egui::Context) {
+        match action {
+            Action::Start => self.start_training(),
+            Action::Pause(paused) => self.pause(paused),
+            Action::Stop => self.stop(),
+            Action::Send(cmd) => self.send(cmd),
+            Action::Finetune(cmd) => {
+                self.tab = Tab::Training;
+                self.send(cmd);
+            }
+            Action::RequestMask => self.request_mask(),
+            Action::ReadScores(requests) => self.read_scores(requests),
+            Action::Dialog(purpose) => self.open_dialog(purpose, ctx),
+            Action::ShowSample(index) => self.atypical.selected_sample = Some(index),
+        }
     }
 
     /// Exports straight to the given paths (the dialogs end here; tests call it directly).
@@ -237,10 +318,10 @@ impl UnleashApp {
         let s = |p: &PathBuf| p.display().to_string();
         match purpose {
             DialogPurpose::OpenRun => self.open_run(first),
-            DialogPurpose::TrainSet => self.state.config.data.train = s(&first),
-            DialogPurpose::TestSet => self.state.config.data.test = s(&first),
-            DialogPurpose::ValSet => self.state.config.data.val_ood = s(&first),
-            DialogPurpose::AddOod | DialogPurpose::AddOodFolder => self.state.config.data.ood.extend(paths.iter().map(s)),
+            DialogPurpose::TrainSet => self.setup.config.data.train = s(&first),
+            DialogPurpose::TestSet => self.setup.config.data.test = s(&first),
+            DialogPurpose::ValSet => self.setup.config.data.val_ood = s(&first),
+            DialogPurpose::AddOod | DialogPurpose::AddOodFolder => self.setup.config.data.ood.extend(paths.iter().map(s)),
             DialogPurpose::ExportModel => self.export_to(ExportRequest { model: Some(first), ..Default::default() }),
             DialogPurpose::ExportReport => self.export_to(ExportRequest { report: Some(first), ..Default::default() }),
             DialogPurpose::ExportCsv => self.export_to(ExportRequest { atypical_csv: Some(first), ..Default::default() }),
@@ -251,6 +332,10 @@ impl UnleashApp {
     /// Applies every event the worker has sent since the last frame.
     pub fn drain_events(&mut self) {
         while let Ok(ev) = self.worker.events.try_recv() {
+            // An opened run sets up the setup panel with its experiment.
+            if let worker::WorkerEvent::RunLoaded { config, .. } = &ev {
+                self.setup.config = (**config).clone();
+            }
             self.state.apply(ev);
         }
     }
@@ -300,9 +385,9 @@ impl UnleashApp {
     fn confirm_close(&mut self, ctx: &egui::Context) {
         if ctx.input(|i| i.viewport().close_requested()) && self.state.is_busy() && !self.worker.control.stop_requested() {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
-            self.state.confirm_close = true;
+            self.confirm_close = true;
         }
-        if !self.state.confirm_close {
+        if !self.confirm_close {
             return;
         }
         let what = self.state.busy.as_ref().map_or_else(|| "a job".to_string(), |j| j.describe());
@@ -311,18 +396,52 @@ impl UnleashApp {
             ui.horizontal(|ui| {
                 if ui.button("Stop and close").clicked() {
                     self.stop();
-                    self.state.confirm_close = false;
+                    self.confirm_close = false;
                     ctx.send_viewport_cmd(egui::ViewportCommand::Close);
                 }
                 if ui.button("Keep working").clicked() {
-                    self.state.confirm_close = false;
+                    self.confirm_close = false;
                 }
             });
         });
         if !self.state.is_busy() {
             // The job ended while the question was open.
-            self.state.confirm_close = false;
+            self.confirm_close = false;
         }
+    }
+
+    /// The setup panel, the tabs and the sample window: each reads the mirror and draws with its
+    /// own state, and returns what the user asked for.
+    fn panels(&mut self, ui: &mut egui::Ui) -> Vec<Action> {
+        let mut asked = Vec::new();
+        let view = &self.state;
+        let setup = &mut self.setup;
+        let left = egui::Panel::left("setup").default_size(330.0).show(ui, |ui| egui::ScrollArea::vertical().show(ui, |ui| setup.ui(ui, view)).inner);
+        asked.extend(left.inner);
+        // UM's gamma comes from the mask explorer's choices; the loss views draw it too.
+        let gamma = self.mask.gamma(view);
+        let (tab, training, losses, atypical, mask, compare) = (&mut self.tab, &mut self.training, &mut self.losses, &mut self.atypical, &mut self.mask, &mut self.compare);
+        let central = egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                for (t, name) in Tab::ALL {
+                    ui.selectable_value(tab, t, name);
+                }
+            });
+            ui.separator();
+            match *tab {
+                Tab::Training => {
+                    training.ui(ui, view);
+                    None
+                }
+                Tab::Losses => losses.ui(ui, view, gamma),
+                Tab::Atypical => atypical.ui(ui, view),
+                Tab::Mask => mask.ui(ui, view),
+                Tab::Compare => compare.ui(ui, view),
+            }
+        });
+        asked.extend(central.inner);
+        atypical.sample_window(ui.ctx(), view, mask.gamma(view));
+        asked
     }
 
     fn write_frame_stats(&self) {
@@ -334,11 +453,12 @@ impl UnleashApp {
     }
 
     fn status_bar(&mut self, ui: &mut egui::Ui) {
+        let mut dismiss = false;
         ui.horizontal(|ui| {
             if let Some(e) = &self.state.last_error {
                 ui.colored_label(egui::Color32::from_rgb(220, 60, 50), format!("Error: {e}"));
                 if ui.small_button("Dismiss").clicked() {
-                    self.state.last_error = None;
+                    dismiss = true;
                 }
             } else if let Some(b) = &self.state.busy {
                 ui.label(format!("Working: {}", b.describe()));
@@ -350,6 +470,9 @@ impl UnleashApp {
                 ui.label("Ready. Set up the data on the left and press Start.");
             }
         });
+        if dismiss {
+            self.state.dismiss_error();
+        }
     }
 }
 
@@ -361,26 +484,9 @@ impl eframe::App for UnleashApp {
         self.auto_mask();
         egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
-        egui::Panel::left("setup").default_size(330.0).show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| setup::show(self, ui));
-        });
-        egui::CentralPanel::default().show(ui, |ui| {
-            ui.horizontal(|ui| {
-                for (tab, name) in Tab::ALL {
-                    ui.selectable_value(&mut self.state.tab, tab, name);
-                }
-            });
-            ui.separator();
-            match self.state.tab {
-                Tab::Training => training::show(self, ui),
-                Tab::Losses => losses::show(self, ui),
-                Tab::Atypical => atypical::show(self, ui),
-                Tab::Mask => mask::show(self, ui),
-                Tab::Compare => compare::show(self, ui),
-            }
-        });
-        if self.state.selected_sample.is_some() {
-            atypical::sample_window(self, ui.ctx());
+        // What the panels ask for is carried out once they are all drawn.
+        for action in self.panels(ui) {
+            self.act(action, ui.ctx());
         }
         self.confirm_close(ui.ctx());
         self.frame_times.push(t0.elapsed().as_secs_f64());

@@ -1,46 +1,66 @@
 //! The left panel: data sets, model and recipe, device, output folder, and the job controls.
 
-use super::{DialogPurpose, UnleashApp};
+use super::state::RunView;
+use super::{Action, DialogPurpose};
+use crate::config::{DeviceChoice, ExperimentConfig, ModelKind};
 use crate::events::format_secs;
-use crate::config::{DeviceChoice, ModelKind};
+use crate::worker::Command;
 use eframe::egui;
 
-pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    ui.heading("Run");
-    controls(app, ui);
-    ui.separator();
-    ui.add_enabled_ui(!app.state.is_busy(), |ui| {
-        data(app, ui);
-        ui.separator();
-        recipe(app, ui);
-    });
+/// The experiment the next Start trains, as the user edits it (an opened run sets it to its own).
+pub struct SetupPanel {
+    pub config: ExperimentConfig,
+    /// The run folder Start writes.
+    pub out_dir: String,
 }
 
-fn controls(app: &mut UnleashApp, ui: &mut egui::Ui) {
+impl SetupPanel {
+    pub fn new(config: ExperimentConfig) -> SetupPanel {
+        SetupPanel { config, out_dir: default_out_dir() }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView) -> Option<Action> {
+        ui.heading("Run");
+        let mut asked = controls(ui, view);
+        ui.separator();
+        ui.add_enabled_ui(!view.is_busy(), |ui| {
+            asked = asked.take().or(self.data(ui));
+            ui.separator();
+            asked = asked.take().or(self.recipe(ui));
+        });
+        asked
+    }
+}
+
+fn default_out_dir() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("runs/app-{secs}")
+}
+
+fn controls(ui: &mut egui::Ui, st: &RunView) -> Option<Action> {
+    let mut asked = None;
     ui.horizontal(|ui| {
-        let busy = app.state.is_busy();
+        let busy = st.is_busy();
         if ui.add_enabled(!busy, egui::Button::new("Start")).on_hover_text("Train a fresh model with this setup").clicked() {
-            app.start_training();
+            asked = Some(Action::Start);
         }
-        if app.state.paused {
+        if st.paused {
             if ui.add_enabled(busy, egui::Button::new("Resume")).clicked() {
-                app.pause(false);
+                asked = Some(Action::Pause(false));
             }
         } else if ui.add_enabled(busy, egui::Button::new("Pause")).clicked() {
-            app.pause(true);
+            asked = Some(Action::Pause(true));
         }
         if ui.add_enabled(busy, egui::Button::new("Stop")).on_hover_text("Stop after the current batch; finished epochs stay on disk").clicked() {
-            app.stop();
+            asked = Some(Action::Stop);
         }
     });
-    if let (Some((done, planned)), Some(dir), false) = (app.state.resumable(), app.state.run_dir.clone(), app.state.is_busy()) {
+    if let (Some((done, planned)), Some(dir), false) = (st.resumable(), st.run_dir.clone(), st.is_busy()) {
         let text = format!("Resume training ({done} of {planned} epochs done)");
         if ui.button(text).on_hover_text("Continue this run's base training from its last complete epoch, to the numbers of an uninterrupted run").clicked() {
-            app.state.busy = Some(crate::worker::Job::Starting);
-            app.send(crate::worker::Command::Resume(dir));
+            asked = Some(Action::Send(Command::Resume(dir)));
         }
     }
-    let st = &app.state;
     if let Some(b) = st.batch.filter(|_| st.is_busy() && st.evaluating.is_none()) {
         let frac = b.batch as f32 / b.batches.max(1) as f32;
         ui.add(egui::ProgressBar::new(frac).text(format!("{} epoch {}/{} - batch {}/{}", b.phase.name(), b.phase_epoch, b.phase_epochs, b.batch, b.batches)));
@@ -61,6 +81,7 @@ fn controls(app: &mut UnleashApp, ui: &mut egui::Ui) {
             ui.label(format!("mean test-OOD Energy AUROC {:.4}, FPR95 {:.4}", m.auroc, m.fpr95));
         }
     }
+    asked
 }
 
 fn path_row(ui: &mut egui::Ui, label: &str, value: &mut String) -> bool {
@@ -73,91 +94,92 @@ fn path_row(ui: &mut egui::Ui, label: &str, value: &mut String) -> bool {
     browse
 }
 
-fn data(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    ui.heading("Data");
-    ui.label("ID sets (IDX, CIFAR .bin, image folder):");
-    let ctx = ui.ctx().clone();
-    if path_row(ui, "ID train", &mut app.state.config.data.train) {
-        app.open_dialog(DialogPurpose::TrainSet, &ctx);
-    }
-    if path_row(ui, "ID test", &mut app.state.config.data.test) {
-        app.open_dialog(DialogPurpose::TestSet, &ctx);
-    }
-    if path_row(ui, "Validation OOD", &mut app.state.config.data.val_ood) {
-        app.open_dialog(DialogPurpose::ValSet, &ctx);
-    }
-    ui.label("Test OOD sets (reported only):");
-    let mut remove = None;
-    for (i, o) in app.state.config.data.ood.iter().enumerate() {
+impl SetupPanel {
+    fn data(&mut self, ui: &mut egui::Ui) -> Option<Action> {
+        let mut asked = None;
+        ui.heading("Data");
+        ui.label("ID sets (IDX, CIFAR .bin, image folder):");
+        if path_row(ui, "ID train", &mut self.config.data.train) {
+            asked = Some(Action::Dialog(DialogPurpose::TrainSet));
+        }
+        if path_row(ui, "ID test", &mut self.config.data.test) {
+            asked = Some(Action::Dialog(DialogPurpose::TestSet));
+        }
+        if path_row(ui, "Validation OOD", &mut self.config.data.val_ood) {
+            asked = Some(Action::Dialog(DialogPurpose::ValSet));
+        }
+        ui.label("Test OOD sets (reported only):");
+        let mut remove = None;
+        for (i, o) in self.config.data.ood.iter().enumerate() {
+            ui.horizontal(|ui| {
+                if ui.small_button("x").on_hover_text(format!("Remove {o}")).clicked() {
+                    remove = Some(i);
+                }
+                let short = std::path::Path::new(o).file_name().map_or(o.clone(), |f| f.to_string_lossy().to_string());
+                ui.label(short).on_hover_text(o);
+            });
+        }
+        if let Some(i) = remove {
+            self.config.data.ood.remove(i);
+        }
         ui.horizontal(|ui| {
-            if ui.small_button("x").on_hover_text(format!("Remove {o}")).clicked() {
-                remove = Some(i);
+            if ui.small_button("Add file...").clicked() {
+                asked = Some(Action::Dialog(DialogPurpose::AddOod));
             }
-            let short = std::path::Path::new(o).file_name().map_or(o.clone(), |f| f.to_string_lossy().to_string());
-            ui.label(short).on_hover_text(o);
+            if ui.small_button("Add folder...").clicked() {
+                asked = Some(Action::Dialog(DialogPurpose::AddOodFolder));
+            }
+            if ui.small_button("+ Gaussian").clicked() {
+                self.config.data.ood.push("gaussian".into());
+            }
+            if ui.small_button("+ uniform").clicked() {
+                self.config.data.ood.push("uniform".into());
+            }
         });
+        let mut limit = self.config.data.train_limit.unwrap_or(0);
+        ui.horizontal(|ui| {
+            let l = ui.label("Train samples (0 = all)");
+            ui.add(egui::DragValue::new(&mut limit).range(0..=1_000_000).speed(100)).labelled_by(l.id);
+        });
+        self.config.data.train_limit = (limit > 0).then_some(limit);
+        asked
     }
-    if let Some(i) = remove {
-        app.state.config.data.ood.remove(i);
-    }
-    ui.horizontal(|ui| {
-        if ui.small_button("Add file...").clicked() {
-            app.open_dialog(DialogPurpose::AddOod, &ctx);
-        }
-        if ui.small_button("Add folder...").clicked() {
-            app.open_dialog(DialogPurpose::AddOodFolder, &ctx);
-        }
-        if ui.small_button("+ Gaussian").clicked() {
-            app.state.config.data.ood.push("gaussian".into());
-        }
-        if ui.small_button("+ uniform").clicked() {
-            app.state.config.data.ood.push("uniform".into());
-        }
-    });
-    let mut limit = app.state.config.data.train_limit.unwrap_or(0);
-    ui.horizontal(|ui| {
-        let l = ui.label("Train samples (0 = all)");
-        ui.add(egui::DragValue::new(&mut limit).range(0..=1_000_000).speed(100)).labelled_by(l.id);
-    });
-    app.state.config.data.train_limit = (limit > 0).then_some(limit);
-}
 
-fn recipe(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    ui.heading("Model & recipe");
-    let before = app.state.config.train.device;
-    let t = &mut app.state.config.train;
-    egui::Grid::new("recipe").num_columns(2).show(ui, |ui| {
-        ui.label("");
-        egui::ComboBox::from_label("Model").selected_text(t.model.key()).show_ui(ui, |ui| {
-            for m in ModelKind::ALL {
-                ui.selectable_value(&mut t.model, m, m.key());
-            }
-        });
-        ui.end_row();
-        let num = |ui: &mut egui::Ui, name: &str, w: egui::DragValue| {
-            let l = ui.label(name);
-            ui.add(w).labelled_by(l.id);
+    fn recipe(&mut self, ui: &mut egui::Ui) -> Option<Action> {
+        ui.heading("Model & recipe");
+        let before = self.config.train.device;
+        let t = &mut self.config.train;
+        egui::Grid::new("recipe").num_columns(2).show(ui, |ui| {
+            ui.label("");
+            egui::ComboBox::from_label("Model").selected_text(t.model.key()).show_ui(ui, |ui| {
+                for m in ModelKind::ALL {
+                    ui.selectable_value(&mut t.model, m, m.key());
+                }
+            });
             ui.end_row();
-        };
-        num(ui, "Epochs", egui::DragValue::new(&mut t.epochs).range(1..=1000));
-        num(ui, "Learning rate", egui::DragValue::new(&mut t.lr).range(1e-5..=10.0).speed(0.001).max_decimals(5));
-        num(ui, "Batch size", egui::DragValue::new(&mut t.batch_size).range(1..=8192));
-        num(ui, "Seed", egui::DragValue::new(&mut t.seed));
-        ui.label("");
-        egui::ComboBox::from_label("Device").selected_text(format!("{:?}", t.device).to_lowercase()).show_ui(ui, |ui| {
-            ui.selectable_value(&mut t.device, DeviceChoice::Auto, "auto");
-            ui.selectable_value(&mut t.device, DeviceChoice::Gpu, "gpu");
-            ui.selectable_value(&mut t.device, DeviceChoice::Cpu, "cpu");
+            let num = |ui: &mut egui::Ui, name: &str, w: egui::DragValue| {
+                let l = ui.label(name);
+                ui.add(w).labelled_by(l.id);
+                ui.end_row();
+            };
+            num(ui, "Epochs", egui::DragValue::new(&mut t.epochs).range(1..=1000));
+            num(ui, "Learning rate", egui::DragValue::new(&mut t.lr).range(1e-5..=10.0).speed(0.001).max_decimals(5));
+            num(ui, "Batch size", egui::DragValue::new(&mut t.batch_size).range(1..=8192));
+            num(ui, "Seed", egui::DragValue::new(&mut t.seed));
+            ui.label("");
+            egui::ComboBox::from_label("Device").selected_text(format!("{:?}", t.device).to_lowercase()).show_ui(ui, |ui| {
+                ui.selectable_value(&mut t.device, DeviceChoice::Auto, "auto");
+                ui.selectable_value(&mut t.device, DeviceChoice::Gpu, "gpu");
+                ui.selectable_value(&mut t.device, DeviceChoice::Cpu, "cpu");
+            });
+            ui.end_row();
         });
-        ui.end_row();
-    });
-    let now = app.state.config.train.device;
-    if now != before {
-        app.state.device = "device: probing...".into();
-        app.send(crate::worker::Command::ProbeDevice(now));
+        let now = self.config.train.device;
+        let asked = (now != before).then_some(Action::Send(Command::ProbeDevice(now)));
+        ui.horizontal(|ui| {
+            let l = ui.label("Output folder");
+            ui.add(egui::TextEdit::singleline(&mut self.out_dir).desired_width(180.0)).labelled_by(l.id);
+        });
+        asked
     }
-    ui.horizontal(|ui| {
-        let l = ui.label("Output folder");
-        ui.add(egui::TextEdit::singleline(&mut app.state.out_dir).desired_width(180.0)).labelled_by(l.id);
-    });
 }

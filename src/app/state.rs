@@ -1,46 +1,17 @@
-//! The GUI's plain state: what the worker's events have told it, and what the user has chosen.
-//! Panels read it and draw; only `apply` changes it from events.
+//! The engine mirror: what the worker's events have told the app. Panels read it (as a
+//! `&RunView`) and draw; each panel's own widget state lives in the panel. Only this file writes
+//! the mirror: `apply` for the worker's events, `sent` for the commands the app sends, and a few
+//! notes of the app's own (a log line, pause, the auto-mask bookkeeping).
 
-use crate::config::ExperimentConfig;
 use crate::data::DataBundle;
 use crate::events::{BatchProgress, Event};
 use crate::run::{EpochRecord, Phase};
 use crate::unleash::{AtypicalSet, Detection, MaskKind, MaskSweepPoint};
-use crate::worker::{Job, ScoreArrays, ScoresRequest, WorkerEvent};
+use crate::worker::{Command, Job, ScoreArrays, ScoresRequest, WorkerEvent};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tab {
-    Training,
-    Losses,
-    Atypical,
-    Mask,
-    Compare,
-}
-
-impl Tab {
-    pub const ALL: [(Tab, &'static str); 5] = [
-        (Tab::Training, "Training"),
-        (Tab::Losses, "Per-sample loss"),
-        (Tab::Atypical, "Atypical samples"),
-        (Tab::Mask, "Mask ratio & UM"),
-        (Tab::Compare, "Compare stages"),
-    ];
-}
-
-/// Which snapshot the mask explorer masks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaskSnapshot {
-    /// The last base epoch (the paper's final stage).
-    LastBase,
-    /// The best base epoch by validation (the intermediate stage).
-    BestByValidation,
-    /// Any epoch, fine-tune ends included.
-    Epoch(usize),
-}
 
 /// The sweep of one snapshot and mask kind, as far as it has come.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +48,7 @@ impl ScoreCache {
     }
 
     /// What the app knows of `request` before the reader answers: Loading once asked.
-    pub fn set(&mut self, request: ScoresRequest, state: StageScores) {
+    fn set(&mut self, request: ScoresRequest, state: StageScores) {
         self.map.insert(request, state);
     }
 
@@ -93,13 +64,11 @@ impl ScoreCache {
 }
 
 
-pub use crate::unleash::GammaSource;
+/// What a panel reads: the engine mirror, never written by a panel.
+pub type RunView = AppState;
 
 pub struct AppState {
-    pub config: ExperimentConfig,
-    pub out_dir: String,
     pub device: String,
-    pub tab: Tab,
     /// What the worker is doing, if anything.
     pub busy: Option<Job>,
     /// What it computes between commands (the mask sweep), if anything.
@@ -115,12 +84,11 @@ pub struct AppState {
     pub data: Option<Arc<DataBundle>>,
     /// Names of the ID classes (label numbers where none are known).
     pub class_names: Vec<String>,
-    pub mask_ratio: f64,
-    pub mask_kind: MaskKind,
-    pub mask_snapshot: MaskSnapshot,
     /// The latest answer for the latest request: a preview, or gamma and the atypical set of the
     /// complete training set.
     pub mask_result: Option<Arc<AtypicalSet>>,
+    /// How many mask answers were taken (a view that pages the answer starts again on a new one).
+    pub mask_answers: u64,
     /// The complete answer's masked accuracy and OOD detection, once computed (kept beside the
     /// set, which the UI shares with the worker).
     pub mask_detection: Option<Arc<Detection>>,
@@ -137,41 +105,23 @@ pub struct AppState {
     /// The latest mask request was cut short by another command: ask again when that one is done.
     pub mask_retry: bool,
     pub sweep: Option<SweepView>,
-    /// The score the masked-detection table shows.
-    pub mask_table_score: crate::ood::Score,
-    pub gamma_source: GammaSource,
-    pub ft_epochs: usize,
-    pub ft_lr: f64,
-    pub prune_ratio: f64,
     pub messages: Vec<(bool, String)>,
     pub last_error: Option<String>,
     pub exported: Vec<PathBuf>,
-    /// Epoch shown by the per-sample loss histogram (1-based; 0 = latest).
-    pub loss_epoch: usize,
-    /// The sample opened in the detail view.
-    pub selected_sample: Option<usize>,
-    pub gallery_sort_by_increase: bool,
-    pub gallery_class: Option<u32>,
-    pub gallery_page: usize,
-    /// The window's close button was pressed while a job ran: asking whether to stop it.
-    pub confirm_close: bool,
     /// The base epochs the current run was started with (its config's, not the setup panel's).
     pub planned_epochs: Option<usize>,
-    pub compare: [String; 2],
-    pub compare_set: usize,
-    pub compare_score: crate::ood::Score,
-    /// Which scores the OOD curves show (MSP, MaxLogit, Energy) and whether per-set lines too.
-    pub plot_scores: [bool; crate::ood::Score::ALL.len()],
-    pub plot_per_set: bool,
+}
+
+impl Default for AppState {
+    fn default() -> AppState {
+        AppState::new()
+    }
 }
 
 impl AppState {
-    pub fn new(config: ExperimentConfig) -> AppState {
+    pub fn new() -> AppState {
         AppState {
-            config,
-            out_dir: default_out_dir(),
             device: "device: probing...".into(),
-            tab: Tab::Training,
             busy: None,
             background: None,
             paused: false,
@@ -183,10 +133,8 @@ impl AppState {
             stage_scores: ScoreCache::default(),
             data: None,
             class_names: Vec::new(),
-            mask_ratio: 0.5,
-            mask_kind: MaskKind::Magnitude,
-            mask_snapshot: MaskSnapshot::LastBase,
             mask_result: None,
+            mask_answers: 0,
             mask_detection: None,
             mask_request: 0,
             mask_requested_at: None,
@@ -196,26 +144,10 @@ impl AppState {
             auto_masked: None,
             mask_retry: false,
             sweep: None,
-            mask_table_score: crate::ood::Score::Energy,
-            gamma_source: GammaSource::MaskRatio,
-            ft_epochs: 10,
-            ft_lr: 0.05,
-            prune_ratio: 0.2,
             messages: Vec::new(),
             last_error: None,
             exported: Vec::new(),
-            loss_epoch: 0,
-            selected_sample: None,
-            gallery_sort_by_increase: false,
-            gallery_class: None,
-            gallery_page: 0,
-            confirm_close: false,
             planned_epochs: None,
-            compare: ["best epoch".into(), "final".into()],
-            compare_set: 0,
-            compare_score: crate::ood::Score::Energy,
-            plot_scores: crate::ood::Score::ALL.map(|s| s == crate::ood::Score::Energy),
-            plot_per_set: true,
         }
     }
 
@@ -230,18 +162,12 @@ impl AppState {
         }
     }
 
-    pub fn is_busy(&self) -> bool {
-        self.busy.is_some()
+    pub fn dismiss_error(&mut self) {
+        self.last_error = None;
     }
 
-    /// gamma for a fine-tune from the mask tab's snapshot, from the chosen source (None when not
-    /// available yet).
-    pub fn gamma(&self) -> Option<f64> {
-        match self.gamma_source.from_history(&self.records, &self.loss_rows, self.mask_epoch()?) {
-            Some(from_history) => from_history.ok(),
-            // A preview's gamma is an estimate on a subset: UM waits for the complete one.
-            None => self.mask_result.as_ref().filter(|m| m.preview.is_none()).map(|m| m.gamma),
-        }
+    pub fn is_busy(&self) -> bool {
+        self.busy.is_some()
     }
 
     /// The name of class `label`.
@@ -261,19 +187,59 @@ impl AppState {
         (last.phase == Phase::Base && last.phase_epoch < planned && self.data.is_some()).then_some((last.phase_epoch, planned))
     }
 
-    /// The epoch the mask explorer's snapshot choice names, if it exists yet.
-    pub fn mask_epoch(&self) -> Option<usize> {
-        match self.mask_snapshot {
-            MaskSnapshot::LastBase => self.last_base_epoch(),
-            MaskSnapshot::BestByValidation => crate::run::best_by_validation(&self.records, crate::ood::Score::Energy, Some(Phase::Base)),
-            MaskSnapshot::Epoch(e) => (1..=self.records.len()).contains(&e).then_some(e),
+    /// The sweep of `epoch` and `kind`, if one has arrived.
+    pub fn sweep_of(&self, epoch: Option<usize>, kind: MaskKind) -> Option<&SweepView> {
+        let epoch = epoch?;
+        self.sweep.as_ref().filter(|s| s.epoch == epoch && s.kind == kind)
+    }
+
+    /// What the app has just sent the worker, as far as the mirror follows it: a job starting,
+    /// a mask request awaiting its answers, a device being probed, a run folder's caches gone.
+    pub fn sent(&mut self, cmd: &Command) {
+        match cmd {
+            Command::Train { config, .. } => {
+                self.busy = Some(Job::Starting);
+                self.planned_epochs = Some(config.train.epochs);
+                self.last_error = None;
+                self.records.clear();
+                self.loss_rows.clear();
+                self.stage_scores.clear();
+            }
+            Command::Resume(_) | Command::Finetune { .. } => self.busy = Some(Job::Starting),
+            Command::OpenRun(_) => self.stage_scores.clear(),
+            Command::ProbeDevice(_) => self.device = "device: probing...".into(),
+            Command::Mask(req) => {
+                self.mask_request = req.id;
+                self.mask_detection = None;
+                self.mask_requested_at = Some(Instant::now());
+                self.mask_pending = true;
+            }
+            _ => {}
         }
     }
 
-    /// The sweep of the snapshot and mask kind now chosen, if one has arrived.
-    pub fn current_sweep(&self) -> Option<&SweepView> {
-        let epoch = self.mask_epoch()?;
-        self.sweep.as_ref().filter(|s| s.epoch == epoch && s.kind == self.mask_kind)
+    /// The id the next mask request gets.
+    pub fn next_mask_request(&self) -> u64 {
+        self.mask_request + 1
+    }
+
+    /// A mask request is about to go out without the user asking: for a run's snapshot
+    /// (`key`), or again after one was cut short (`key` None).
+    pub fn auto_mask_sent(&mut self, key: Option<(Option<PathBuf>, usize)>) {
+        match key {
+            Some(key) => self.auto_masked = Some(key),
+            None => self.mask_retry = false,
+        }
+    }
+
+    /// A stage's score arrays were asked of the worker's reader (`asked`), or could not be.
+    pub fn scores_asked(&mut self, request: ScoresRequest, asked: bool) {
+        let state = if asked { StageScores::Loading } else { StageScores::Missing("the worker thread is gone; restart the app".into()) };
+        self.stage_scores.set(request, state);
+    }
+
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
     }
 
     /// Forgets every mask answer (a new run, or a new base phase).
@@ -323,7 +289,6 @@ impl AppState {
                 self.records = records;
                 self.loss_rows = loss_rows;
                 self.planned_epochs = Some(config.train.epochs);
-                self.config = *config;
                 self.clear_masks();
                 self.data = None;
             }
@@ -388,12 +353,64 @@ impl AppState {
             // The complete answer replaces the preview; its detection follows separately.
             self.mask_detection = None;
         }
-        self.gallery_page = 0;
+        self.mask_answers += 1;
         self.mask_result = Some(answer);
     }
 }
 
-fn default_out_dir() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("runs/app-{secs}")
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::run::tests::record;
+    use crate::unleash::PreviewSize;
+    use crate::worker::MaskRequest;
+
+    /// A mask answer at `ratio` of epoch 1 with gamma `gamma`; a preview when `preview`.
+    pub(crate) fn answer(ratio: f64, gamma: f64, preview: bool) -> Arc<AtypicalSet> {
+        Arc::new(AtypicalSet {
+            ratio,
+            kind: MaskKind::Magnitude,
+            epoch: 1,
+            gamma,
+            full_train_loss: 0.1,
+            full_test_acc: 0.9,
+            masked_test_acc: None,
+            masked_train_acc: 0.8,
+            samples: Vec::new(),
+            masked_losses: Vec::new(),
+            masked_detection: None,
+            full_detection: None,
+            preview: preview.then(PreviewSize::default),
+        })
+    }
+
+    fn mask(id: u64, ratio: f64) -> Command {
+        Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) })
+    }
+
+    #[test]
+    fn only_the_answer_to_the_latest_request_sent_is_taken() {
+        let mut st = AppState::new();
+        st.sent(&mask(st.next_mask_request(), 0.3));
+        st.sent(&mask(st.next_mask_request(), 0.6));
+        assert_eq!((st.mask_request, st.mask_pending), (2, true));
+        st.apply(WorkerEvent::MaskAnswer { request: 1, answer: answer(0.3, 1.0, false) });
+        assert!(st.mask_result.is_none() && st.mask_answers == 0, "an answer to an older request is dropped");
+        st.apply(WorkerEvent::MaskAnswer { request: 2, answer: answer(0.6, 2.0, true) });
+        st.apply(WorkerEvent::MaskAnswer { request: 2, answer: answer(0.6, 2.5, false) });
+        assert_eq!((st.mask_result.as_ref().map(|m| m.gamma), st.mask_answers), (Some(2.5), 2));
+        assert!(st.last_preview_latency.is_some());
+    }
+
+    #[test]
+    fn sending_a_training_starts_the_mirror_afresh() {
+        let mut st = AppState::new();
+        st.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(record(1)), per_sample_loss: Arc::new(vec![0.5]) }));
+        st.log(true, "an old error");
+        let config = crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: crate::config::TrainConfig { epochs: 7, ..Default::default() }, detectors: Default::default() };
+        st.sent(&Command::Train { config, out: PathBuf::from("run") });
+        assert!(st.records.is_empty() && st.loss_rows.is_empty() && st.last_error.is_none());
+        assert_eq!((st.busy.clone(), st.planned_epochs), (Some(Job::Starting), Some(7)));
+    }
 }

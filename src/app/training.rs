@@ -2,7 +2,7 @@
 //! (legend entries toggle lines), the best-by-validation epoch marked, fine-tune phases shaded.
 
 use super::palette;
-use super::UnleashApp;
+use super::state::RunView;
 use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, phase_blocks, EpochRecord, Phase};
 use eframe::egui;
@@ -10,11 +10,30 @@ use egui_plot::{GridInput, GridMark, Line, Plot, PlotPoints, PlotUi, Span, VLine
 
 const SCORE_COLORS: [egui::Color32; 3] = [egui::Color32::from_rgb(90, 160, 230), egui::Color32::from_rgb(230, 150, 60), egui::Color32::from_rgb(80, 190, 120)];
 
-pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
-    let records = &app.state.records;
+/// Which scores the OOD curves show (MSP, MaxLogit, Energy, ...) and whether per-set lines too.
+pub struct TrainingPanel {
+    pub plot_scores: [bool; Score::ALL.len()],
+    pub plot_per_set: bool,
+}
+
+impl Default for TrainingPanel {
+    fn default() -> TrainingPanel {
+        TrainingPanel { plot_scores: Score::ALL.map(|s| s == Score::Energy), plot_per_set: true }
+    }
+}
+
+impl TrainingPanel {
+    /// The curves; nothing here asks the worker for anything.
+    pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView) {
+        show(self, ui, view);
+    }
+}
+
+fn show(panel: &mut TrainingPanel, ui: &mut egui::Ui, view: &RunView) {
+    let records = &view.records;
     if records.is_empty() {
         ui.label("No epochs yet: press Start (left) to train on the selected data, or File > Open run.");
-        if let Some(b) = &app.state.batch {
+        if let Some(b) = &view.batch {
             ui.label(format!("first epoch running: batch {}/{}, loss {:.4}", b.batch, b.batches, b.loss));
         }
         return;
@@ -36,15 +55,14 @@ pub fn show(app: &mut UnleashApp, ui: &mut egui::Ui) {
     ui.horizontal_wrapped(|ui| {
         ui.label("OOD curves for:");
         // The scores the run has (ODIN only when it is on; runs from before the detectors have three).
-        let has = |s: &Score| app.state.records.last().is_none_or(|r| r.ood_mean.contains_key(s));
+        let has = |s: &Score| records.last().is_none_or(|r| r.ood_mean.contains_key(s));
         for (k, s) in Score::ALL.iter().enumerate().filter(|(_, s)| has(s)) {
-            ui.checkbox(&mut app.state.plot_scores[k], s.name());
+            ui.checkbox(&mut panel.plot_scores[k], s.name());
         }
-        ui.checkbox(&mut app.state.plot_per_set, "each OOD set (thin lines)");
+        ui.checkbox(&mut panel.plot_per_set, "each OOD set (thin lines)");
     });
-    let shown: Vec<Score> = Score::ALL.iter().zip(app.state.plot_scores).filter(|(_, on)| *on).map(|(s, _)| *s).collect();
-    let per_set = app.state.plot_per_set;
-    let records = &app.state.records;
+    let shown: Vec<Score> = Score::ALL.iter().zip(panel.plot_scores).filter(|(_, on)| *on).map(|(s, _)| *s).collect();
+    let per_set = panel.plot_per_set;
     let h = ((ui.available_height() - 40.0) / 2.0).max(150.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
