@@ -59,7 +59,14 @@ fn train_watch_mask_and_export() {
     h.get_by_label("Compare stages").click();
     let final_id = unleash::worker::ScoresRequest { run: dir.path().join("run"), epoch: 2, set: "id_test".into() };
     step_until(&mut h, "the final stage's scores", 60, |a| matches!(a.state.stage_scores.get(&final_id), Some(unleash::app::state::StageScores::Loaded(_))));
-    h.get_by_label_contains("final (epoch 2): Energy ID test vs");
+    // The OOD side's array may arrive a frame or two later; 60 s is far beyond reading two small
+    // .npy files on a loaded 2-core machine.
+    let t = std::time::Instant::now();
+    while h.query_by_label_contains("final (epoch 2): Energy ID test vs").is_none() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "the final stage's histogram never appeared");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     // The mask tab opens on an answer at its current ratio, without the slider being touched:
     // first a preview, then the complete answer with the masked OOD table.
