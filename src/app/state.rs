@@ -255,7 +255,14 @@ impl AppState {
     pub fn apply(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::Busy(job) => self.busy = Some(job),
-            WorkerEvent::Background(job) => self.background = job,
+            WorkerEvent::Background(job) => {
+                // The background sweep's passes report progress too; it ends with the sweep
+                // (a foreground job's progress is its own and ends with it).
+                if job.is_none() && self.busy.is_none() {
+                    self.evaluating = None;
+                }
+                self.background = job;
+            }
             WorkerEvent::Device(d) => self.device = d,
             WorkerEvent::MaskAnswer { request, answer } => self.mask_answer(request, answer),
             WorkerEvent::MaskDetection { request, detection } => {
@@ -383,6 +390,22 @@ pub(crate) mod tests {
             full_detection: None,
             preview: preview.then(PreviewSize::default),
         })
+    }
+
+    #[test]
+    fn the_background_sweeps_progress_ends_with_the_sweep() {
+        let mut st = AppState::new();
+        let sweeping = Job::Sweep { epoch: 2, done: 11, total: 12 };
+        st.apply(WorkerEvent::Background(Some(sweeping)));
+        st.apply(WorkerEvent::Engine(Event::Evaluating { epoch: 2, set: "sweep 0.950".into(), done: 2000, total: 2000 }));
+        assert!(st.evaluating.is_some());
+        st.apply(WorkerEvent::Background(None));
+        assert!(st.evaluating.is_none(), "a finished sweep's progress bar stays: {:?}", st.evaluating);
+        // While a foreground job runs, its own progress stays.
+        st.apply(WorkerEvent::Busy(Job::Training(Phase::Base)));
+        st.apply(WorkerEvent::Engine(Event::Evaluating { epoch: 3, set: "mnist".into(), done: 10, total: 2000 }));
+        st.apply(WorkerEvent::Background(None));
+        assert!(st.evaluating.is_some());
     }
 
     fn mask(id: u64, ratio: f64) -> Command {
