@@ -86,11 +86,6 @@ impl DetectorConfig {
         }
         crate::config::check(bad)
     }
-
-    /// The scores a run with these settings records.
-    pub fn scores(&self) -> Vec<Score> {
-        Score::ALL.into_iter().filter(|&s| s != Score::Odin || self.odin).collect()
-    }
 }
 
 /// The classifier's last linear layer on the host: logits = W f + b.
