@@ -222,16 +222,7 @@ fn logsumexp(row: &[f64]) -> f64 {
 
 /// numpy's default (linear) percentile of `values`, `p` in [0, 100]; None when empty.
 pub fn percentile_of(values: &[f32], p: f64) -> Option<f32> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v: Vec<f64> = values.iter().map(|&x| f64::from(x)).collect();
-    let pos = p / 100.0 * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let frac = pos - lo as f64;
-    let (_, &mut low, rest) = v.select_nth_unstable_by(lo, f64::total_cmp);
-    let high = if frac > 0.0 { rest.iter().copied().fold(f64::INFINITY, f64::min) } else { low };
-    Some((low + (high - low) * frac) as f32)
+    super::quantile(values.iter().map(|&x| f64::from(x)).collect(), p / 100.0).map(|v| v as f32)
 }
 
 /// Moore-Penrose inverse of a symmetric matrix: eigenvalues with |lambda| <= d * eps * max|lambda|
@@ -487,17 +478,8 @@ fn dice_weight(head: &Head, features: &[f32], percentile: f64) -> std::result::R
     }
     mean.iter_mut().for_each(|m| *m /= n as f64);
     let contrib: Vec<f64> = head.weight.chunks_exact(d).flat_map(|w| w.iter().zip(&mean).map(|(&w, &m)| f64::from(w) * m)).collect();
-    let threshold = percentile_f64(&contrib, percentile);
+    let threshold = super::quantile(contrib.clone(), percentile / 100.0).ok_or_else(|| format!("the percentile {percentile} is outside [0, 100]"))?;
     Ok(head.weight.iter().zip(&contrib).map(|(&w, &c)| if c > threshold { f64::from(w) } else { 0.0 }).collect())
-}
-
-fn percentile_f64(values: &[f64], p: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let pos = p / 100.0 * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(v.len() - 1);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
 #[cfg(test)]
@@ -519,7 +501,6 @@ mod tests {
         assert!((percentile_of(&[4.0, 1.0, 3.0, 2.0], 90.0).unwrap() - 3.7).abs() < 1e-6);
         assert_eq!(percentile_of(&[5.0], 90.0), Some(5.0));
         assert_eq!(percentile_of(&[], 90.0), None);
-        assert!((percentile_f64(&[4.0, 1.0, 3.0, 2.0], 90.0) - 3.7).abs() < 1e-12);
     }
 
     #[test]

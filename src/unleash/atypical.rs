@@ -161,14 +161,7 @@ pub fn analyze_logits(tl: &[f32], full: &FullPass, ratio: f64, kind: MaskKind, t
 
 /// gamma as the q-quantile of per-sample losses (linear interpolation, as numpy's default).
 pub fn gamma_from_quantile(losses: &[f32], q: f64) -> Option<f64> {
-    if losses.is_empty() || !(0.0..=1.0).contains(&q) {
-        return None;
-    }
-    let mut v: Vec<f64> = losses.iter().map(|&l| f64::from(l)).collect();
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+    crate::ood::quantile(losses.iter().map(|&l| f64::from(l)).collect(), q)
 }
 
 #[cfg(test)]
