@@ -64,9 +64,14 @@ impl PreparedSet {
     /// Input tensor of the samples `range`.
     pub fn batch(&self, range: std::ops::Range<usize>, device: &Device) -> Tensor<4> {
         let d = self.shape.len();
-        let data = self.x[range.start * d..range.end * d].to_vec();
+        self.images(self.x[range.start * d..range.end * d].to_vec(), device)
+    }
+
+    /// `[n, C, H, W]` tensor of `data`: n normalised images of this set's shape, back to back.
+    pub fn images(&self, data: Vec<f32>, device: &Device) -> Tensor<4> {
         let ImageShape { channels, height, width } = self.shape;
-        Tensor::from_data(TensorData::new(data, [range.len(), channels, height, width]), device)
+        let n = data.len() / self.shape.len();
+        Tensor::from_data(TensorData::new(data, [n, channels, height, width]), device)
     }
 
     /// Input and label tensors of the samples at `indices` (a shuffled batch).
@@ -78,8 +83,7 @@ impl PreparedSet {
             data.extend_from_slice(&self.x[i * d..(i + 1) * d]);
             labels.push(self.labels[i]);
         }
-        let ImageShape { channels, height, width } = self.shape;
-        let x = Tensor::from_data(TensorData::new(data, [indices.len(), channels, height, width]), device);
+        let x = self.images(data, device);
         let y = Tensor::from_data(
             TensorData::new(labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>(), [indices.len()]),
             device,
@@ -146,9 +150,7 @@ pub fn odin(model: &Net, set: &PreparedSet, ctx: &EvalContext, temperature: f64,
         let grad = to_vec(grad)?;
         // x - eps * sign(grad), sign(0) = +1 as in the paper's code.
         let stepped: Vec<f32> = set.x[start * d..end * d].iter().zip(&grad).map(|(&v, &g)| v - (epsilon as f32) * if g >= 0.0 { 1.0 } else { -1.0 }).collect();
-        let ImageShape { channels, height, width } = set.shape;
-        let x = Tensor::from_data(TensorData::new(stepped, [n, channels, height, width]), &ctx.device);
-        let logits = to_vec(model.logits(x))?;
+        let logits = to_vec(model.logits(set.images(stepped, &ctx.device)))?;
         out.extend(logits.chunks_exact(ctx.classes).map(|row| tempered_log_msp(row, temperature) as f32));
         start = end;
         progress(end)?;
@@ -210,29 +212,28 @@ impl SetScores {
 /// (ID training data only, never a test or OOD set).
 pub fn score_sets(model: &Net, sets: &Sets, ctx: &EvalContext, train: &Embedded, cfg: &DetectorConfig, progress: SetProgress) -> Result<SetScores> {
     let detectors = Detectors::fit(model.head()?, train, &sets.train.labels, cfg)?;
-    let score = |set: &PreparedSet, embedded: Option<&Embedded>, progress: SetProgress| -> Result<(Embedded, ScoreMap)> {
-        let name = set.name.clone();
-        let pass = match embedded {
-            Some(e) => e.clone(),
-            None => embed(model, set, ctx.batch, &ctx.device, &mut |done| progress(&name, done, set.len()))?,
-        };
-        let mut scores = detectors.scores(&pass);
+    let embed_set = |set: &PreparedSet, progress: SetProgress| embed(model, set, ctx.batch, &ctx.device, &mut |done| progress(&set.name, done, set.len()));
+    // Every score of `set`, whose pass is `pass` (ODIN, when on, makes its own passes).
+    let score = |set: &PreparedSet, pass: &Embedded, progress: SetProgress| -> Result<ScoreMap> {
+        let mut scores = detectors.scores(pass);
         if cfg.odin {
-            let odin_name = format!("{name} (ODIN)");
+            let odin_name = format!("{} (ODIN)", set.name);
             scores.insert(Score::Odin, odin(model, set, ctx, cfg.odin_temperature, cfg.odin_epsilon, &mut |done| progress(&odin_name, done, set.len()))?);
         }
-        Ok((pass, scores))
+        Ok(scores)
     };
-    let (test_pass, test_scores) = score(&sets.test, None, progress)?;
+    let embed_and_score = |set: &PreparedSet, progress: SetProgress| -> Result<ScoreMap> { score(set, &embed_set(set, progress)?, progress) };
+    let test_pass = embed_set(&sets.test, progress)?;
     let test = LabelledPass::from_logits(&test_pass.logits, ctx.classes, &sets.test.labels)?;
+    let test_scores = score(&sets.test, &test_pass, progress)?;
     let id_val_scores = match &sets.id_val {
-        Some(split) => score(split, None, progress)?.1,
-        None => score(&sets.train, Some(train), progress)?.1,
+        Some(split) => embed_and_score(split, progress)?,
+        None => score(&sets.train, train, progress)?,
     };
-    let val_scores = score(&sets.val, None, progress)?.1;
+    let val_scores = embed_and_score(&sets.val, progress)?;
     let mut ood_scores = Vec::with_capacity(sets.ood.len());
     for set in &sets.ood {
-        ood_scores.push(score(set, None, progress)?.1);
+        ood_scores.push(embed_and_score(set, progress)?);
     }
     Ok(SetScores { test, test_scores, id_val_scores, val_scores, ood_scores, problems: detectors.problems() })
 }

@@ -428,11 +428,7 @@ impl RunReader {
 
     /// Score arrays of one set at an epoch, per score (the scores that were computed).
     pub fn scores(&self, epoch: usize, set: &str) -> Result<BTreeMap<Score, Vec<f32>>> {
-        let p = scores_path(&self.dir, epoch, set);
-        let (shape, data) = fsio::read_npy_f32(&p)?;
-        score_columns(&shape, &data).ok_or_else(|| {
-            Error::bad_data(&p, format!("expected shape [n, {}] (or [n, {}] from before the detectors), found {shape:?}", Score::ALL.len(), Score::LOGIT.len()))
-        })
+        read_score_array(&scores_path(&self.dir, epoch, set))
     }
 
     pub fn snapshot(&self, epoch: usize) -> Result<PathBuf> {
@@ -692,6 +688,14 @@ pub fn repair_events(dir: &Path) -> Result<Repair> {
     fsio::write_atomic(&backup, &bytes)?;
     fsio::write_atomic(&ev_path, &bytes[..parsed.good_len])?;
     Ok(Repair::Cut { epochs: parsed.records.len(), backup, warnings: parsed.warnings })
+}
+
+/// A score array file (`scores_<set>.npy`), per score (the scores that were computed).
+pub fn read_score_array(path: &Path) -> Result<BTreeMap<Score, Vec<f32>>> {
+    let (shape, data) = fsio::read_npy_f32(path)?;
+    score_columns(&shape, &data).ok_or_else(|| {
+        Error::bad_data(path, format!("expected shape [n, {}] (or [n, {}] from before the detectors), found {shape:?}", Score::ALL.len(), Score::LOGIT.len()))
+    })
 }
 
 /// The scores in a score array's columns: [`Score::ALL`], or [`Score::LOGIT`] in folders written

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::run::{EpochRecord, Phase, RunReader};
 use crate::train::{Finetune, PhaseSpec, Session};
-use crate::unleash::probe::{self, EvalContext, MaskProbe};
+use crate::unleash::probe::{self, MaskProbe};
 use crate::unleash::{AtypicalSet, Detection, MaskKind, MaskSweepPoint, PreviewSize};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::path::{Path, PathBuf};
@@ -478,7 +478,7 @@ impl Worker {
         } else {
             let s = self.session()?;
             let model = snapshot_model(s, epoch)?;
-            let ctx = EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: s.config.train.eval_batch_size };
+            let ctx = s.eval_context();
             let detectors = s.config.detectors.clone();
             let preview = match &self.preview_sets {
                 Some(p) => p.clone(),

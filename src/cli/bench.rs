@@ -107,8 +107,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     // is already computed. The preview (subsets) is what shows first; the complete answer is
     // gamma + atypical set + masked ID accuracy + OOD detection on every set; "to gamma" is the
     // first part of it (one pass over the training set).
-    let probe_ctx = crate::unleash::probe::EvalContext { classes: s.classes, device: s.inference_device().clone(), batch: eb };
-    let mut probe = crate::unleash::MaskProbe::new(inf.clone(), 0, probe_ctx, s.config.detectors.clone(), Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())));
+    let mut probe = super::commands::mask_probe(&s, inf.clone(), 0);
     let mut p = |_, _| -> Result<()> { Ok(()) };
     probe.full_detection(&s.sets, &mut p)?;
     let warm = probe.masked(0.3, MaskKind::Magnitude, 0)?;

@@ -247,12 +247,7 @@ pub fn metrics(id: &Path, ood: &Path, column: usize, json: bool) -> Result<()> {
 /// `unleash metrics` of two score arrays of a run (`epochs/N/scores_<set>.npy`): every score both
 /// hold, in one table.
 fn metrics_of_score_arrays(id: &Path, ood: &Path, json: bool) -> Result<()> {
-    let read = |p: &Path| -> Result<BTreeMap<Score, Vec<f32>>> {
-        let (shape, data) = crate::fsio::read_npy_f32(p)?;
-        crate::run::score_columns(&shape, &data)
-            .ok_or_else(|| Error::bad_data(p, format!("not a run's score array: expected [n, {}] or [n, {}], found {shape:?}", Score::ALL.len(), Score::LOGIT.len())))
-    };
-    let (a, b) = (read(id)?, read(ood)?);
+    let (a, b) = (crate::run::read_score_array(id)?, crate::run::read_score_array(ood)?);
     let m = crate::eval::score_metrics(&a, &b)?;
     let count = |s: &BTreeMap<Score, Vec<f32>>| s.values().next().map_or(0, Vec::len);
     if json {
