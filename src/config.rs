@@ -119,9 +119,9 @@ impl DataConfig {
         }
     }
 
-    /// Names of the `classes` labels of the training data.
-    pub fn class_names(&self, classes: usize) -> Result<Vec<String>> {
-        crate::data::classes::class_names(&self.train, self.classes.as_deref(), classes)
+    /// Names of the labels of the training data `train` (loaded from this config).
+    pub fn class_names(&self, train: &crate::data::Dataset) -> Result<Vec<String>> {
+        crate::data::classes::class_names(&self.train, self.classes.as_deref(), train.num_classes, &train.class_names)
     }
 
     /// The protocol rules: the validation OOD set is no test set and of no test set's family
@@ -167,9 +167,23 @@ impl DataConfig {
         ))
     }
 
+    /// Loads the data and checks the validation OOD set by content: one read from disk may hold no
+    /// image of a test set (a copy of test data under another name would select on it), unless
+    /// the user accepted overlaps; then it is a warning.
     pub fn load(&self) -> Result<crate::data::DataBundle> {
         let (train, test, val, ood) = self.sources()?;
-        crate::data::DataBundle::load_split(&train, &test, &val, &ood, self.train_limit, self.id_val_fraction, self.id_val_seed)
+        let mut bundle = crate::data::DataBundle::load_split(&train, &test, &val, &ood, self.train_limit, self.id_val_fraction, self.id_val_seed)?;
+        if val.is_on_disk() {
+            let shared = bundle.val_test_shared_images();
+            if !shared.is_empty() && !self.allow_val_test_overlap {
+                return Err(Error::Mismatch(format!(
+                    "{}; selecting on it would select on a test distribution (choose another --val-ood, or pass --allow-val-test-overlap / allow_val_test_overlap = true to accept it)",
+                    shared.join("; ")
+                )));
+            }
+            bundle.warnings.extend(shared.into_iter().map(|s| format!("warning: {s} (accepted: allow_val_test_overlap)")));
+        }
+        Ok(bundle)
     }
 }
 
@@ -342,7 +356,7 @@ mod tests {
         assert!(e.contains("is the same set as") && e.contains(&mnist), "{e}");
         // Another split of a test dataset ("mnist-train" vs "mnist-t10k") is its family too.
         d.val_ood = mnist.replace("t10k", "train");
-        assert!(d.validate().unwrap_err().to_string().contains("dataset 'mnist'"));
+        assert!(d.validate().unwrap_err().to_string().contains("dataset 'mnist-images-idx3-ubyte' in"));
         // The ID test set counts as a test set.
         d.val_ood = d.test.clone();
         assert!(d.validate().unwrap_err().to_string().contains("ID test set"));

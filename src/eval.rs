@@ -32,25 +32,42 @@ pub struct EvalContext {
     pub classes: usize,
     pub device: Device,
     pub batch: usize,
+    /// Per-channel std of the input normalisation: a step of e in [0, 1] pixel units is e / std
+    /// on the normalised input (ODIN's epsilon).
+    pub channel_std: Vec<f32>,
 }
 
 /// Progress of a pass: (set name, samples done, samples in the set); Err stops the pass.
 pub type SetProgress<'a> = &'a mut dyn FnMut(&str, usize, usize) -> Result<()>;
 
-/// A set normalised once into f32, ready to slice into batches.
+/// A set ready to slice into batches. It keeps the images as u8 and normalises each batch as it
+/// is cut (the same formula as [`Normalization::apply`], so the same f32 values): a whole-set f32
+/// copy would cost 4 bytes a pixel, 188 MB for Fashion-MNIST's 60,000 training images.
 #[derive(Debug, Clone)]
 pub struct PreparedSet {
     pub name: String,
     pub shape: ImageShape,
-    pub x: Vec<f32>,
+    inputs: Inputs,
     pub labels: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+enum Inputs {
+    /// u8 images, normalised per batch with the ID training set's per-channel mean and std.
+    Pixels { pixels: Vec<u8>, norm: Normalization },
+    /// Inputs already normalised (tests, reference inputs).
+    Normalised(Vec<f32>),
 }
 
 impl PreparedSet {
     pub fn new(ds: &Dataset, norm: &Normalization) -> PreparedSet {
-        let mut x = Vec::new();
-        norm.apply(ds.shape, &ds.pixels, &mut x);
-        PreparedSet { name: ds.name.clone(), shape: ds.shape, x, labels: ds.labels.clone() }
+        let inputs = Inputs::Pixels { pixels: ds.pixels.clone(), norm: norm.clone() };
+        PreparedSet { name: ds.name.clone(), shape: ds.shape, inputs, labels: ds.labels.clone() }
+    }
+
+    /// A set of inputs that are already normalised, `[n, C, H, W]` back to back.
+    pub fn from_normalised(name: &str, shape: ImageShape, x: Vec<f32>, labels: Vec<u32>) -> PreparedSet {
+        PreparedSet { name: name.to_string(), shape, inputs: Inputs::Normalised(x), labels }
     }
 
     pub fn len(&self) -> usize {
@@ -61,10 +78,41 @@ impl PreparedSet {
         self.labels.is_empty()
     }
 
+    /// The normalised inputs of the samples `range`, appended to `out`.
+    fn extend_inputs(&self, range: std::ops::Range<usize>, out: &mut Vec<f32>) {
+        let d = self.shape.len();
+        match &self.inputs {
+            Inputs::Normalised(x) => out.extend_from_slice(&x[range.start * d..range.end * d]),
+            Inputs::Pixels { pixels, norm } => {
+                let mut batch = Vec::new();
+                norm.apply(self.shape, &pixels[range.start * d..range.end * d], &mut batch);
+                out.extend_from_slice(&batch);
+            }
+        }
+    }
+
+    /// The normalised inputs of the samples `range`.
+    pub fn inputs(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        let mut out = Vec::with_capacity(range.len() * self.shape.len());
+        self.extend_inputs(range, &mut out);
+        out
+    }
+
     /// Input tensor of the samples `range`.
     pub fn batch(&self, range: std::ops::Range<usize>, device: &Device) -> Tensor<4> {
+        self.images(self.inputs(range), device)
+    }
+
+    /// The samples at `indices`, in that order, as a set of their own.
+    pub fn subset(&self, indices: &[usize]) -> PreparedSet {
         let d = self.shape.len();
-        self.images(self.x[range.start * d..range.end * d].to_vec(), device)
+        let inputs = match &self.inputs {
+            Inputs::Normalised(x) => Inputs::Normalised(indices.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect()),
+            Inputs::Pixels { pixels, norm } => {
+                Inputs::Pixels { pixels: indices.iter().flat_map(|&i| pixels[i * d..(i + 1) * d].iter().copied()).collect(), norm: norm.clone() }
+            }
+        };
+        PreparedSet { name: self.name.clone(), shape: self.shape, inputs, labels: indices.iter().map(|&i| self.labels[i]).collect() }
     }
 
     /// `[n, C, H, W]` tensor of `data`: n normalised images of this set's shape, back to back.
@@ -80,7 +128,7 @@ impl PreparedSet {
         let mut data = Vec::with_capacity(indices.len() * d);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            data.extend_from_slice(&self.x[i * d..(i + 1) * d]);
+            self.extend_inputs(i..i + 1, &mut data);
             labels.push(self.labels[i]);
         }
         let x = self.images(data, device);
@@ -126,9 +174,10 @@ pub fn embed(model: &Net, set: &PreparedSet, batch: usize, device: &Device, prog
     Ok(out)
 }
 
-/// ODIN (Liang et al. 2018) of every sample of `set`: one step of `epsilon` on the normalised
-/// input against the gradient of the tempered cross-entropy of the predicted class, then the
-/// tempered MSP. Stored as `T (log MSP_T + log C)`: the same order as MSP_T (so the same
+/// ODIN (Liang et al. 2018) of every sample of `set`: one step of `epsilon` in [0, 1] pixel units
+/// against the gradient of the tempered cross-entropy of the predicted class (on the normalised
+/// input that is `epsilon / std` per channel, as the paper's code divides it), then the tempered
+/// MSP. Stored as `T (log MSP_T + log C)`: the same order as MSP_T (so the same
 /// metrics), but at T = 1000 MSP_T is 1/C plus a few parts in 1e4, which f32 would flatten.
 pub fn odin(model: &Net, set: &PreparedSet, ctx: &EvalContext, temperature: f64, epsilon: f64, progress: &mut dyn FnMut(usize) -> Result<()>) -> Result<Vec<f32>> {
     let ad = ctx.device.clone().autodiff();
@@ -149,7 +198,9 @@ pub fn odin(model: &Net, set: &PreparedSet, ctx: &EvalContext, temperature: f64,
         let grad = grad.reshape([n, d]);
         let grad = to_vec(grad)?;
         // x - eps * sign(grad), sign(0) = +1 as in the paper's code.
-        let stepped: Vec<f32> = set.x[start * d..end * d].iter().zip(&grad).map(|(&v, &g)| v - (epsilon as f32) * if g >= 0.0 { 1.0 } else { -1.0 }).collect();
+        let plane = set.shape.height * set.shape.width;
+        let step = |k: usize| (epsilon / f64::from(ctx.channel_std.get((k % d) / plane.max(1)).copied().unwrap_or(1.0))) as f32;
+        let stepped: Vec<f32> = set.inputs(start..end).iter().zip(&grad).enumerate().map(|(k, (&v, &g))| v - step(k) * if g >= 0.0 { 1.0 } else { -1.0 }).collect();
         let logits = to_vec(model.logits(set.images(stepped, &ctx.device)))?;
         out.extend(logits.chunks_exact(ctx.classes).map(|row| tempered_log_msp(row, temperature) as f32));
         start = end;
@@ -225,17 +276,40 @@ pub fn score_sets(model: &Net, sets: &Sets, ctx: &EvalContext, train: &Embedded,
     let embed_and_score = |set: &PreparedSet, progress: SetProgress| -> Result<ScoreMap> { score(set, &embed_set(set, progress)?, progress) };
     let test_pass = embed_set(&sets.test, progress)?;
     let test = LabelledPass::from_logits(&test_pass.logits, ctx.classes, &sets.test.labels)?;
-    let test_scores = score(&sets.test, &test_pass, progress)?;
-    let id_val_scores = match &sets.id_val {
+    let mut test_scores = score(&sets.test, &test_pass, progress)?;
+    let mut id_val_scores = match &sets.id_val {
         Some(split) => embed_and_score(split, progress)?,
         None => score(&sets.train, train, progress)?,
     };
-    let val_scores = embed_and_score(&sets.val, progress)?;
+    let mut val_scores = embed_and_score(&sets.val, progress)?;
     let mut ood_scores = Vec::with_capacity(sets.ood.len());
     for set in &sets.ood {
         ood_scores.push(embed_and_score(set, progress)?);
     }
-    Ok(SetScores { test, test_scores, id_val_scores, val_scores, ood_scores, problems: detectors.problems() })
+    let mut problems = detectors.problems();
+    let mut named: Vec<(&str, &mut ScoreMap)> = vec![(&sets.test.name, &mut test_scores), ("the ID side of validation", &mut id_val_scores), (&sets.val.name, &mut val_scores)];
+    named.extend(sets.ood.iter().map(|s| s.name.as_str()).zip(ood_scores.iter_mut()));
+    problems.extend(drop_non_finite(&mut named));
+    Ok(SetScores { test, test_scores, id_val_scores, val_scores, ood_scores, problems })
+}
+
+/// A score that is not finite on some sample (an overflow, NaN features of a diverged model)
+/// cannot be ranked: it is left out of every set of this evaluation, as a detector that cannot be
+/// fitted is, with a message naming it and where it failed. The other scores still report.
+pub fn drop_non_finite(sets: &mut [(&str, &mut ScoreMap)]) -> Vec<String> {
+    let mut bad: BTreeMap<Score, Vec<String>> = BTreeMap::new();
+    for (name, map) in sets.iter() {
+        for (score, values) in map.iter() {
+            let n = values.iter().filter(|v| !v.is_finite()).count();
+            if n > 0 {
+                bad.entry(*score).or_default().push(format!("{n} of {} samples of {name}", values.len()));
+            }
+        }
+    }
+    for (_, map) in sets.iter_mut() {
+        map.retain(|s, _| !bad.contains_key(s));
+    }
+    bad.into_iter().map(|(s, w)| format!("{} gave non-finite scores ({}): left out of this evaluation", s.name(), w.join(", "))).collect()
 }
 
 /// Cross-entropy of one row of logits against `label`, in f64 for stable sums.
@@ -300,6 +374,18 @@ mod tests {
         let row = [0.0f32, 0.0];
         assert!((cross_entropy(&row, 0) - 2f64.ln()).abs() < 1e-12);
         assert!(cross_entropy(&[10.0, -10.0], 0) < 1e-8);
+    }
+
+    #[test]
+    fn a_non_finite_score_is_left_out_everywhere_and_named() {
+        let map = |ash: Vec<f32>| ScoreMap::from([(Score::Energy, vec![1.0, 2.0]), (Score::Ash, ash)]);
+        let (mut a, mut b) = (map(vec![1.0, f32::INFINITY]), map(vec![0.5, 0.25]));
+        let problems = drop_non_finite(&mut [("mnist", &mut a), ("textures", &mut b)]);
+        assert_eq!(problems, vec!["ASH-S gave non-finite scores (1 of 2 samples of mnist): left out of this evaluation".to_string()]);
+        for m in [&a, &b] {
+            assert_eq!(m.keys().copied().collect::<Vec<_>>(), vec![Score::Energy], "dropped from every set, the others kept");
+        }
+        assert!(drop_non_finite(&mut [("x", &mut map(vec![1.0, 2.0]))]).is_empty());
     }
 
     #[test]

@@ -505,6 +505,10 @@ pub struct RunConfig {
     pub ood: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unleash_version: Option<String>,
+    /// Sizes and SHA-256 of every data file the run was made from (see `data::provenance`); every
+    /// later job on the run checks the data on disk against them. Absent in runs from before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprints: Option<Vec<crate::data::provenance::SourceFingerprint>>,
 }
 
 /// Whether the validation OOD set was allowed to clash with a test set, and the clashes named.

@@ -604,7 +604,7 @@ impl Worker {
 
     /// The session's class names; a bad names file is reported and the label numbers stand in.
     fn class_names(&self, s: &Session) -> Vec<String> {
-        s.config.data.class_names(s.classes).unwrap_or_else(|e| {
+        s.config.data.class_names(&s.data.train).unwrap_or_else(|e| {
             self.engine(Event::Error(e.to_string()));
             (0..s.classes).map(|c| c.to_string()).collect()
         })
@@ -635,6 +635,9 @@ impl Worker {
         // still browsable.
         match Session::resume(&dir, None, None) {
             Ok(s) => {
+                for w in &s.data.warnings {
+                    self.engine(Event::Info(w.clone()));
+                }
                 let class_names = self.class_names(&s);
                 self.emit(WorkerEvent::SessionReady { data: s.data.clone(), class_names, device: s.device.description.clone(), run_dir: Some(dir) });
                 let last_base = crate::run::last_base_epoch(&s.records);

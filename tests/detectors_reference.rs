@@ -68,10 +68,13 @@ fn odin_matches_the_reference_on_a_tiny_mlp() {
     let model = Net::load_safetensors(ModelKind::Mlp, shape, 3, &fixture("odin_mlp.safetensors"), &device).unwrap();
     let x: Vec<f32> = floats(&reference["inputs"]).iter().map(|&v| v as f32).collect();
     let n = x.len() / shape.len();
-    let set = PreparedSet { name: "inputs".into(), shape, x, labels: vec![0; n] };
-    let ctx = EvalContext { classes: 3, device, batch: 16 };
+    let set = PreparedSet::from_normalised("inputs", shape, x, vec![0; n]);
+    // The reference steps its epsilon on the inputs as given; ours is in pixel units, divided by
+    // the channel std: with std 0.5, a pixel step of eps / 2 is the reference's step.
+    let std = 0.5;
+    let ctx = EvalContext { classes: 3, device, batch: 16, channel_std: vec![std] };
     let settings = &reference["settings"];
-    let (t, eps) = (settings["odin_temperature"].as_f64().unwrap(), settings["odin_epsilon"].as_f64().unwrap());
+    let (t, eps) = (settings["odin_temperature"].as_f64().unwrap(), settings["odin_epsilon"].as_f64().unwrap() * f64::from(std));
     let ours = eval::odin(&model, &set, &ctx, t, eps, &mut |_| Ok(())).unwrap();
     assert_close("ODIN", &ours, &floats(&reference["odin"]), 1e-3);
     // The input step matters: without it the scores are the reference's step-free ones, not the

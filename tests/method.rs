@@ -513,7 +513,7 @@ fn tiny_set(name: &str, n: usize, classes: usize, salt: usize) -> unleash::data:
     let shape = ImageShape { channels: 1, height: 8, width: 8 };
     let pixels = (0..n * 64).map(|i| ((i * 37 + salt * 101 + (i / 64 % classes) * 60) % 256) as u8).collect();
     let labels = (0..n).map(|i| (i % classes) as u32).collect();
-    unleash::data::Dataset { name: name.into(), origin: "generated: tests/method.rs".into(), shape, pixels, labels, num_classes: classes, labelled: true }
+    unleash::data::Dataset { name: name.into(), origin: "generated: tests/method.rs".into(), shape, pixels, labels, num_classes: classes, labelled: true, ..Default::default() }
 }
 
 fn tiny_bundle() -> unleash::data::DataBundle {

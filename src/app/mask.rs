@@ -76,9 +76,16 @@ impl MaskPanel {
     pub fn gamma(&self, view: &RunView) -> Option<f64> {
         match self.gamma_source.from_history(&view.records, &view.loss_rows, self.epoch(view)?) {
             Some(from_history) => from_history.ok(),
-            // A preview's gamma is an estimate on a subset: UM waits for the complete one.
-            None => view.mask_result.as_ref().filter(|m| m.preview.is_none()).map(|m| m.gamma),
+            // A preview's gamma is an estimate on a subset, and another ratio's, kind's or
+            // snapshot's is another gamma: UM waits for the complete answer to what is on screen.
+            None => self.current_answer(view).filter(|m| m.preview.is_none()).map(|m| m.gamma),
         }
+    }
+
+    /// The last mask answer, if it answers the ratio, kind and snapshot now chosen.
+    fn current_answer<'a>(&self, view: &'a RunView) -> Option<&'a std::sync::Arc<AtypicalSet>> {
+        let epoch = self.epoch(view);
+        view.mask_result.as_ref().filter(|m| (m.ratio - self.ratio).abs() < 1e-12 && Some(m.epoch) == epoch && m.kind == self.kind)
     }
 
     /// The sweep of the snapshot and mask kind now chosen, if one has arrived.
@@ -178,7 +185,7 @@ enum Source {
 fn answer(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     let mut table_score = panel.table_score;
     let train_samples = st.data.as_ref().map_or(0, |d| d.train.len());
-    let answer = st.mask_result.clone().filter(|m| (m.ratio - panel.ratio).abs() < 1e-12 && Some(m.epoch) == panel.epoch(st) && m.kind == panel.kind);
+    let answer = panel.current_answer(st).cloned();
     let source = match (answer, panel.current_sweep(st).and_then(|s| probe::interpolate(&s.points, panel.ratio))) {
         (Some(a), _) => Source::Answer(a),
         (None, Some(p)) => Source::Sweep(p),
@@ -476,12 +483,25 @@ mod tests {
     #[test]
     fn gamma_from_the_mask_ratio_waits_for_the_complete_answer() {
         let mut view = view();
-        let mut panel = MaskPanel::default();
+        // The answers of `answer()` are of epoch 1.
+        let mut panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
         let id = view.next_mask_request();
-        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: MaskKind::Magnitude, epoch: Some(2) }));
+        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: MaskKind::Magnitude, epoch: Some(1) }));
         view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.5, true) });
         assert_eq!(panel.gamma(&view), None, "a preview's gamma is an estimate");
         view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.75, false) });
+        assert_eq!(panel.gamma(&view), Some(1.75));
+        // The slider moved (the request for 0.2 failed, or the worker has not reported busy yet):
+        // the 0.5 answer's gamma must not fine-tune at 0.2. Nor at another kind or snapshot.
+        panel.ratio = 0.2;
+        assert_eq!(panel.gamma(&view), None, "another ratio's gamma");
+        panel.ratio = 0.5;
+        panel.kind = MaskKind::Random;
+        assert_eq!(panel.gamma(&view), None, "another mask kind's gamma");
+        panel.kind = MaskKind::Magnitude;
+        panel.snapshot = MaskSnapshot::LastBase;
+        assert_eq!(panel.gamma(&view), None, "another snapshot's gamma");
+        panel.snapshot = MaskSnapshot::Epoch(1);
         assert_eq!(panel.gamma(&view), Some(1.75));
         panel.gamma_source = GammaSource::EpochLoss(1);
         assert_eq!(panel.gamma(&view), Some(record(1).train_eval_loss));

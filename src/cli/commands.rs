@@ -25,6 +25,16 @@ pub fn open_run(run: &Path) -> Result<RunReader> {
     Ok(r)
 }
 
+/// Reopens a run to continue it (see [`Session::resume`]), printing what the user should know of
+/// its data (skipped stray files, a run too old to check its data against).
+pub fn resume_session(run: &Path, device: Option<DeviceChoice>, epoch: Option<usize>) -> Result<Session> {
+    let s = Session::resume(run, device, epoch)?;
+    for w in &s.data.warnings {
+        eprintln!("{w}");
+    }
+    Ok(s)
+}
+
 /// The experiment a run folder was made with.
 pub fn run_experiment(run: &Path) -> Result<ExperimentConfig> {
     open_run(run)?.experiment()
@@ -124,7 +134,7 @@ pub fn train(exp: ExperimentConfig, out: Option<PathBuf>, json: bool) -> Result<
 pub fn resume_training(dir: &Path, device: Option<DeviceChoice>, json: bool) -> Result<PathBuf> {
     lock_early(dir, "train --resume")?;
     let mut r = Renderer::new(false);
-    let mut s = Session::resume(dir, device, None)?;
+    let mut s = resume_session(dir, device, None)?;
     let done = s.records.len();
     r.handle(&Event::Info(format!("device: {}; resuming {} after epoch {done} of {}", s.device.description, dir.display(), s.config.train.epochs)));
     let spec = PhaseSpec::base(&s.config.train);
@@ -298,7 +308,7 @@ pub fn mask(a: MaskArgs) -> Result<()> {
         Some(e) => e,
         None => crate::run::last_base_epoch(&reader.records).ok_or_else(|| Error::run(&a.run, "has no base epochs to mask"))?,
     };
-    let s = Session::resume(&a.run, device, Some(epoch))?;
+    let s = resume_session(&a.run, device, Some(epoch))?;
     let mut probe = mask_probe(&s, s.inference_model(), epoch);
     let mut r = Renderer::new(a.json);
     let mut progress = |d: usize, t: usize| {
@@ -463,7 +473,7 @@ pub fn finetune(a: FinetuneArgs, kind: Finetune) -> Result<()> {
     };
     // Fail fast on a bad epoch, before the data is loaded.
     reader.snapshot(start)?;
-    let mut s = Session::resume(&a.run, device, Some(start))?;
+    let mut s = resume_session(&a.run, device, Some(start))?;
     let mut r = Renderer::new(false);
     r.handle(&Event::Info(format!("device: {}; starting from epoch {start}", s.device.description)));
     let gamma = match kind {
@@ -523,7 +533,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         written.extend(crate::export::export_report(&r.records, &device, p)?);
     }
     if a.model.is_some() || a.atypical.is_some() || a.contact_sheet.is_some() {
-        let s = Session::resume(&a.run, device, a.epoch)?;
+        let s = resume_session(&a.run, device, a.epoch)?;
         let model = s.inference_model();
         if let Some(p) = &a.model {
             let exported = if a.masked { crate::unleash::atypical::masked_model(&model, a.ratio, MaskKind::parse(&a.mask)?, 0)? } else { model.clone() };

@@ -53,5 +53,6 @@ pub fn load_files(files: &[PathBuf]) -> Result<Dataset> {
         labels,
         num_classes: CLASSES,
         labelled: true,
+        ..Dataset::default()
     })
 }

@@ -7,8 +7,9 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// `classes` names, one per label.
-pub fn class_names(train_spec: &str, explicit: Option<&[String]>, classes: usize) -> Result<Vec<String>> {
+/// `classes` names, one per label. `from_data`: the names the training set itself gives (an image
+/// folder's class subfolders), used when neither a list nor a names file gives them.
+pub fn class_names(train_spec: &str, explicit: Option<&[String]>, classes: usize, from_data: &[String]) -> Result<Vec<String>> {
     if let Some(names) = explicit {
         return check(names.to_vec(), classes, Path::new("the experiment's classes list"));
     }
@@ -18,6 +19,9 @@ pub fn class_names(train_spec: &str, explicit: Option<&[String]>, classes: usize
             let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
             return check(names, classes, &path);
         }
+    }
+    if from_data.len() == classes {
+        return Ok(from_data.to_vec());
     }
     Ok((0..classes).map(|c| c.to_string()).collect())
 }
@@ -53,7 +57,7 @@ mod tests {
     #[test]
     fn sample_data_has_fashion_names() {
         let spec = crate::data::sample_data_dir().join("fashion-train-images-idx3-ubyte.gz").display().to_string();
-        let names = class_names(&spec, None, 10).unwrap();
+        let names = class_names(&spec, None, 10, &[]).unwrap();
         assert_eq!(names[7], "Sneaker");
         assert_eq!(names[0], "T-shirt/top");
     }
@@ -61,11 +65,13 @@ mod tests {
     #[test]
     fn a_wrong_count_names_the_file_and_no_file_gives_numbers() {
         let spec = crate::data::sample_data_dir().join("fashion-train-images-idx3-ubyte.gz").display().to_string();
-        let e = class_names(&spec, None, 3).unwrap_err().to_string();
+        let e = class_names(&spec, None, 3, &[]).unwrap_err().to_string();
         assert!(e.contains("fashion-classes.txt") && e.contains("names 10 classes"), "{e}");
-        assert_eq!(class_names("/nowhere/x.gz", None, 2).unwrap(), vec!["0", "1"]);
+        assert_eq!(class_names("/nowhere/x.gz", None, 2, &[]).unwrap(), vec!["0", "1"]);
+        let folders = vec!["cat".to_string(), "frog".to_string()];
+        assert_eq!(class_names("/nowhere/x.gz", None, 2, &folders).unwrap(), folders, "an image folder's class names");
         let given = vec!["cat".to_string(), "dog".to_string()];
-        assert_eq!(class_names("/nowhere/x.gz", Some(&given), 2).unwrap(), given);
-        assert!(class_names("/nowhere/x.gz", Some(&given), 3).is_err());
+        assert_eq!(class_names("/nowhere/x.gz", Some(&given), 2, &[]).unwrap(), given);
+        assert!(class_names("/nowhere/x.gz", Some(&given), 3, &[]).is_err());
     }
 }

@@ -160,6 +160,7 @@ pub fn load_pair(images: &Path, labels: Option<&Path>) -> Result<Dataset> {
         labels,
         num_classes,
         labelled,
+        ..Dataset::default()
     })
 }
 

@@ -7,6 +7,7 @@ pub mod classes;
 pub mod folder;
 pub mod idx;
 pub mod noise;
+pub mod provenance;
 pub mod validation;
 
 use crate::error::{Error, Result};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Channels x height x width of every image in a set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ImageShape {
     pub channels: usize,
     pub height: usize,
@@ -38,7 +39,7 @@ impl std::fmt::Display for ImageShape {
 }
 
 /// A set of images (u8, CHW order, one after another) with integer labels.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Dataset {
     /// Short name shown in tables ("mnist", "textures", "gaussian").
     pub name: String,
@@ -51,6 +52,10 @@ pub struct Dataset {
     pub num_classes: usize,
     /// False for a set read without labels (a flat folder, an IDX file with no labels file).
     pub labelled: bool,
+    /// The class names the set itself gives (an image folder's class subfolders); else empty.
+    pub class_names: Vec<String>,
+    /// What the reader skipped or worked around, for the user (stray folders, unreadable files).
+    pub notes: Vec<String>,
 }
 
 impl Dataset {
@@ -208,24 +213,35 @@ impl DataSource {
             let stem = ["-t10k", "-train", "-test"].iter().find_map(|s| stem.strip_suffix(s)).unwrap_or(stem);
             stem.to_string()
         }
+        // A name that says only its split ("t10k-images-idx3-ubyte.gz") is named by its folder.
+        let name = |p: &Path| provenance::folder_name_if_split_only(p).unwrap_or_else(|| stem(p));
         match self {
-            DataSource::Idx { images, .. } => stem(images),
-            DataSource::Cifar { files } => files.first().map(|f| stem(f)).unwrap_or_default(),
-            DataSource::Folder { path } => stem(path),
+            DataSource::Idx { images, .. } => name(images),
+            DataSource::Cifar { files } => files.first().map(|f| name(f)).unwrap_or_default(),
+            DataSource::Folder { path } => name(path),
             DataSource::Noise { noise, .. } => noise.key().to_string(),
             DataSource::PatchShuffle { .. } => validation::PATCH_SHUFFLE.to_string(),
         }
     }
 
     /// The generator family: sets of one family are copies of one distribution (two seeds of one
-    /// noise, two splits of one dataset), so a validation set must not share a test set's.
+    /// noise, two splits of one dataset), so a validation set must not share a test set's. A
+    /// dataset on disk is its folder plus its name without the split word (see
+    /// [`provenance::identity`]): `mnist/train-images-idx3-ubyte.gz` and
+    /// `mnist/t10k-images-idx3-ubyte.gz` are one family, `mnist/t10k-...` and `kmnist/t10k-...` two.
     pub fn family(&self) -> String {
         match self {
             DataSource::Noise { noise, .. } => format!("{} noise", noise.key()),
             DataSource::PatchShuffle { .. } => format!("{} of ID images", validation::PATCH_SHUFFLE),
-            // "mnist-train" and "mnist-t10k" are one family: the short name drops the split.
-            _ => format!("dataset '{}'", self.short_name()),
+            DataSource::Idx { images, .. } => provenance::identity(images),
+            DataSource::Cifar { files } => files.first().map(|f| provenance::identity(f)).unwrap_or_default(),
+            DataSource::Folder { path } => provenance::identity(path),
         }
+    }
+
+    /// Whether the set is read from disk (not generated from a seed).
+    pub fn is_on_disk(&self) -> bool {
+        matches!(self, DataSource::Idx { .. } | DataSource::Cifar { .. } | DataSource::Folder { .. })
     }
 
     pub fn describe(&self) -> String {
@@ -243,10 +259,21 @@ impl DataSource {
     /// Loads the set. `like` is an ID set: noise takes its shape, folders its channel count, and
     /// patch-shuffle its images (the ID validation split, when there is one).
     pub fn load(&self, like: Option<&Dataset>) -> Result<Dataset> {
+        self.load_with_classes(like, None)
+    }
+
+    /// Loads an ID test set labelled as `train` is: an image folder's classes are matched to the
+    /// training folder's by name (each split numbering its own subfolders would mislabel it).
+    pub fn load_labelled_like(&self, train: &Dataset) -> Result<Dataset> {
+        let classes = (!train.class_names.is_empty()).then_some(train.class_names.as_slice());
+        self.load_with_classes(Some(train), classes)
+    }
+
+    fn load_with_classes(&self, like: Option<&Dataset>, classes: Option<&[String]>) -> Result<Dataset> {
         let mut ds = match self {
             DataSource::Idx { images, labels } => idx::load_pair(images, labels.as_deref())?,
             DataSource::Cifar { files } => cifar::load_files(files)?,
-            DataSource::Folder { path } => folder::load(path, like.map(|d| d.shape.channels))?,
+            DataSource::Folder { path } => folder::load_as(path, like.map(|d| d.shape.channels), classes)?,
             DataSource::Noise { noise, count, seed } => {
                 let like = like.ok_or_else(|| {
                     Error::config("data", "a noise set needs an ID set to take its image shape from")
@@ -280,6 +307,27 @@ pub struct DataBundle {
     pub id_val_split: validation::IdValSplit,
     /// Things the user should know (a 0 split), to print before training.
     pub warnings: Vec<String>,
+}
+
+impl DataBundle {
+    /// One line for each test set (ID test, test OOD) that shares images with the validation OOD
+    /// set, byte for byte, naming both and how many.
+    pub fn val_test_shared_images(&self) -> Vec<String> {
+        std::iter::once(("ID test set", &self.test))
+            .chain(self.ood.iter().map(|d| ("test OOD set", d)))
+            .filter_map(|(role, test)| {
+                let (count, first) = provenance::shared_images(&self.val_ood, test);
+                first.map(|i| {
+                    format!(
+                        "the validation OOD set {} shares {count} of its {} images with the {role} {} (the first is its image {i})",
+                        self.val_ood.origin,
+                        self.val_ood.len(),
+                        test.origin
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// The name events.jsonl gives the ID side of validation when there is no split.
@@ -336,7 +384,7 @@ impl DataBundle {
                 "warning: no ID validation split (fraction 0): the ID side of validation falls back to the training samples, which the model has seen; the ID test set is still never used to select".to_string(),
             );
         }
-        let test = test.load(Some(&train))?;
+        let test = test.load_labelled_like(&train)?;
         if !test.labelled {
             return Err(Error::bad_data(&test.origin, "the ID test set needs labels"));
         }
@@ -369,6 +417,9 @@ impl DataBundle {
                 k += 1;
             }
         }
+        for ds in std::iter::once(&train).chain([&test, &val_ood]).chain(&ood_sets) {
+            warnings.extend(ds.notes.iter().map(|n| format!("warning: {n}")));
+        }
         let norm = Normalization::from_dataset(&train);
         Ok(DataBundle { train, test, norm, val_ood, ood: ood_sets, id_val, id_val_split, warnings })
     }
@@ -390,7 +441,7 @@ mod tests {
     use super::*;
 
     fn tiny(shape: ImageShape, pixels: Vec<u8>, labels: Vec<u32>) -> Dataset {
-        Dataset { name: "t".into(), origin: "t".into(), shape, pixels, labels, num_classes: 2, labelled: true }
+        Dataset { name: "t".into(), origin: "t".into(), shape, pixels, labels, num_classes: 2, labelled: true, ..Dataset::default() }
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn generate(kind: NoiseKind, shape: ImageShape, count: usize, seed: u64) -> 
         labels: vec![0; count],
         num_classes: 1,
         labelled: false,
+        ..Dataset::default()
     }
 }
 

@@ -83,6 +83,7 @@ pub fn patch_shuffle(source: &Dataset, count: usize, seed: u64) -> Result<Datase
         labels: vec![0; count],
         num_classes: 1,
         labelled: false,
+        ..Dataset::default()
     })
 }
 
@@ -160,6 +161,8 @@ fn partition(ds: &Dataset, held: &[bool]) -> (Dataset, Dataset) {
         dst.labels.push(ds.labels[i]);
     }
     yes.origin = format!("{} (ID validation split)", ds.origin);
+    // The reader's notes are the source's: told once, with the training part.
+    yes.notes.clear();
     (yes, no)
 }
 
@@ -174,6 +177,8 @@ impl Dataset {
             labels: Vec::new(),
             num_classes: self.num_classes,
             labelled: self.labelled,
+            class_names: self.class_names.clone(),
+            notes: self.notes.clone(),
         }
     }
 }
@@ -186,7 +191,7 @@ mod tests {
     fn labelled(labels: Vec<u32>, classes: usize) -> Dataset {
         let shape = ImageShape { channels: 1, height: 8, width: 8 };
         let pixels = (0..labels.len() * 64).map(|i| (i % 251) as u8).collect();
-        Dataset { name: "fashion".into(), origin: "f".into(), shape, pixels, labels, num_classes: classes, labelled: true }
+        Dataset { name: "fashion".into(), origin: "f".into(), shape, pixels, labels, num_classes: classes, labelled: true, ..Dataset::default() }
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct DetectorConfig {
     /// ODIN costs one backward pass per evaluated sample (about 3x an evaluation): opt-in.
     pub odin: bool,
     pub odin_temperature: f64,
-    /// The input step, on the normalised input.
+    /// The input step, in [0, 1] pixel units as in the paper (divided by each channel's std on
+    /// the normalised input).
     pub odin_epsilon: f64,
     /// KNN's k.
     pub knn_k: usize,
@@ -99,11 +100,11 @@ pub struct Head {
 }
 
 impl Head {
-    fn logits_f64(&self, weight: &[f64], features: &[f32]) -> Vec<f64> {
+    fn logits_f64<F: Copy + Into<f64>>(&self, weight: &[f64], features: &[F]) -> Vec<f64> {
         let mut out = Vec::with_capacity(features.len() / self.dim * self.classes);
         for f in features.chunks_exact(self.dim) {
             for (w, b) in weight.chunks_exact(self.dim).zip(&self.bias) {
-                out.push(w.iter().zip(f).map(|(w, &x)| w * f64::from(x)).sum::<f64>() + f64::from(*b));
+                out.push(w.iter().zip(f).map(|(w, &x)| w * x.into()).sum::<f64>() + f64::from(*b));
             }
         }
         out
@@ -210,9 +211,27 @@ impl Detectors {
     }
 }
 
-/// logsumexp of each row, in f64, stored as f32.
+/// logsumexp of each row, in f64, stored as f32 (see [`stored_energy`]).
 fn energies(logits: &[f64], classes: usize) -> Vec<f32> {
-    logits.chunks_exact(classes).map(|row| logsumexp(row) as f32).collect()
+    logits.chunks_exact(classes).map(|row| stored_energy(logsumexp(row))).collect()
+}
+
+/// Beyond this magnitude an energy is stored log-compressed.
+pub const ENERGY_COMPRESS_ABOVE: f64 = 1e6;
+
+/// An f64 energy as f32 without overflow: unchanged up to [`ENERGY_COMPRESS_ABOVE`] in magnitude
+/// (every energy of a sane model), beyond it `sign(e) T (1 + ln(|e| / T))`. That is strictly
+/// increasing and continuous, so every rank-based metric (AUROC, FPR95, AUPR) is unchanged, and
+/// ASH-S's `exp(s1 / s2)` scale, which passes f32's range once s1 / s2 > 88.7 (ash_percentile 99),
+/// keeps a finite, ordered score. Only an infinite f64 energy stays infinite (then the score is
+/// left out of that evaluation as a named problem).
+fn stored_energy(e: f64) -> f32 {
+    const T: f64 = ENERGY_COMPRESS_ABOVE;
+    if e.abs() <= T || !e.is_finite() {
+        e as f32
+    } else {
+        (e.signum() * T * (1.0 + (e.abs() / T).ln())) as f32
+    }
 }
 
 fn logsumexp(row: &[f64]) -> f64 {
@@ -439,11 +458,12 @@ fn residual_norms(centred: &DMatrix<f64>, basis: &DMatrix<f64>) -> Vec<f64> {
 }
 
 /// ASH-S of every row: keep the `d - round(d p / 100)` largest activations (ties: the first),
-/// zero the rest, scale the kept ones by exp(s1 / s2). A row with nothing left stays zero.
-fn ash_s(features: &[f32], d: usize, percentile: f64) -> Vec<f32> {
+/// zero the rest, scale the kept ones by exp(s1 / s2). A row with nothing left stays zero. In
+/// f64: the scale passes f32's range at s1 / s2 > 88.7, f64's only past 709.
+fn ash_s(features: &[f32], d: usize, percentile: f64) -> Vec<f64> {
     // numpy's round (half to even), as the paper's code computes k.
     let keep = d - ((d as f64 * percentile / 100.0).round_ties_even() as usize).min(d);
-    let mut out = vec![0f32; features.len()];
+    let mut out = vec![0f64; features.len()];
     let mut order: Vec<usize> = Vec::with_capacity(d);
     for (row, dst) in features.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         order.clear();
@@ -456,7 +476,7 @@ fn ash_s(features: &[f32], d: usize, percentile: f64) -> Vec<f32> {
         }
         let scale = (s1 / s2).exp();
         for &i in &order[..keep] {
-            dst[i] = (f64::from(row[i]) * scale) as f32;
+            dst[i] = f64::from(row[i]) * scale;
         }
     }
     out
@@ -528,6 +548,25 @@ mod tests {
         assert!((s[0] + 2f32.sqrt()).abs() < 1e-6, "{s:?}");
         let e = Knn::fit(&bank, 2, 4).unwrap_err();
         assert!(e.contains("k = 4") && e.contains("only 3"), "{e}");
+    }
+
+    #[test]
+    fn ash_at_percentile_99_stays_finite_and_ordered() {
+        // d = 200, keep 2: a flat row gives s1 / s2 = 100, exp(100) = 2.7e43, past f32's range.
+        let d = 200;
+        let head = Head { classes: 2, dim: d, weight: [vec![0.01f32; d], vec![0.0; d]].concat(), bias: vec![0.0, 0.0] };
+        let flat = vec![1.0f32; d];
+        let mut peaked = vec![0.01f32; d];
+        peaked[0] = 1.0;
+        let features = [flat.clone(), peaked, { let mut f = flat.clone(); f[1] = 0.5; f }].concat();
+        let w = head.weight_f64();
+        let shaped = ash_s(&features, d, 99.0);
+        let scores = energies(&head.logits_f64(&w, &shaped), 2);
+        assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
+        // s1 / s2: 100 (flat), about 2.96 (peaked), 99.75 (flat with one half): the order holds.
+        assert!(scores[0] > scores[2] && scores[2] > scores[1], "{scores:?}");
+        assert!((f64::from(scores[1]) - logsumexp(&head.logits_f64(&w, &shaped[d..2 * d]))).abs() < 1e-4, "a sane energy is stored as it is");
+        assert!(stored_energy(f64::INFINITY).is_infinite());
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Session {
             None => exp.train.validate()?,
         }
         let (device, data) = Session::load(&exp, exp.train.device)?;
-        let mut s = Session::build(exp, device, data)?;
+        let mut s = Session::build(exp, device, Arc::new(data))?;
         if let Some(dir) = out {
             s.write_run(dir)?;
         }
@@ -94,9 +94,9 @@ impl Session {
     }
 
     /// The device and the data of an experiment.
-    fn load(exp: &ExperimentConfig, device: crate::config::DeviceChoice) -> Result<(ComputeDevice, Arc<DataBundle>)> {
+    fn load(exp: &ExperimentConfig, device: crate::config::DeviceChoice) -> Result<(ComputeDevice, DataBundle)> {
         let device = crate::device::resolve(device)?;
-        let data = Arc::new(exp.data.load()?);
+        let data = exp.data.load()?;
         Ok((device, data))
     }
 
@@ -140,8 +140,14 @@ impl Session {
         let reader = run::RunReader::open(dir)?;
         let exp = reader.experiment()?;
         exp.train.validate()?;
-        let (device, data) = Session::load(&exp, device.unwrap_or(exp.train.device))?;
-        let mut s = Session::build(exp, device, data)?;
+        // Detector settings come back from disk: checked like new ones (a hand-edited knn_k = 0).
+        exp.detectors.validate().map_err(|e| Error::run(dir, format!("config.json: {e}")))?;
+        // Before reading the data: a changed file is named as changed, not as whatever it breaks.
+        let unchecked = check_data_unchanged(dir, &reader.config, &exp)?;
+        let (device, mut data) = Session::load(&exp, device.unwrap_or(exp.train.device))?;
+        check_split_unchanged(dir, &reader.config, &data)?;
+        data.warnings.extend(unchecked);
+        let mut s = Session::build(exp, device, Arc::new(data))?;
         let rows = reader.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
         s.loss_rows = rows.into_iter().map(Arc::new).collect();
         s.records = reader.records.clone();
@@ -180,6 +186,7 @@ impl Session {
             odin_stored_as: Some("temperature * (log_msp_T + log(classes))".into()),
             ood: self.data.ood.iter().map(|d| d.name.clone()).collect(),
             unleash_version: Some(env!("CARGO_PKG_VERSION").into()),
+            data_fingerprints: Some(crate::data::provenance::fingerprints(&self.config.data)?),
         };
         self.writer = Some(RunWriter::create(dir, &cfg)?);
         Ok(())
@@ -344,7 +351,7 @@ impl Session {
 
     /// What every forward pass of this session needs besides the model and the samples.
     pub fn eval_context(&self) -> EvalContext {
-        EvalContext { classes: self.classes, device: self.inference_device().clone(), batch: self.config.train.eval_batch_size }
+        EvalContext { classes: self.classes, device: self.inference_device().clone(), batch: self.config.train.eval_batch_size, channel_std: self.data.norm.std.clone() }
     }
 
     /// Full evaluation of the current model on every set: the training pass (per-sample loss, and
@@ -466,6 +473,52 @@ pub fn objective_loss(logits: Tensor<2>, y: Tensor<1, Int>, n: usize, objective:
 }
 
 /// A seeded, fully initialised model on the autodiff device.
+/// Refuses a run whose data files changed since it was made, naming each changed file and what
+/// changed: its per-sample records, split and snapshots belong to the data it was made from. A
+/// run from before fingerprints opens with a warning (returned).
+fn check_data_unchanged(dir: &std::path::Path, cfg: &run::RunConfig, exp: &ExperimentConfig) -> Result<Vec<String>> {
+    use crate::data::provenance;
+    let Some(recorded) = &cfg.data_fingerprints else {
+        return Ok(vec![format!(
+            "warning: {} was made before runs recorded their data's fingerprints: it cannot be checked that the data on disk is the data it was trained on",
+            dir.display()
+        )]);
+    };
+    let changes = provenance::changes(recorded, &provenance::fingerprints(&exp.data)?);
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    Err(Error::run(
+        dir,
+        format!(
+            "its data changed since the run was made, so its per-sample records and snapshots no longer describe the data on disk: {} (restore the data, or train a new run on the new data)",
+            changes.join("; ")
+        ),
+    ))
+}
+
+/// The ID validation split recomputed from the data on disk must be the one the run recorded:
+/// every per-sample array indexes the training samples that split left.
+fn check_split_unchanged(dir: &std::path::Path, cfg: &run::RunConfig, data: &DataBundle) -> Result<()> {
+    if let Some(recorded) = &cfg.id_val_split {
+        if recorded.indices != data.id_val_split.indices {
+            return Err(Error::run(
+                dir,
+                format!(
+                    "the ID validation split drawn from the training data on disk ({} samples held out) is not the one the run recorded ({} samples held out): the training data changed since the run was made",
+                    data.id_val_split.count, recorded.count
+                ),
+            ));
+        }
+    }
+    if let Some(n) = cfg.train_samples {
+        if n != data.train.len() {
+            return Err(Error::run(dir, format!("the run trained on {n} samples but the training data on disk leaves {}: the training data changed since the run was made", data.train.len())));
+        }
+    }
+    Ok(())
+}
+
 pub fn fresh_model(kind: ModelKind, data: &DataBundle, classes: usize, device: &ComputeDevice, seed: u64) -> Result<Net> {
     let ad = device.device.clone().autodiff();
     ad.seed(seed);

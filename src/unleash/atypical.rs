@@ -170,7 +170,7 @@ mod tests {
 
     fn set_of(labels: &[u32]) -> PreparedSet {
         let shape = crate::data::ImageShape { channels: 1, height: 1, width: 1 };
-        PreparedSet { name: "t".into(), shape, x: vec![0.0; labels.len()], labels: labels.to_vec() }
+        PreparedSet::from_normalised("t", shape, vec![0.0; labels.len()], labels.to_vec())
     }
 
     #[test]

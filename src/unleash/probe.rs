@@ -236,12 +236,12 @@ fn remap_indices(samples: &mut [AtypicalSample], original: &[usize]) {
 fn preview_sets(sets: &Sets, size: PreviewSize, seed: u64) -> PreviewSets {
     let train_index = stratified(&sets.train.labels, size.train, seed);
     let test_index = stratified(&sets.test.labels, size.id_test, seed.wrapping_add(1));
-    let pick = |set: &PreparedSet, k: u64| subset(set, &uniform(set.len(), size.per_ood_set, seed.wrapping_add(k)));
+    let pick = |set: &PreparedSet, k: u64| set.subset(&uniform(set.len(), size.per_ood_set, seed.wrapping_add(k)));
     PreviewSets {
         sets: Sets {
-            train: subset(&sets.train, &train_index),
-            test: subset(&sets.test, &test_index),
-            id_val: sets.id_val.as_ref().map(|v| subset(v, &stratified(&v.labels, size.id_test, seed.wrapping_add(2)))),
+            train: sets.train.subset(&train_index),
+            test: sets.test.subset(&test_index),
+            id_val: sets.id_val.as_ref().map(|v| v.subset(&stratified(&v.labels, size.id_test, seed.wrapping_add(2)))),
             val: pick(&sets.val, 2),
             ood: sets.ood.iter().enumerate().map(|(i, s)| pick(s, 3 + i as u64)).collect(),
         },
@@ -298,14 +298,6 @@ pub fn stratified(labels: &[u32], n: usize, seed: u64) -> Vec<usize> {
     out
 }
 
-fn subset(set: &PreparedSet, indices: &[usize]) -> PreparedSet {
-    let d = set.shape.len();
-    let mut x = Vec::with_capacity(indices.len() * d);
-    for &i in indices {
-        x.extend_from_slice(&set.x[i * d..(i + 1) * d]);
-    }
-    PreparedSet { name: set.name.clone(), shape: set.shape, x, labels: indices.iter().map(|&i| set.labels[i]).collect() }
-}
 
 /// Ratios of the default sweep: log-spaced from 0.01 to 0.95, where magnitude masking goes from
 /// harmless to destructive; three significant digits, so they read well in tables.
