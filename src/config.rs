@@ -167,23 +167,27 @@ impl DataConfig {
         ))
     }
 
-    /// Loads the data and checks the validation OOD set by content: one read from disk may hold no
-    /// image of a test set (a copy of test data under another name would select on it), unless
-    /// the user accepted overlaps; then it is a warning.
     pub fn load(&self) -> Result<crate::data::DataBundle> {
         let (train, test, val, ood) = self.sources()?;
-        let mut bundle = crate::data::DataBundle::load_split(&train, &test, &val, &ood, self.train_limit, self.id_val_fraction, self.id_val_seed)?;
-        if val.is_on_disk() {
-            let shared = bundle.val_test_shared_images();
-            if !shared.is_empty() && !self.allow_val_test_overlap {
-                return Err(Error::Mismatch(format!(
-                    "{}; selecting on it would select on a test distribution (choose another --val-ood, or pass --allow-val-test-overlap / allow_val_test_overlap = true to accept it)",
-                    shared.join("; ")
-                )));
-            }
-            bundle.warnings.extend(shared.into_iter().map(|s| format!("warning: {s} (accepted: allow_val_test_overlap)")));
+        crate::data::DataBundle::load_split(&train, &test, &val, &ood, self.train_limit, self.id_val_fraction, self.id_val_seed)
+    }
+
+    /// The protocol rule by content, for a new run on `bundle` (loaded from this config): a
+    /// validation OOD set read from disk may hold no image of a test set (a copy of test data
+    /// under another name would select on it). Refused unless the user accepted overlaps; then
+    /// the overlaps are returned, for config.json's `val_test_overlap.clashes`.
+    pub fn shared_image_clashes(&self, bundle: &crate::data::DataBundle) -> Result<Vec<String>> {
+        if !DataSource::parse(&self.val_ood)?.is_on_disk() {
+            return Ok(Vec::new());
         }
-        Ok(bundle)
+        let shared = bundle.val_test_shared_images();
+        if !shared.is_empty() && !self.allow_val_test_overlap {
+            return Err(Error::Mismatch(format!(
+                "{}; selecting on it would select on a test distribution (choose another --val-ood, or pass --allow-val-test-overlap / allow_val_test_overlap = true to accept it; the run records that)",
+                shared.join("; ")
+            )));
+        }
+        Ok(shared)
     }
 }
 

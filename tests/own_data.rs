@@ -98,12 +98,21 @@ fn standard_mnist_names_are_one_family_and_shared_images_are_refused() {
     std::fs::copy(&mnist_test, &copy).unwrap();
     data.val_ood = s(&copy);
     data.validate().unwrap();
-    let e = data.load().unwrap_err().to_string();
-    assert!(e.contains("shares") && e.contains("test OOD set") && e.contains(&mnist_test), "{e}");
-    // The override accepts it, with a warning.
-    data.allow_val_test_overlap = true;
     let bundle = data.load().unwrap();
-    assert!(bundle.warnings.iter().any(|w| w.contains("shares")), "{:?}", bundle.warnings);
+    let e = data.shared_image_clashes(&bundle).unwrap_err().to_string();
+    assert!(e.contains("shares 2000 of its 2000 images") && e.contains("test OOD set") && e.contains(&mnist_test), "{e}");
+    // A new run is refused.
+    let exp = unleash::config::ExperimentConfig { data: data.clone(), train: unleash::config::TrainConfig { device: unleash::config::DeviceChoice::Cpu, ..Default::default() }, detectors: Default::default() };
+    let e = unleash::train::Session::open(exp.clone(), Some(&dir.path().join("run"))).err().expect("refused").to_string();
+    assert!(e.contains("shares"), "{e}");
+    // The override accepts it, and the run records it.
+    data.allow_val_test_overlap = true;
+    assert_eq!(data.shared_image_clashes(&bundle).unwrap().len(), 1);
+    let exp = unleash::config::ExperimentConfig { data, ..exp };
+    unleash::train::Session::open(exp, Some(&dir.path().join("run2"))).unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("run2").join("config.json")).unwrap()).unwrap();
+    let clashes = cfg["val_test_overlap"]["clashes"].as_array().unwrap();
+    assert!(clashes.iter().any(|c| c.as_str().unwrap().contains("shares")), "{clashes:?}");
 }
 
 #[test]

@@ -39,7 +39,7 @@ pub struct DataArgs {
     /// records it.
     #[arg(long)]
     allow_val_test_overlap: bool,
-    /// Also score with ODIN (T = 1000, epsilon = 0.0014): one backward pass per evaluated sample,
+    /// Also score with ODIN (T = 1000, epsilon = 0.0014 in [0, 1] pixel units): one backward pass per evaluated sample,
     /// about 3x the evaluation time. Same as `odin = true` under [detectors] in a config.
     #[arg(long)]
     odin: bool,

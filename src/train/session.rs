@@ -168,6 +168,8 @@ impl Session {
 
     /// Starts the run folder of a checked config.
     fn write_run(&mut self, dir: &std::path::Path) -> Result<()> {
+        let mut clashes = self.config.data.val_test_clashes()?;
+        clashes.extend(self.config.data.shared_image_clashes(&self.data)?);
         let split = &self.data.id_val_split;
         let cfg = run::RunConfig {
             format_version: run::FORMAT_VERSION,
@@ -180,7 +182,7 @@ impl Session {
             id_val_split: Some(split.clone()),
             validation_id: Some(self.data.validation_id_name().to_string()),
             val_ood: Some(self.data.val_ood.name.clone()),
-            val_test_overlap: Some(run::ValTestOverlap { allowed: self.config.data.allow_val_test_overlap, clashes: self.config.data.val_test_clashes()? }),
+            val_test_overlap: Some(run::ValTestOverlap { allowed: self.config.data.allow_val_test_overlap, clashes }),
             msp_stored_as: Some("log_msp".into()),
             score_columns: Score::ALL.iter().map(|s| s.key().to_string()).collect(),
             odin_stored_as: Some("temperature * (log_msp_T + log(classes))".into()),
