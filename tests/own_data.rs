@@ -88,6 +88,15 @@ fn standard_mnist_names_are_one_family_and_shared_images_are_refused() {
     let mut data = DataConfig { val_ood: mnist_train.clone(), ood: vec![mnist_test.clone()], ..DataConfig::sample() };
     let e = data.validate().unwrap_err().to_string();
     assert!(e.contains("same family") && e.contains("images-idx3-ubyte"), "train vs t10k of one folder: {e}");
+    // The reverse: another dataset shipped under the same names, in a folder of its own (two
+    // `mnist` folders in different places included), is another family.
+    let other = dir.path().join("elsewhere").join("mnist");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(sample("textures-images-idx3-ubyte.gz"), other.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let other_data = DataConfig { val_ood: s(&other.join("t10k-images-idx3-ubyte.gz")), ..data.clone() };
+    other_data.validate().unwrap();
+    let bundle = other_data.load().unwrap();
+    assert!(other_data.shared_image_clashes(&bundle).unwrap().is_empty());
     // The table names the set by its folder, not by its split ("t10k").
     assert_eq!(unleash::data::DataSource::parse(&mnist_test).unwrap().short_name(), "mnist");
     // A copy of test images under an unrelated name and folder passes the name rule but not the
