@@ -69,7 +69,7 @@ enum Command {
     Control(commands::FinetuneArgs),
     /// Export a run's model (.bpk + .safetensors), report, atypical list or contact sheet.
     Export(commands::ExportArgs),
-    /// Reproduce the paper's finding on the sample data over several seeds (table + plot).
+    /// Reproduce the paper's finding over several seeds (table + plot): on the sample data, or the data of --config
     Reproduce(reproduce::ReproduceArgs),
     /// Measure throughput: train/eval samples/s, the per-sample-loss pass, metrics on 1M scores.
     Bench(bench::BenchArgs),
@@ -95,7 +95,7 @@ enum Command {
 #[cfg(feature = "gui")]
 fn gui(run: Option<PathBuf>, start: bool, config: Option<PathBuf>, out: Option<PathBuf>) -> Result<()> {
     let config = config.map(|p| ExperimentConfig::from_toml_file(&p)).transpose()?;
-    unleash::app::run_gui(unleash::app::AppOptions { run, device: None, config, out, start })
+    unleash::app::run_gui(unleash::app::AppOptions { run, device: None, config, out, start, no_native_dialogs: false })
 }
 
 fn main() -> ExitCode {

@@ -73,6 +73,8 @@ pub struct ExportRequest {
     pub report: Option<PathBuf>,
     pub atypical_csv: Option<PathBuf>,
     pub contact_sheet: Option<PathBuf>,
+    /// Create the files' missing folders (the app's own path question offers `<run>/export/`).
+    pub create_folder: bool,
 }
 
 /// A question to the reader: one set's score arrays at an epoch of a run folder, answered by
@@ -656,6 +658,13 @@ impl Worker {
 
     fn export(&mut self, req: ExportRequest) -> Result<()> {
         self.emit(WorkerEvent::Busy(Job::Exporting));
+        if req.create_folder {
+            for p in [&req.model, &req.report, &req.atypical_csv, &req.contact_sheet].into_iter().flatten() {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+                }
+            }
+        }
         let mut written = Vec::new();
         let s = self.session.as_ref();
         if let Some(p) = &req.model {

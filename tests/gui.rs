@@ -113,7 +113,7 @@ fn train_watch_mask_and_export() {
     let report = dir.path().join("report");
     let csv = dir.path().join("atypical");
     let sheet = dir.path().join("sheet");
-    h.state_mut().export_to(ExportRequest { model: Some(model.clone()), report: Some(report.clone()), atypical_csv: Some(csv.clone()), contact_sheet: Some(sheet.clone()) });
+    h.state_mut().export_to(ExportRequest { model: Some(model.clone()), report: Some(report.clone()), atypical_csv: Some(csv.clone()), contact_sheet: Some(sheet.clone()), ..Default::default() });
     step_until(&mut h, "export", 60, |a| !a.state.exported.is_empty() || a.state.last_error.is_some());
     assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
     let shape = unleash::data::ImageShape { channels: 1, height: 28, width: 28 };
@@ -290,4 +290,36 @@ fn the_um_umap_and_control_buttons_each_fine_tune_the_snapshot() {
     // The epochs are the run folder's too.
     let phases: Vec<_> = unleash::run::RunReader::open(&run).unwrap().records.iter().map(|r| r.phase).collect();
     assert_eq!(phases, [unleash::run::Phase::Base, unleash::run::Phase::Um, unleash::run::Phase::Umap, unleash::run::Phase::Control]);
+}
+
+/// Where no file dialog can open (no desktop portal, no zenity), File > Export asks for the path in
+/// the app, pre-filled with `<run>/export/`, and the status line names the files written.
+#[test]
+fn exports_without_a_file_dialog_ask_in_the_app_and_name_the_files_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::train_run(&dir.path().join("run"), 1, 0);
+    let mut h = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), no_native_dialogs: true, ..Default::default() }));
+    h.state_mut().open_run(run.clone());
+    step_until(&mut h, "the run and its data", 120, |a| a.state.data.is_some() && a.state.records.len() == 1 && !a.state.is_busy());
+    for (item, files) in [("Export report (markdown + JSON)...", ["report.md", "report.json"]), ("Export model (.bpk + .safetensors)...", ["model.bpk", "model.safetensors"])] {
+        h.get_by_label("File").click();
+        h.step();
+        h.step();
+        h.get_by_label(item).click();
+        h.step();
+        h.step();
+        let prompt = h.state().path_prompt.as_ref().expect("the app asks for the path");
+        let stem = files[0].split('.').next().unwrap();
+        assert_eq!(prompt.path, run.join("export").join(stem).display().to_string());
+        h.get_by_label_contains(": type the path.");
+        h.get_by_label("Export").click();
+        step_until(&mut h, "the export", 60, |a| !a.state.is_busy() && a.state.exported.iter().any(|p| p.display().to_string().contains(stem)));
+        assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+        for f in files {
+            assert!(run.join("export").join(f).metadata().unwrap().len() > 0, "{f} written");
+            h.get_by_label_contains(&run.join("export").join(f).display().to_string());
+        }
+    }
 }

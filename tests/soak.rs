@@ -63,7 +63,7 @@ fn a_long_session_keeps_its_memory() {
     }
     for k in 0..10 {
         let p = dir.path().join(format!("export-{k}"));
-        h.state_mut().export_to(ExportRequest { model: Some(p.clone()), report: Some(p.clone()), atypical_csv: Some(p.clone()), contact_sheet: None });
+        h.state_mut().export_to(ExportRequest { model: Some(p.clone()), report: Some(p.clone()), atypical_csv: Some(p.clone()), contact_sheet: None, ..Default::default() });
         let bpk = p.with_extension("bpk");
         step_until(&mut h, "an export", 300, |a| a.state.exported.contains(&bpk));
     }

@@ -5,6 +5,7 @@
 
 mod atypical;
 mod compare;
+mod dialogs;
 mod losses;
 mod mask;
 mod palette;
@@ -40,12 +41,9 @@ pub struct AppOptions {
     pub out: Option<PathBuf>,
     /// Start training at launch (`unleash gui --start`).
     pub start: bool,
-}
-
-/// A file dialog running on its own thread (rfd blocks the calling thread).
-struct PendingDialog {
-    purpose: DialogPurpose,
-    rx: crossbeam_channel::Receiver<Option<Vec<PathBuf>>>,
+    /// Never try the desktop's file dialog; ask for paths in the app (tests;
+    /// `UNLEASH_NO_NATIVE_DIALOG=1`).
+    pub no_native_dialogs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,7 +113,10 @@ pub struct UnleashApp {
     /// The window's close button was pressed while a job ran: asking whether to stop it.
     confirm_close: bool,
     worker: WorkerHandle,
-    dialog: Option<PendingDialog>,
+    dialog: Option<dialogs::PendingDialog>,
+    /// The app's own path question, where no native dialog opens.
+    pub path_prompt: Option<dialogs::PathPrompt>,
+    no_native_dialogs: bool,
     /// Seconds spent in `ui` per frame, for the frame-time figures.
     pub frame_times: Vec<f64>,
     /// UNLEASH_FRAME_STATS=path: frame times and the last mask latency are written there (JSON)
@@ -146,6 +147,8 @@ impl UnleashApp {
             confirm_close: false,
             worker,
             dialog: None,
+            path_prompt: None,
+            no_native_dialogs: options.no_native_dialogs || std::env::var_os("UNLEASH_NO_NATIVE_DIALOG").is_some_and(|v| v == "1"),
             frame_times: Vec::new(),
             frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
         };
@@ -283,49 +286,77 @@ impl UnleashApp {
     }
 
     fn open_dialog(&mut self, purpose: DialogPurpose, ctx: &egui::Context) {
-        if self.dialog.is_some() {
+        if self.dialog.is_some() || self.path_prompt.is_some() {
             return;
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let ctx = ctx.clone();
+        let why = if self.no_native_dialogs { Some("file dialogs are off (UNLEASH_NO_NATIVE_DIALOG)".to_string()) } else { dialogs::no_native_dialog_reason() };
+        if let Some(why) = why {
+            self.ask_in_app(purpose, why);
+            return;
+        }
         let start_dir = std::env::current_dir().unwrap_or_default();
-        std::thread::spawn(move || {
-            let d = rfd::FileDialog::new().set_directory(start_dir);
-            let picked = match purpose {
-                DialogPurpose::OpenRun | DialogPurpose::AddOodFolder => d.pick_folder().map(|p| vec![p]),
-                DialogPurpose::TrainSet | DialogPurpose::TestSet | DialogPurpose::ValSet => {
-                    d.add_filter("datasets", &["gz", "ubyte", "idx", "bin"]).pick_file().map(|p| vec![p])
-                }
-                DialogPurpose::AddOod => d.add_filter("datasets", &["gz", "ubyte", "idx", "bin"]).pick_files(),
-                DialogPurpose::ExportModel => d.set_file_name("model.bpk").save_file().map(|p| vec![p]),
-                DialogPurpose::ExportReport => d.set_file_name("report.md").save_file().map(|p| vec![p]),
-                DialogPurpose::ExportCsv => d.set_file_name("atypical.csv").save_file().map(|p| vec![p]),
-                DialogPurpose::ExportSheet => d.set_file_name("atypical.png").save_file().map(|p| vec![p]),
-            };
-            let _ = tx.send(picked);
-            ctx.request_repaint();
-        });
-        self.dialog = Some(PendingDialog { purpose, rx });
+        let name = dialogs::suggested_name(purpose).map(str::to_string);
+        self.dialog = Some(dialogs::PendingDialog::open(purpose, &start_dir, name, ctx));
+    }
+
+    /// Opens the app's own path question for `purpose`, saying why.
+    fn ask_in_app(&mut self, purpose: DialogPurpose, why: String) {
+        let data = &self.setup.config.data;
+        let current = match purpose {
+            DialogPurpose::TrainSet => Some(data.train.clone()),
+            DialogPurpose::TestSet => Some(data.test.clone()),
+            DialogPurpose::ValSet => Some(data.val_ood.clone()),
+            _ => None,
+        };
+        self.state.log(false, format!("{why}: asking for the path in the app"));
+        self.path_prompt = Some(dialogs::PathPrompt::new(purpose, self.state.run_dir.as_deref(), current.as_deref(), why));
     }
 
     fn poll_dialog(&mut self) {
         let Some(d) = &self.dialog else { return };
-        let Ok(picked) = d.rx.try_recv() else { return };
+        let Some(answer) = d.poll() else { return };
         let purpose = d.purpose;
         self.dialog = None;
-        let Some(paths) = picked else { return };
+        match answer {
+            dialogs::Answer::Picked(paths) => self.use_paths(purpose, paths),
+            dialogs::Answer::Cancelled => {}
+            dialogs::Answer::NeverShown => self.ask_in_app(purpose, "the file dialog closed at once (no desktop portal or zenity answered)".to_string()),
+        }
+    }
+
+    /// The app's path question, while it is open.
+    fn path_prompt_ui(&mut self, ctx: &egui::Context) {
+        let Some(prompt) = &mut self.path_prompt else { return };
+        let Some(answer) = prompt.ui(ctx) else { return };
+        let purpose = prompt.purpose;
+        self.path_prompt = None;
+        if let Some(path) = answer {
+            let exporting = dialogs::suggested_name(purpose).is_some();
+            self.use_paths_with(purpose, vec![path], exporting);
+        }
+    }
+
+    /// What a chosen path is for.
+    fn use_paths(&mut self, purpose: DialogPurpose, paths: Vec<PathBuf>) {
+        self.use_paths_with(purpose, paths, false);
+    }
+
+    /// `create_folder`: an export may create its missing folder (the app's own path question
+    /// offers `<run>/export/`, which does not exist yet).
+    fn use_paths_with(&mut self, purpose: DialogPurpose, paths: Vec<PathBuf>, create_folder: bool) {
         let first = paths[0].clone();
         let s = |p: &PathBuf| p.display().to_string();
+        let export = |req: ExportRequest| ExportRequest { create_folder, ..req };
         match purpose {
             DialogPurpose::OpenRun => self.open_run(first),
             DialogPurpose::TrainSet => self.setup.config.data.train = s(&first),
             DialogPurpose::TestSet => self.setup.config.data.test = s(&first),
             DialogPurpose::ValSet => self.setup.config.data.val_ood = s(&first),
             DialogPurpose::AddOod | DialogPurpose::AddOodFolder => self.setup.config.data.ood.extend(paths.iter().map(s)),
-            DialogPurpose::ExportModel => self.export_to(ExportRequest { model: Some(first), ..Default::default() }),
-            DialogPurpose::ExportReport => self.export_to(ExportRequest { report: Some(first), ..Default::default() }),
-            DialogPurpose::ExportCsv => self.export_to(ExportRequest { atypical_csv: Some(first), ..Default::default() }),
-            DialogPurpose::ExportSheet => self.export_to(ExportRequest { contact_sheet: Some(first), ..Default::default() }),
+            DialogPurpose::ExportModel => self.export_to(export(ExportRequest { model: Some(first), ..Default::default() })),
+            DialogPurpose::ExportReport => self.export_to(export(ExportRequest { report: Some(first), ..Default::default() })),
+            DialogPurpose::ExportCsv => self.export_to(export(ExportRequest { atypical_csv: Some(first), ..Default::default() })),
+            DialogPurpose::ExportSheet => self.export_to(export(ExportRequest { contact_sheet: Some(first), ..Default::default() })),
         }
     }
 
@@ -460,14 +491,29 @@ impl UnleashApp {
                 if ui.small_button("Dismiss").clicked() {
                     dismiss = true;
                 }
-            } else if let Some(b) = &self.state.busy {
-                ui.label(format!("Working: {}", b.describe()));
-            } else if let Some(b) = &self.state.background {
-                ui.label(format!("In the background: {}", b.describe()));
-            } else if let Some((_, m)) = self.state.messages.last() {
-                ui.label(m);
             } else {
-                ui.label("Ready. Set up the data on the left and press Start.");
+                let job = match (&self.state.busy, &self.state.background) {
+                    (Some(b), _) => Some(format!("Working: {}", b.describe())),
+                    (None, Some(b)) => Some(format!("In the background: {}", b.describe())),
+                    (None, None) => None,
+                };
+                // The last message stays beside a job (an export's files while a sweep runs).
+                match (job, self.state.messages.last()) {
+                    (Some(j), Some((_, m))) => {
+                        ui.label(j);
+                        ui.separator();
+                        ui.label(m);
+                    }
+                    (Some(j), None) => {
+                        ui.label(j);
+                    }
+                    (None, Some((_, m))) => {
+                        ui.label(m);
+                    }
+                    (None, None) => {
+                        ui.label("Ready. Set up the data on the left and press Start.");
+                    }
+                }
             }
         });
         if dismiss {
@@ -488,6 +534,7 @@ impl eframe::App for UnleashApp {
         for action in self.panels(ui) {
             self.act(action, ui.ctx());
         }
+        self.path_prompt_ui(ui.ctx());
         self.confirm_close(ui.ctx());
         self.frame_times.push(t0.elapsed().as_secs_f64());
         if self.frame_times.len() % 100 == 0 {

@@ -64,6 +64,18 @@ impl ScoreCache {
 }
 
 
+/// A phase the worker started in this session: where it began, how many epochs it was asked
+/// for, and whether it has ended (finished, stopped or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseSeen {
+    pub phase: Phase,
+    /// The run epoch of the first epoch this start trained.
+    pub first_epoch: usize,
+    /// The epochs this start was asked for (those left, for a resumed phase).
+    pub epochs: usize,
+    pub ended: bool,
+}
+
 /// What a panel reads: the engine mirror, never written by a panel.
 pub type RunView = AppState;
 
@@ -110,6 +122,9 @@ pub struct AppState {
     pub exported: Vec<PathBuf>,
     /// The base epochs the current run was started with (its config's, not the setup panel's).
     pub planned_epochs: Option<usize>,
+    /// The phases started in this session, in order. Records do not say how many epochs a
+    /// fine-tune was asked for, so only these can be called cut short (see [`AppState::cut_short`]).
+    pub phases_seen: Vec<PhaseSeen>,
 }
 
 impl Default for AppState {
@@ -148,6 +163,7 @@ impl AppState {
             last_error: None,
             exported: Vec::new(),
             planned_epochs: None,
+            phases_seen: Vec::new(),
         }
     }
 
@@ -204,6 +220,7 @@ impl AppState {
                 self.records.clear();
                 self.loss_rows.clear();
                 self.stage_scores.clear();
+                self.phases_seen.clear();
             }
             Command::Resume(_) | Command::Finetune { .. } => self.busy = Some(Job::Starting),
             Command::OpenRun(_) => self.stage_scores.clear(),
@@ -296,6 +313,7 @@ impl AppState {
                 self.records = records;
                 self.loss_rows = loss_rows;
                 self.planned_epochs = Some(config.train.epochs);
+                self.phases_seen.clear();
                 self.clear_masks();
                 self.data = None;
             }
@@ -306,12 +324,14 @@ impl AppState {
     fn apply_engine(&mut self, e: Event) {
         match e {
             Event::Info(s) => self.log(false, s),
-            Event::PhaseStarted { phase, first_epoch, .. } => {
+            Event::PhaseStarted { phase, first_epoch, epochs, .. } => {
                 if phase == Phase::Base && first_epoch == 1 {
                     self.records.clear();
                     self.loss_rows.clear();
+                    self.phases_seen.clear();
                     self.clear_masks();
                 }
+                self.phases_seen.push(PhaseSeen { phase, first_epoch, epochs, ended: false });
             }
             Event::Batch(b) => {
                 self.batch = Some(b);
@@ -324,20 +344,24 @@ impl AppState {
                 self.evaluating = None;
             }
             Event::PhaseDone { phase, stopped } => {
+                self.phases_ended();
                 self.log(false, format!("{} phase {}", phase.name(), if stopped { "stopped" } else { "finished" }));
                 self.batch = None;
             }
             Event::Exported(paths) => {
-                for p in &paths {
-                    self.log(false, format!("wrote {}", p.display()));
-                }
+                // One line naming every file: the status bar shows the last message.
+                let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                self.log(false, format!("exported {} file(s): {}", paths.len(), names.join(", ")));
                 self.exported = paths;
             }
             Event::Error(msg) => {
+                // A phase that fails ends without PhaseDone.
+                self.phases_ended();
                 self.mask_pending = false;
                 self.log(true, msg);
             }
             Event::Idle => {
+                self.phases_ended();
                 self.busy = None;
                 self.paused = false;
                 self.evaluating = None;
@@ -347,6 +371,31 @@ impl AppState {
 }
 
 impl AppState {
+    /// Every phase started so far has ended: the worker runs one job at a time.
+    fn phases_ended(&mut self) {
+        for p in &mut self.phases_seen {
+            p.ended = true;
+        }
+    }
+
+    /// (epochs done, epochs asked) of the fine-tune block holding `epoch` (see
+    /// [`crate::run::phase_blocks`]) when it ended before the epochs it was asked for. Only a
+    /// fine-tune this session saw starting can be told: a record does not say how many epochs
+    /// its phase was asked for, so in a reopened run, or while the phase still runs, this is None.
+    pub fn cut_short(&self, epoch: usize) -> Option<(usize, usize)> {
+        let blocks = crate::run::phase_blocks(&self.records);
+        let (_, _, block) = blocks.iter().find(|(_, _, b)| b.iter().any(|r| r.epoch == epoch))?;
+        let (first, last) = (block.first()?, block.last()?);
+        if first.phase == Phase::Base {
+            return None;
+        }
+        // The start that trained the block's epochs (a resumed phase started again inside it).
+        let seen = self.phases_seen.iter().rev().find(|s| s.phase == first.phase && (first.epoch..=last.epoch).contains(&s.first_epoch))?;
+        let asked = seen.first_epoch - first.epoch + seen.epochs;
+        let done = block.len();
+        (seen.ended && done < asked).then_some((done, asked))
+    }
+
     /// An answer to a mask request; answers to older requests (still arriving after the slider
     /// moved on) are dropped.
     fn mask_answer(&mut self, request: u64, answer: Arc<AtypicalSet>) {
