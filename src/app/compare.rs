@@ -52,11 +52,13 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
         return None;
     }
     panel.set = panel.set.min(sets.len() - 1);
+    let epoch_of = |name: &str| stages.iter().find(|(n, _)| n == name).map(|(_, e)| *e).unwrap_or(stages[0].1);
     ui.horizontal(|ui| {
         for (k, label) in ["stage A", "stage B"].iter().enumerate() {
-            egui::ComboBox::from_label(*label).selected_text(panel.stages[k].clone()).show_ui(ui, |ui| {
+            let selected = stage_text(st, &panel.stages[k], epoch_of(&panel.stages[k]));
+            egui::ComboBox::from_label(*label).selected_text(selected).show_ui(ui, |ui| {
                 for (name, e) in &stages {
-                    ui.selectable_value(&mut panel.stages[k], name.clone(), format!("{name} (epoch {e})"));
+                    ui.selectable_value(&mut panel.stages[k], name.clone(), stage_text(st, name, *e));
                 }
             });
         }
@@ -71,7 +73,6 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
             }
         });
     });
-    let epoch_of = |name: &str| stages.iter().find(|(n, _)| n == name).map(|(_, e)| *e).unwrap_or(stages[0].1);
     let picked: Vec<(String, usize)> = panel.stages.iter().map(|n| (n.clone(), epoch_of(n))).collect();
     let set = sets[panel.set].clone();
     let score = panel.score;
@@ -88,7 +89,7 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
         });
         match (id, ood) {
             (Some(StageScores::Loaded(i)), Some(StageScores::Loaded(o))) => match (i.get(&score), o.get(&score)) {
-                (Some(i), Some(o)) => loaded.push((format!("{name} (epoch {e})"), *e, i.clone(), o.clone())),
+                (Some(i), Some(o)) => loaded.push((stage_text(st, name, *e), *e, i.clone(), o.clone())),
                 _ => {
                     ui.label(format!("{name}: epoch {e} has no {} scores", score.name()));
                 }
@@ -135,6 +136,16 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
     });
     table(ui, &st.records, &picked);
     asked
+}
+
+/// A stage as the menu and the plots name it: "UM (epoch 8)", and where its fine-tune ended before
+/// the epochs asked (as far as this session saw, see [`RunView::cut_short`]) "UM (epoch 7,
+/// incomplete: 1 of 3 epochs)".
+fn stage_text(st: &RunView, name: &str, epoch: usize) -> String {
+    match st.cut_short(epoch) {
+        Some((done, asked)) => format!("{name} (epoch {epoch}, incomplete: {done} of {asked} epochs)"),
+        None => format!("{name} (epoch {epoch})"),
+    }
 }
 
 /// The ROC curve the view draws, as plot points (FPR, TPR) from (0, 0) to (1, 1); None when the
@@ -273,5 +284,18 @@ mod panel_tests {
             view.scores_asked(request, true);
         }
         assert!(draw(&mut panel, &view).is_none(), "asked again while loading");
+    }
+}
+
+#[cfg(test)]
+mod branch_tests {
+    use super::*;
+    use crate::app::training::tests::branched_view;
+
+    #[test]
+    fn a_stage_of_a_fine_tune_cut_short_is_marked_incomplete() {
+        let view = branched_view();
+        let menu: Vec<String> = stages(&view.records).iter().map(|(name, e)| stage_text(&view, name, *e)).collect();
+        assert_eq!(menu, ["best epoch (epoch 5)", "final (epoch 5)", "CE control (epoch 11)", "UM (epoch 12, incomplete: 1 of 3 epochs)"]);
     }
 }

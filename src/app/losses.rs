@@ -3,6 +3,7 @@
 
 use super::state::RunView;
 use super::Action;
+use crate::run::{EpochRecord, Phase};
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Plot, Points, VLine};
 
@@ -14,8 +15,9 @@ pub struct LossesPanel {
 }
 
 impl LossesPanel {
-    /// `gamma` is UM's, from the mask explorer's choices (drawn on the histogram). A click on
-    /// the data map asks to open the sample.
+    /// `gamma` is UM's, from the mask explorer's choices (drawn on the histogram of a base
+    /// epoch; a fine-tune's epoch draws its own phase's). A click on the data map asks to open
+    /// the sample.
     pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView, gamma: Option<f64>) -> Option<Action> {
         show(self, ui, view, gamma)
     }
@@ -33,9 +35,18 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
     ui.horizontal(|ui| {
         ui.add(egui::Slider::new(&mut panel.epoch, 1..=n_epochs).text("epoch"));
         if let Some(r) = st.records.get(panel.epoch - 1) {
-            ui.label(format!("{} phase; mean loss {:.4}", r.phase.name(), r.train_eval_loss));
+            let phase = match r.phase {
+                Phase::Base => "base phase".to_string(),
+                p => format!("{} phase epoch {} from epoch {}", p.name(), r.phase_epoch, r.from_epoch),
+            };
+            let gamma = match drawn_gamma(Some(r), gamma) {
+                Some((g, whose)) => format!("gamma {g:.4} ({whose})"),
+                None => "no gamma".to_string(),
+            };
+            ui.label(format!("{phase}; mean loss {:.4}; {gamma}", r.train_eval_loss));
         }
     });
+    let gamma = drawn_gamma(st.records.get(panel.epoch - 1), gamma);
     let row = st.loss_rows[panel.epoch - 1].clone();
     let mut asked = None;
     let atypical: std::collections::HashSet<usize> = st.mask_result.as_ref().map(|m| m.samples.iter().map(|a| a.index).collect()).unwrap_or_default();
@@ -47,8 +58,8 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
             let (bars, max, binned) = histogram(&row, 60);
             let resp = Plot::new("loss_hist").width(w).height(h - 20.0).legend(Legend::default()).x_axis_label("cross-entropy").y_axis_label("log10(1 + count)").show(ui, |pu| {
                 pu.bar_chart(BarChart::new("samples", bars).color(egui::Color32::from_rgb(90, 160, 230)));
-                if let Some(g) = gamma {
-                    pu.vline(VLine::new(format!("gamma = {g:.4}"), g.min(max)).color(egui::Color32::from_rgb(220, 60, 50)).width(2.0));
+                if let Some((g, whose)) = gamma {
+                    pu.vline(VLine::new(format!("gamma = {g:.4} ({whose})"), g.min(max)).color(egui::Color32::from_rgb(220, 60, 50)).width(2.0));
                 }
             });
             // What the bars hold, for screen readers and the kittests.
@@ -81,6 +92,17 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
         });
     });
     asked
+}
+
+/// The gamma the histogram of `record`'s epoch draws, and whose it is: a UM or UMAP epoch's own
+/// (the constraint its phase trained under), none at a CE control epoch (plain CE has none), and
+/// at a base epoch the mask explorer's (`slider`: what a UM fine-tune from it would use).
+fn drawn_gamma(record: Option<&EpochRecord>, slider: Option<f64>) -> Option<(f64, &'static str)> {
+    match record.map(|r| (r.phase, r.gamma)) {
+        Some((Phase::Um | Phase::Umap, own)) => own.map(|g| (g, "this phase's own")),
+        Some((Phase::Control, _)) => None,
+        Some((Phase::Base, _)) | None => slider.map(|g| (g, "the mask slider's")),
+    }
 }
 
 /// Bars over [0, max] (max = the 99.9th percentile, so one huge loss does not squash the rest);
@@ -121,4 +143,44 @@ fn data_map(rows: &[std::sync::Arc<Vec<f32>>], atypical: &std::collections::Hash
         all.push(p);
     }
     (all, picked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::training::tests::branched_view;
+
+    #[test]
+    fn a_fine_tune_epochs_histogram_draws_its_own_phases_gamma() {
+        let view = branched_view();
+        let slider = Some(0.5);
+        let at = |epoch: usize| drawn_gamma(view.records.get(epoch - 1), slider);
+        // Base epochs: the mask slider's (what a UM from there would use).
+        assert_eq!(at(5), Some((0.5, "the mask slider's")));
+        // Each UM epoch: its own phase's, whatever the slider says.
+        assert_eq!(at(7), Some((0.1, "this phase's own")));
+        assert_eq!(at(12), Some((0.2, "this phase's own")));
+        // The CE control trained without one.
+        assert_eq!(at(10), None);
+        assert_eq!(drawn_gamma(None, slider), Some((0.5, "the mask slider's")));
+    }
+
+    #[test]
+    fn the_panel_names_the_gamma_it_draws() {
+        let view = branched_view();
+        let mut panel = LossesPanel { epoch: 7 };
+        let ctx = egui::Context::default();
+        ctx.enable_accesskit();
+        let mut labels = Vec::new();
+        for _ in 0..2 {
+            let out = ctx.run_ui(egui::RawInput::default(), |ui| {
+                panel.ui(ui, &view, Some(0.5));
+            });
+            let update = out.platform_output.accesskit_update.expect("accesskit is on");
+            labels = update.nodes.iter().flat_map(|(_, n)| [n.label(), n.value()]).flatten().map(str::to_string).collect();
+        }
+        // The line drawn (a plot item is a node of its own), and the row above the plot.
+        assert!(labels.iter().any(|l| l == "gamma = 0.1000 (this phase's own)"), "{labels:?}");
+        assert!(labels.iter().any(|l| l == "UM phase epoch 2 from epoch 5; mean loss 1.0700; gamma 0.1000 (this phase's own)"), "{labels:?}");
+    }
 }

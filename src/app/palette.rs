@@ -3,6 +3,7 @@
 //! legends live outside the plots so they never cover data.
 
 use crate::ood::Score;
+use crate::run::Phase;
 use eframe::egui::{self, Color32};
 use egui_plot::LineStyle;
 
@@ -25,6 +26,21 @@ pub const VALIDATION_COLOR: Color32 = Color32::from_rgb(235, 235, 235);
 /// The color of the `index`-th test OOD set of a run (sets sorted by name, as records hold them).
 pub fn set_color(index: usize) -> Color32 {
     SET_COLORS[index % SET_COLORS.len()]
+}
+
+/// A hue per fine-tune (UM pink, UMAP violet, CE control yellow), in shades so that the `k`-th
+/// branch of a phase in a run has its own color. None of them is the blue, orange or green of the
+/// base training's curves and of a run's first three OOD sets.
+pub fn branch_color(phase: Phase, k: usize) -> Color32 {
+    const UM: [Color32; 3] = [Color32::from_rgb(240, 80, 160), Color32::from_rgb(255, 160, 210), Color32::from_rgb(180, 40, 110)];
+    const UMAP: [Color32; 3] = [Color32::from_rgb(160, 110, 255), Color32::from_rgb(205, 170, 255), Color32::from_rgb(110, 70, 210)];
+    const CONTROL: [Color32; 3] = [Color32::from_rgb(240, 225, 60), Color32::from_rgb(250, 245, 160), Color32::from_rgb(190, 170, 30)];
+    let shades = match phase {
+        Phase::Um => &UM,
+        Phase::Umap => &UMAP,
+        Phase::Control | Phase::Base => &CONTROL,
+    };
+    shades[k % shades.len()]
 }
 
 /// Energy solid, MaxLogit dashed, MSP dotted; the feature detectors and ODIN get the other dash
@@ -74,8 +90,36 @@ pub fn legend_row(ui: &mut egui::Ui, sets: &[(String, Color32)], scores: &[Score
     });
 }
 
+/// A legend row of keys drawn as the lines are: (name, color, style, width).
+pub fn key_row(ui: &mut egui::Ui, keys: &[(String, Color32, LineStyle, f32)]) {
+    ui.horizontal_wrapped(|ui| {
+        for (name, color, style, width) in keys {
+            styled_swatch(ui, *color, *style, *width);
+            ui.label(egui::RichText::new(name).small());
+        }
+    });
+}
+
 /// A short thick line in `color`, as a legend key.
 fn swatch(ui: &mut egui::Ui, color: Color32) {
-    let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 10.0), egui::Sense::hover());
-    ui.painter().line_segment([rect.left_center(), rect.right_center()], egui::Stroke::new(3.0, color));
+    styled_swatch(ui, color, LineStyle::Solid, 3.0);
+}
+
+/// A short line in `color`, `style` and `width`, as a legend key.
+fn styled_swatch(ui: &mut egui::Ui, color: Color32, style: LineStyle, width: f32) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(24.0, 10.0), egui::Sense::hover());
+    let ends = [rect.left_center(), rect.right_center()];
+    let painter = ui.painter();
+    match style {
+        LineStyle::Solid => {
+            painter.line_segment(ends, egui::Stroke::new(width, color));
+        }
+        LineStyle::Dashed { length } => {
+            let length = length.min(8.0);
+            painter.extend(egui::Shape::dashed_line(&ends, egui::Stroke::new(width, color), length, length * 0.618));
+        }
+        LineStyle::Dotted { spacing } => {
+            painter.extend(egui::Shape::dotted_line(&ends, color, spacing.min(6.0), width.max(1.0)));
+        }
+    }
 }

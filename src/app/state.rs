@@ -476,6 +476,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_resumed_fine_tune_counts_the_epochs_before_its_restart() {
+        let mut st = AppState::new();
+        for e in 1..=2 {
+            st.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(record(e)), per_sample_loss: Arc::new(vec![0.5]) }));
+        }
+        let um = |epoch, phase_epoch| {
+            let mut r = record(epoch);
+            (r.phase, r.phase_epoch, r.from_epoch, r.gamma) = (Phase::Um, phase_epoch, 2, Some(0.1));
+            WorkerEvent::Engine(Event::EpochDone { record: Box::new(r), per_sample_loss: Arc::new(vec![0.5]) })
+        };
+        st.apply(um(3, 1));
+        // Restarted at its second epoch of three: two left.
+        st.apply(WorkerEvent::Engine(Event::PhaseStarted { phase: Phase::Um, first_epoch: 4, epochs: 2, batches: 1, samples: 1 }));
+        st.apply(um(4, 2));
+        assert_eq!(st.cut_short(4), None, "still running");
+        st.apply(WorkerEvent::Engine(Event::PhaseDone { phase: Phase::Um, stopped: true }));
+        assert_eq!((st.cut_short(3), st.cut_short(4), st.cut_short(2)), (Some((2, 3)), Some((2, 3)), None));
+    }
+
+    #[test]
     fn sending_a_training_starts_the_mirror_afresh() {
         let mut st = AppState::new();
         st.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(record(1)), per_sample_loss: Arc::new(vec![0.5]) }));

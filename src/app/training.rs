@@ -1,14 +1,95 @@
 //! Live curves: train/test loss, ID accuracy, and OOD AUROC and FPR95 per score per OOD set
-//! (legend entries toggle lines), the best-by-validation epoch marked, fine-tune phases shaded.
+//! (legend entries toggle lines), the best-by-validation epoch marked. Each fine-tune is a branch
+//! of its own color, drawn from its start snapshot: its phase epoch k at x = from_epoch + k, so
+//! that a UM and a CE control from the same snapshot lie over the same epochs, side by side, and
+//! no line joins one phase to the next.
 
 use super::palette;
 use super::state::RunView;
 use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, phase_blocks, EpochRecord, Phase};
 use eframe::egui;
-use egui_plot::{GridInput, GridMark, Line, Plot, PlotPoints, PlotUi, Span, VLine};
+use egui_plot::{GridInput, GridMark, Line, LineStyle, MarkerShape, Plot, PlotPoints, PlotUi, VLine};
 
 const SCORE_COLORS: [egui::Color32; 3] = [egui::Color32::from_rgb(90, 160, 230), egui::Color32::from_rgb(230, 150, 60), egui::Color32::from_rgb(80, 190, 120)];
+
+/// The line style of each curve of the loss and accuracy plots, the same in every branch (the
+/// branch is the color).
+const TRAIN_STYLE: LineStyle = LineStyle::Solid;
+const EVAL_STYLE: LineStyle = LineStyle::Dashed { length: 10.0 };
+const TEST_STYLE: LineStyle = LineStyle::Dotted { spacing: 6.0 };
+/// gamma: a wide translucent band at the constraint, over the epochs of the phase that used it.
+const GAMMA_WIDTH: f32 = 5.0;
+const GAMMA_ALPHA: u8 = 90;
+
+/// A stretch of the curves: the base training, or a fine-tune drawn from its start snapshot (one
+/// block of [`phase_blocks`]).
+pub(crate) struct Branch<'a> {
+    /// The legend's name: the block's label, for a fine-tune where it starts, and whether it was
+    /// cut short.
+    pub name: String,
+    pub phase: Phase,
+    pub from_epoch: usize,
+    /// The record of the snapshot a fine-tune started from, where the run holds it: the branch's
+    /// first point.
+    pub start: Option<&'a EpochRecord>,
+    pub records: Vec<&'a EpochRecord>,
+    /// A fine-tune's own color; None for the base training, whose curves keep their own colors.
+    pub color: Option<egui::Color32>,
+}
+
+impl Branch<'_> {
+    /// Where an epoch of the branch is drawn: its phase epoch, counted from the start snapshot.
+    pub fn x(&self, r: &EpochRecord) -> f64 {
+        (self.from_epoch + r.phase_epoch) as f64
+    }
+
+    /// The records behind the branch's points, in order: the start snapshot's (at x = from_epoch),
+    /// then the branch's own.
+    pub fn point_records(&self) -> impl Iterator<Item = (f64, &EpochRecord)> {
+        let start = self.start.map(|r| (self.from_epoch as f64, r));
+        start.into_iter().chain(self.records.iter().map(|r| (self.x(r), *r)))
+    }
+
+    /// The gamma line: (x, gamma) over the phase's epochs (from its start snapshot) when it
+    /// used one; empty otherwise.
+    pub fn gamma_points(&self) -> Vec<[f64; 2]> {
+        let Some(g0) = self.records.first().and_then(|r| r.gamma) else { return Vec::new() };
+        let start = self.start.is_some().then_some([self.from_epoch as f64, g0]);
+        start.into_iter().chain(self.records.iter().filter_map(|r| r.gamma.map(|g| [self.x(r), g]))).collect()
+    }
+
+    /// A line's color: the branch's, else the curve's own (`base`).
+    fn color_or(&self, base: egui::Color32) -> egui::Color32 {
+        self.color.unwrap_or(base)
+    }
+}
+
+/// The run's branches, one per block of [`phase_blocks`]: the base training, then each fine-tune
+/// from its start snapshot, in its own color; a fine-tune that ended before the epochs it was
+/// asked for (as far as this session saw, see [`RunView::cut_short`]) is named incomplete.
+pub(crate) fn branches(view: &RunView) -> Vec<Branch<'_>> {
+    let mut of_phase: std::collections::HashMap<Phase, usize> = Default::default();
+    phase_blocks(&view.records)
+        .into_iter()
+        .filter_map(|(label, from_epoch, records)| {
+            let first = *records.first()?;
+            let phase = first.phase;
+            if phase == Phase::Base {
+                return Some(Branch { name: label, phase, from_epoch, start: None, records, color: None });
+            }
+            let k = of_phase.entry(phase).or_default();
+            let color = palette::branch_color(phase, *k);
+            *k += 1;
+            let mut name = format!("{label} from epoch {from_epoch}");
+            if let Some((done, asked)) = view.cut_short(first.epoch) {
+                name.push_str(&format!(", incomplete: {done} of {asked} epochs"));
+            }
+            let start = from_epoch.checked_sub(1).and_then(|i| view.records.get(i)).filter(|r| r.epoch == from_epoch);
+            Some(Branch { name, phase, from_epoch, start, records, color: Some(color) })
+        })
+        .collect()
+}
 
 /// Which scores the OOD curves show (MSP, MaxLogit, Energy, ...) and whether per-set lines too.
 pub struct TrainingPanel {
@@ -63,28 +144,112 @@ fn show(panel: &mut TrainingPanel, ui: &mut egui::Ui, view: &RunView) {
     });
     let shown: Vec<Score> = Score::ALL.iter().zip(panel.plot_scores).filter(|(_, on)| *on).map(|(s, _)| *s).collect();
     let per_set = panel.plot_per_set;
+    let branches = branches(view);
+    branch_legend(ui, &branches);
     let h = ((ui.available_height() - 40.0) / 2.0).max(150.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
-        let gamma_color = egui::Color32::from_rgb(220, 60, 50);
-        let legend = [("train loss", SCORE_COLORS[0]), ("train loss (eval pass)", SCORE_COLORS[2]), ("ID test loss", SCORE_COLORS[1]), ("gamma", gamma_color)];
-        curve_plot(ui, "loss", "Loss", &legend, w, h, records, best, |pu, recs| {
-            series(pu, "train loss", recs, |r| r.train_loss, SCORE_COLORS[0], |l| l);
-            series(pu, "train loss (eval pass)", recs, |r| r.train_eval_loss, SCORE_COLORS[2], |l| l);
-            series(pu, "ID test loss", recs, |r| r.test_loss, SCORE_COLORS[1], |l| l);
-            if let Some(g) = recs.iter().rev().find_map(|r| r.gamma) {
-                pu.hline(egui_plot::HLine::new("gamma", g).color(gamma_color));
+        let mut legend = vec![("train loss", SCORE_COLORS[0], TRAIN_STYLE, 2.0), ("train loss (eval pass)", SCORE_COLORS[2], EVAL_STYLE, 2.0), ("ID test loss", SCORE_COLORS[1], TEST_STYLE, 2.0)];
+        if branches.iter().any(|b| !b.gamma_points().is_empty()) {
+            legend.push(("gamma (over the phase that used it)", palette::MEAN_COLOR.gamma_multiply_u8(GAMMA_ALPHA), LineStyle::Solid, GAMMA_WIDTH));
+        }
+        curve_plot(ui, "loss", "Loss", &legend, w, h, best, |pu| {
+            for lines in [loss_lines(&branches), gamma_lines(&branches)] {
+                draw(pu, lines);
             }
         });
-        curve_plot(ui, "accuracy", "ID accuracy", &[("train accuracy", SCORE_COLORS[0]), ("ID test accuracy", SCORE_COLORS[1])], w, h, records, best, |pu, recs| {
-            series(pu, "train accuracy", recs, |r| r.train_acc, SCORE_COLORS[0], |l| l);
-            series(pu, "ID test accuracy", recs, |r| r.test_acc, SCORE_COLORS[1], |l| l);
-        });
+        let legend = [("train accuracy", SCORE_COLORS[0], TRAIN_STYLE, 2.0), ("ID test accuracy", SCORE_COLORS[1], TEST_STYLE, 2.0)];
+        curve_plot(ui, "accuracy", "ID accuracy", &legend, w, h, best, |pu| draw(pu, accuracy_lines(&branches)));
     });
     ood_legend(ui, records, &shown, per_set);
     ui.horizontal(|ui| {
-        curve_plot(ui, "auroc", "OOD AUROC (test sets and validation)", &[], w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.auroc));
-        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", &[], w, h, records, best, |pu, recs| metric_lines(pu, recs, &shown, per_set, |m| m.fpr95));
+        curve_plot(ui, "auroc", "OOD AUROC (test sets and validation)", &[], w, h, best, |pu| draw(pu, metric_lines(&branches, &shown, per_set, |m| m.auroc)));
+        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", &[], w, h, best, |pu| draw(pu, metric_lines(&branches, &shown, per_set, |m| m.fpr95)));
+    });
+}
+
+/// One line of a plot, as drawn: what it is, how it looks, its points, and the epochs behind them.
+pub(crate) struct PlotLine {
+    pub name: String,
+    pub color: egui::Color32,
+    pub style: LineStyle,
+    pub width: f32,
+    pub points: Vec<[f64; 2]>,
+    /// The record of each point (a fine-tune's first is its start snapshot's): what the tests
+    /// check lines by.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub epochs: Vec<usize>,
+    /// The markers at the points: circles on the base training, diamonds on a fine-tune, none on
+    /// the gamma band.
+    pub markers: Option<MarkerShape>,
+}
+
+/// A line of `branch`: `f` of each of its points, named after the curve and (for a fine-tune) the
+/// branch, in the branch's color or the curve's own (`base_color`, for the base training).
+fn branch_line(branch: &Branch, curve: &str, base_color: egui::Color32, style: LineStyle, width: f32, f: impl Fn(&EpochRecord) -> f64) -> PlotLine {
+    let name = if branch.phase == Phase::Base { curve.to_string() } else { format!("{curve}, {}", branch.name) };
+    let (points, epochs) = branch.point_records().map(|(x, r)| ([x, f(r)], r.epoch)).unzip();
+    let markers = Some(if branch.phase == Phase::Base { MarkerShape::Circle } else { MarkerShape::Diamond });
+    PlotLine { name, color: branch.color_or(base_color), style, width, points, epochs, markers }
+}
+
+/// The loss plot's lines: train loss, its eval pass and ID test loss, per branch.
+pub(crate) fn loss_lines(branches: &[Branch]) -> Vec<PlotLine> {
+    let mut lines = Vec::new();
+    for b in branches {
+        lines.push(branch_line(b, "train loss", SCORE_COLORS[0], TRAIN_STYLE, 1.5, |r| r.train_loss));
+        lines.push(branch_line(b, "train loss (eval pass)", SCORE_COLORS[2], EVAL_STYLE, 1.5, |r| r.train_eval_loss));
+        lines.push(branch_line(b, "ID test loss", SCORE_COLORS[1], TEST_STYLE, 1.5, |r| r.test_loss));
+    }
+    lines
+}
+
+/// The gamma of each branch that used one, over that branch's epochs only.
+pub(crate) fn gamma_lines(branches: &[Branch]) -> Vec<PlotLine> {
+    branches
+        .iter()
+        .filter_map(|b| {
+            let points = b.gamma_points();
+            if points.is_empty() {
+                return None;
+            }
+            let epochs = b.point_records().map(|(_, r)| r.epoch).collect();
+            let color = b.color_or(palette::MEAN_COLOR).gamma_multiply_u8(GAMMA_ALPHA);
+            Some(PlotLine { name: format!("gamma, {}", b.name), color, style: LineStyle::Solid, width: GAMMA_WIDTH, points, epochs, markers: None })
+        })
+        .collect()
+}
+
+/// The accuracy plot's lines: train and ID test accuracy, per branch.
+pub(crate) fn accuracy_lines(branches: &[Branch]) -> Vec<PlotLine> {
+    let mut lines = Vec::new();
+    for b in branches {
+        lines.push(branch_line(b, "train accuracy", SCORE_COLORS[0], TRAIN_STYLE, 1.5, |r| r.train_acc));
+        lines.push(branch_line(b, "ID test accuracy", SCORE_COLORS[1], TEST_STYLE, 1.5, |r| r.test_acc));
+    }
+    lines
+}
+
+/// Draws lines with small markers (so that a single epoch already shows).
+fn draw(pu: &mut PlotUi, lines: Vec<PlotLine>) {
+    for l in lines {
+        if let Some(shape) = l.markers {
+            let radius = if shape == MarkerShape::Circle { 2.0 } else { 3.5 };
+            pu.points(egui_plot::Points::new(l.name.clone(), l.points.clone()).shape(shape).radius(radius).color(l.color));
+        }
+        pu.line(Line::new(l.name, PlotPoints::from(l.points)).color(l.color).style(l.style).width(l.width));
+    }
+}
+
+/// The fine-tunes' legend, above the plots: a swatch of each branch's color and its name.
+fn branch_legend(ui: &mut egui::Ui, branches: &[Branch]) {
+    let entries: Vec<(String, egui::Color32)> = branches.iter().filter_map(|b| Some((b.name.clone(), b.color?))).collect();
+    if entries.is_empty() {
+        return;
+    }
+    ui.horizontal_wrapped(|ui| {
+        ui.label(egui::RichText::new("Fine-tunes, each drawn from its start snapshot (in the OOD plots: its mean of the test sets):").small().strong());
+        palette::legend_row(ui, &entries, &[]);
     });
 }
 
@@ -92,26 +257,28 @@ fn energy(r: &EpochRecord) -> Metrics {
     r.ood_mean.get(&Score::Energy).copied().unwrap_or(Metrics { auroc: f64::NAN, fpr95: f64::NAN, aupr_in: f64::NAN, aupr_out: f64::NAN })
 }
 
-/// A line with small markers (so that a single epoch already shows), styled by `style`.
-fn series(pu: &mut PlotUi, name: &str, recs: &[EpochRecord], f: impl Fn(&EpochRecord) -> f64, color: egui::Color32, style: impl FnOnce(Line<'static>) -> Line<'static>) {
-    let points: Vec<[f64; 2]> = recs.iter().map(|r| [r.epoch as f64, f(r)]).collect();
-    pu.line(style(Line::new(name.to_string(), PlotPoints::from(points.clone())).color(color)));
-    pu.points(egui_plot::Points::new(name.to_string(), points).radius(2.0).color(color));
-}
-
-/// Each OOD set in its own color (the same in every view), each score in its own line style; the
-/// mean over the test sets thick and grey, the validation set in its own color.
-fn metric_lines(pu: &mut PlotUi, recs: &[EpochRecord], shown: &[Score], per_set: bool, f: fn(&Metrics) -> f64) {
-    let sets: Vec<String> = if per_set { recs.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default() } else { Vec::new() };
+/// Each score in its own line style. The base training: each OOD set in its own color (the same in
+/// every view), the mean over the test sets thick and grey, the validation set in its own color.
+/// A fine-tune: the mean over the test sets, thick, in the branch's color.
+pub(crate) fn metric_lines(branches: &[Branch], shown: &[Score], per_set: bool, f: fn(&Metrics) -> f64) -> Vec<PlotLine> {
+    let last = branches.last().and_then(|b| b.records.last());
+    let sets: Vec<String> = if per_set { last.map(|r| r.ood.keys().cloned().collect()).unwrap_or_default() } else { Vec::new() };
+    let val = last.map(|r| r.val_name.clone()).unwrap_or_default();
+    let mut lines = Vec::new();
     for &score in shown {
         let style = palette::score_style(score);
-        series(pu, &format!("{} mean", score.name()), recs, |r| r.ood_mean.get(&score).map_or(f64::NAN, f), palette::MEAN_COLOR, |l| l.width(2.5).style(style));
-        for (i, set) in sets.iter().enumerate() {
-            series(pu, &format!("{} {set}", score.name()), recs, |r| r.ood.get(set).and_then(|m| m.get(&score)).map_or(f64::NAN, f), palette::set_color(i), |l| l.width(1.2).style(style));
+        for b in branches {
+            lines.push(branch_line(b, &format!("{} mean", score.name()), palette::MEAN_COLOR, style, 2.5, |r| r.ood_mean.get(&score).map_or(f64::NAN, f)));
+            if b.phase != Phase::Base {
+                continue;
+            }
+            for (i, set) in sets.iter().enumerate() {
+                lines.push(branch_line(b, &format!("{} {set}", score.name()), palette::set_color(i), style, 1.2, |r| r.ood.get(set).and_then(|m| m.get(&score)).map_or(f64::NAN, f)));
+            }
+            lines.push(branch_line(b, &format!("{} {val} (validation)", score.name()), palette::VALIDATION_COLOR, style, 1.5, |r| r.val.get(&score).map_or(f64::NAN, f)));
         }
-        let val = recs.last().map(|r| r.val_name.clone()).unwrap_or_default();
-        series(pu, &format!("{} {val} (validation)", score.name()), recs, |r| r.val.get(&score).map_or(f64::NAN, f), palette::VALIDATION_COLOR, |l| l.width(1.5).style(style));
     }
+    lines
 }
 
 /// The legend of the OOD plots, above them (a legend inside would cover curves).
@@ -137,12 +304,12 @@ fn epoch_grid(input: GridInput) -> Vec<GridMark> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32)], w: f32, h: f32, recs: &[EpochRecord], best: Option<usize>, draw: impl FnOnce(&mut PlotUi, &[EpochRecord])) {
+fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32, LineStyle, f32)], w: f32, h: f32, best: Option<usize>, draw: impl FnOnce(&mut PlotUi)) {
     ui.vertical(|ui| {
         ui.label(egui::RichText::new(title).strong());
         if !legend.is_empty() {
-            let entries: Vec<(String, egui::Color32)> = legend.iter().map(|(n, c)| (n.to_string(), *c)).collect();
-            palette::legend_row(ui, &entries, &[]);
+            let keys: Vec<(String, egui::Color32, LineStyle, f32)> = legend.iter().map(|(n, c, s, w)| (n.to_string(), *c, *s, *w)).collect();
+            palette::key_row(ui, &keys);
         }
         let resp = Plot::new(id)
             .width(w)
@@ -151,22 +318,141 @@ fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::C
             .x_grid_spacer(epoch_grid)
             .y_axis_min_width(40.0)
             .show(ui, |pu| {
-                for (label, _, block) in phase_blocks(recs) {
-                    let (Some(first), Some(last)) = (block.first(), block.last()) else { continue };
-                    if first.phase != Phase::Base {
-                        let color = match first.phase {
-                            Phase::Um => egui::Color32::from_rgba_unmultiplied(60, 160, 90, 40),
-                            Phase::Umap => egui::Color32::from_rgba_unmultiplied(170, 60, 170, 40),
-                            _ => egui::Color32::from_rgba_unmultiplied(200, 140, 40, 35),
-                        };
-                        pu.span(Span::new(label, first.epoch as f64 - 0.5..=last.epoch as f64 + 0.5).fill(color));
-                    }
-                }
                 if let Some(b) = best {
                     pu.vline(VLine::new("best epoch (validation)", b as f64).color(egui::Color32::from_rgb(220, 60, 50)));
                 }
-                draw(pu, recs);
+                draw(pu);
             });
         resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}")));
     });
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::app::state::AppState;
+    use crate::events::Event;
+    use crate::run::tests::record;
+    use crate::worker::WorkerEvent;
+    use std::sync::Arc;
+
+    /// Epoch `epoch` of `phase`: its phase epoch, start snapshot and gamma; every value it plots
+    /// differs from every other epoch's.
+    pub(crate) fn epoch_of(epoch: usize, phase: Phase, phase_epoch: usize, from_epoch: usize, gamma: Option<f64>) -> EpochRecord {
+        let mut r = record(epoch);
+        (r.phase, r.phase_epoch, r.from_epoch, r.gamma) = (phase, phase_epoch, from_epoch, gamma);
+        let v = epoch as f64 / 100.0;
+        (r.train_eval_loss, r.test_loss, r.train_acc, r.test_acc) = (1.0 + v, 2.0 + v, v, 0.5 + v);
+        let m = Metrics { auroc: 0.5 + v, fpr95: 0.9 - v, aupr_in: 0.5, aupr_out: 0.5 };
+        r.ood_mean.insert(Score::Energy, m);
+        r.val.insert(Score::Energy, m);
+        r.ood.insert("uniform".into(), [(Score::Energy, m)].into());
+        r
+    }
+
+    /// The run: base 1-5, UM 6-8 from 5 (gamma 0.1), CE control 9-11 from 5, all read from
+    /// disk; then, in this session, UM again from 5 (gamma 0.2), asked for 3 epochs and stopped
+    /// after 1 (epoch 12).
+    pub(crate) fn branched_view() -> AppState {
+        let mut records: Vec<EpochRecord> = (1..=5).map(|e| epoch_of(e, Phase::Base, e, 0, None)).collect();
+        records.extend((1..=3).map(|k| epoch_of(5 + k, Phase::Um, k, 5, Some(0.1))));
+        records.extend((1..=3).map(|k| epoch_of(8 + k, Phase::Control, k, 5, None)));
+        let mut view = AppState::new();
+        let config = Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() });
+        let loss_rows = (1..=11).map(|e| Arc::new(vec![0.1 * e as f32, 3.0])).collect();
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records, loss_rows, config });
+        view.apply(WorkerEvent::Engine(Event::PhaseStarted { phase: Phase::Um, first_epoch: 12, epochs: 3, batches: 1, samples: 2 }));
+        view.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(epoch_of(12, Phase::Um, 1, 5, Some(0.2))), per_sample_loss: Arc::new(vec![0.5, 0.1]) }));
+        view.apply(WorkerEvent::Engine(Event::PhaseDone { phase: Phase::Um, stopped: true }));
+        view
+    }
+
+    /// Every line of every plot of the training tab.
+    fn all_lines(branches: &[Branch]) -> Vec<PlotLine> {
+        let mut lines = loss_lines(branches);
+        lines.extend(gamma_lines(branches));
+        lines.extend(accuracy_lines(branches));
+        for f in [|m: &Metrics| m.auroc, |m: &Metrics| m.fpr95] {
+            lines.extend(metric_lines(branches, &[Score::Energy], true, f));
+        }
+        lines
+    }
+
+    #[test]
+    fn each_fine_tune_is_a_branch_from_its_start_snapshot_and_no_line_joins_two_phases() {
+        let view = branched_view();
+        let branches = branches(&view);
+        let names: Vec<&str> = branches.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["base training", "UM (gamma 0.100) from epoch 5", "CE control from epoch 5", "UM (gamma 0.200) from epoch 5, incomplete: 1 of 3 epochs"]);
+        // Each fine-tune in its own color.
+        let colors: Vec<_> = branches.iter().filter_map(|b| b.color).collect();
+        assert_eq!(colors.len(), 3);
+        assert!(colors.iter().enumerate().all(|(i, c)| !colors[..i].contains(c)), "{colors:?}");
+
+        // The block of each epoch, as run::phase_blocks cuts them.
+        let block_of = |epoch: usize| phase_blocks(&view.records).iter().position(|(_, _, b)| b.iter().any(|r| r.epoch == epoch)).unwrap();
+        let lines = all_lines(&branches);
+        for b in branches.iter().filter(|b| b.color.is_some()) {
+            let of_branch: Vec<&PlotLine> = lines.iter().filter(|l| l.name.ends_with(&b.name)).collect();
+            assert!(of_branch.len() >= 4, "{}: {} lines", b.name, of_branch.len());
+        }
+        for l in &lines {
+            let xs: Vec<f64> = l.points.iter().map(|p| p[0]).collect();
+            assert!(xs.windows(2).all(|w| w[1] > w[0]), "{}: x goes back: {xs:?}", l.name);
+            // A fine-tune's first point is its start snapshot, on the base training.
+            let own = if l.name.contains("from epoch") { &l.epochs[1..] } else { &l.epochs[..] };
+            let blocks: Vec<usize> = own.iter().map(|&e| block_of(e)).collect();
+            assert!(blocks.windows(2).all(|w| w[0] == w[1]), "{}: joins epochs of two phases: {:?}", l.name, l.epochs);
+        }
+        // The UM and control branches start at the start snapshot's x, with its values, and lie
+        // over the phase epochs after it.
+        let find = |name: &str| lines.iter().find(|l| l.name == name).unwrap_or_else(|| panic!("no line {name}"));
+        let um = find("ID test loss, UM (gamma 0.100) from epoch 5");
+        assert_eq!((um.epochs.clone(), um.points.clone()), (vec![5, 6, 7, 8], vec![[5.0, 2.05], [6.0, 2.06], [7.0, 2.07], [8.0, 2.08]]));
+        let control = find("Energy mean, CE control from epoch 5");
+        assert_eq!((control.epochs.clone(), control.points.clone()), (vec![5, 9, 10, 11], vec![[5.0, 0.55], [6.0, 0.59], [7.0, 0.60], [8.0, 0.61]]));
+        let again = find("ID test accuracy, UM (gamma 0.200) from epoch 5, incomplete: 1 of 3 epochs");
+        assert_eq!((again.epochs.clone(), again.points.clone()), (vec![5, 12], vec![[5.0, 0.55], [6.0, 0.62]]));
+        let base = find("train accuracy");
+        assert_eq!(base.epochs, [1, 2, 3, 4, 5]);
+        assert_eq!(base.points.iter().map(|p| p[0]).collect::<Vec<_>>(), [1.0, 2.0, 3.0, 4.0, 5.0]);
+        // Per-set and validation lines: the base training's only.
+        assert!(lines.iter().filter(|l| l.name.contains("uniform") || l.name.contains("validation")).all(|l| l.epochs == [1, 2, 3, 4, 5]));
+    }
+
+    #[test]
+    fn the_gamma_line_covers_only_the_phases_that_used_it() {
+        let view = branched_view();
+        let lines = gamma_lines(&branches(&view));
+        let drawn: Vec<(&str, Vec<[f64; 2]>)> = lines.iter().map(|l| (l.name.as_str(), l.points.clone())).collect();
+        assert_eq!(
+            drawn,
+            [
+                ("gamma, UM (gamma 0.100) from epoch 5", vec![[5.0, 0.1], [6.0, 0.1], [7.0, 0.1], [8.0, 0.1]]),
+                ("gamma, UM (gamma 0.200) from epoch 5, incomplete: 1 of 3 epochs", vec![[5.0, 0.2], [6.0, 0.2]]),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_fine_tune_seen_ending_short_is_incomplete() {
+        let mut view = branched_view();
+        // The same stop in a reopened run: the records do not say what was asked.
+        let records = view.records.clone();
+        let config = Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() });
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records, loss_rows: Vec::new(), config });
+        assert!(branches(&view).iter().all(|b| !b.name.contains("incomplete")));
+        // A fine-tune still running is not incomplete; one that ends with every epoch asked is not.
+        view.apply(WorkerEvent::Engine(Event::PhaseStarted { phase: Phase::Control, first_epoch: 13, epochs: 2, batches: 1, samples: 2 }));
+        view.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(epoch_of(13, Phase::Control, 1, 5, None)), per_sample_loss: Arc::new(vec![0.5, 0.1]) }));
+        assert_eq!(branches(&view).last().map(|b| b.name.clone()), Some("CE control from epoch 5".into()));
+        view.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(epoch_of(14, Phase::Control, 2, 5, None)), per_sample_loss: Arc::new(vec![0.5, 0.1]) }));
+        view.apply(WorkerEvent::Engine(Event::PhaseDone { phase: Phase::Control, stopped: false }));
+        assert_eq!(branches(&view).last().map(|b| b.name.clone()), Some("CE control from epoch 5".into()));
+        // A failed one (an error, no PhaseDone) after one of its two epochs is.
+        view.apply(WorkerEvent::Engine(Event::PhaseStarted { phase: Phase::Umap, first_epoch: 15, epochs: 2, batches: 1, samples: 2 }));
+        view.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(epoch_of(15, Phase::Umap, 1, 8, Some(0.3))), per_sample_loss: Arc::new(vec![0.5, 0.1]) }));
+        view.apply(WorkerEvent::Engine(Event::Error("diverged".into())));
+        assert_eq!(branches(&view).last().map(|b| b.name.clone()), Some("UMAP (gamma 0.300) from epoch 8, incomplete: 1 of 2 epochs".into()));
+    }
 }
