@@ -192,12 +192,13 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
     let o = out.display().to_string();
     let sums = dir.path().join("seeds");
     let sm = sums.display().to_string();
-    let args = ["reproduce", "--seeds", "0..1", "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "300", "--out", &o, "--summaries", &sm];
+    let args = ["reproduce", "--seeds", "0..1", "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "300", "--official-gamma", "--out", &o, "--summaries", &sm];
     unleash_ok(&args.map(String::from));
     for seed in 0..2 {
         let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(sums.join(format!("seed-{seed}.json"))).unwrap()).unwrap();
         assert_eq!(summary["seed"], seed);
-        assert_eq!(summary["curve"].as_array().unwrap().len(), 5);
+        assert_eq!(summary["curve"].as_array().unwrap().len(), 6, "base and five fine-tune epochs");
+        assert!(summary["gamma_official"].as_f64().is_some());
     }
     let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
     for stage in unleash::cli::reproduce::STAGES {
@@ -212,19 +213,19 @@ fn reproduce_writes_its_table_plot_and_rebuilds_them_from_the_runs() {
     assert_eq!((png.width(), png.height()), (1000, 560));
     let run = RunReader::open(&out.join("seed-0")).unwrap();
     let phases: Vec<Phase> = run.records.iter().map(|r| r.phase).collect();
-    assert_eq!(phases, vec![Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap]);
+    assert_eq!(phases, vec![Phase::Base, Phase::Control, Phase::Um, Phase::Um, Phase::Umap, Phase::Um]);
     // Every score the seeds have (all but the opt-in ODIN), each comparison.
     assert_eq!(json["paired"].as_array().unwrap().len(), (Score::ALL.len() - 1) * unleash::cli::reproduce::COMPARISONS.len());
     // The table is rebuilt from the committed summaries alone (no run folders), with the same numbers.
     std::fs::remove_dir_all(&out).unwrap();
-    unleash_ok(&["reproduce", "--seeds", "0,1", "--report-only", "--out", &o, "--summaries", &sm].map(String::from));
+    unleash_ok(&["reproduce", "--seeds", "0,1", "--official-gamma", "--report-only", "--out", &o, "--summaries", &sm].map(String::from));
     let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
     assert_eq!(again["seeds"], json["seeds"]);
     assert_eq!(again["paired"], json["paired"]);
     assert!(out.join("auroc_vs_epoch.png").exists());
     // A finished seed is not run again; a missing summary is an error naming it.
     unleash_ok(&args.map(String::from));
-    let out2 = unleash(&["reproduce", "--seeds", "0..2", "--report-only", "--out", &o, "--summaries", &sm]);
+    let out2 = unleash(&["reproduce", "--seeds", "0..2", "--official-gamma", "--report-only", "--out", &o, "--summaries", &sm]);
     assert!(!out2.status.success() && String::from_utf8_lossy(&out2.stderr).contains("seed-2.json"));
 }
 
