@@ -474,7 +474,6 @@ pub fn objective_loss(logits: Tensor<2>, y: Tensor<1, Int>, n: usize, objective:
     }
 }
 
-/// A seeded, fully initialised model on the autodiff device.
 /// Refuses a run whose data files changed since it was made, naming each changed file and what
 /// changed: its per-sample records, split and snapshots belong to the data it was made from. A
 /// run from before fingerprints opens with a warning (returned).
@@ -521,6 +520,7 @@ fn check_split_unchanged(dir: &std::path::Path, cfg: &run::RunConfig, data: &Dat
     Ok(())
 }
 
+/// A seeded, fully initialised model on the autodiff device.
 pub fn fresh_model(kind: ModelKind, data: &DataBundle, classes: usize, device: &ComputeDevice, seed: u64) -> Result<Net> {
     let ad = device.device.clone().autodiff();
     ad.seed(seed);
