@@ -83,11 +83,7 @@ impl PreparedSet {
         let d = self.shape.len();
         match &self.inputs {
             Inputs::Normalised(x) => out.extend_from_slice(&x[range.start * d..range.end * d]),
-            Inputs::Pixels { pixels, norm } => {
-                let mut batch = Vec::new();
-                norm.apply(self.shape, &pixels[range.start * d..range.end * d], &mut batch);
-                out.extend_from_slice(&batch);
-            }
+            Inputs::Pixels { pixels, norm } => norm.extend(self.shape, &pixels[range.start * d..range.end * d], out),
         }
     }
 

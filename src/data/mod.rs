@@ -146,8 +146,13 @@ impl Normalization {
 
     /// Normalised f32 values of a run of images (CHW each).
     pub fn apply(&self, shape: ImageShape, pixels: &[u8], out: &mut Vec<f32>) {
-        let plane = shape.height * shape.width;
         out.clear();
+        self.extend(shape, pixels, out);
+    }
+
+    /// Appends the normalised f32 values of a run of images (CHW each) to `out`.
+    pub fn extend(&self, shape: ImageShape, pixels: &[u8], out: &mut Vec<f32>) {
+        let plane = shape.height * shape.width;
         out.reserve(pixels.len());
         for img in pixels.chunks_exact(shape.len()) {
             for (ch, px) in img.chunks_exact(plane).enumerate() {
