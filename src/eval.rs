@@ -259,34 +259,63 @@ impl SetScores {
 /// (ID training data only, never a test or OOD set).
 pub fn score_sets(model: &Net, sets: &Sets, ctx: &EvalContext, train: &Embedded, cfg: &DetectorConfig, progress: SetProgress) -> Result<SetScores> {
     let detectors = Detectors::fit(model.head()?, train, &sets.train.labels, cfg)?;
-    let embed_set = |set: &PreparedSet, progress: SetProgress| embed(model, set, ctx.batch, &ctx.device, &mut |done| progress(&set.name, done, set.len()));
-    // Every score of `set`, whose pass is `pass` (ODIN, when on, makes its own passes).
-    let score = |set: &PreparedSet, pass: &Embedded, progress: SetProgress| -> Result<ScoreMap> {
-        let mut scores = detectors.scores(pass);
-        if cfg.odin {
-            let odin_name = format!("{} (ODIN)", set.name);
-            scores.insert(Score::Odin, odin(model, set, ctx, cfg.odin_temperature, cfg.odin_epsilon, &mut |done| progress(&odin_name, done, set.len()))?);
-        }
-        Ok(scores)
-    };
-    let embed_and_score = |set: &PreparedSet, progress: SetProgress| -> Result<ScoreMap> { score(set, &embed_set(set, progress)?, progress) };
-    let test_pass = embed_set(&sets.test, progress)?;
-    let test = LabelledPass::from_logits(&test_pass.logits, ctx.classes, &sets.test.labels)?;
-    let mut test_scores = score(&sets.test, &test_pass, progress)?;
-    let mut id_val_scores = match &sets.id_val {
-        Some(split) => embed_and_score(split, progress)?,
-        None => score(&sets.train, train, progress)?,
-    };
-    let mut val_scores = embed_and_score(&sets.val, progress)?;
-    let mut ood_scores = Vec::with_capacity(sets.ood.len());
-    for set in &sets.ood {
-        ood_scores.push(embed_and_score(set, progress)?);
+    let passes = SetPasses::embed(model, sets, ctx, progress)?;
+    passes.score(model, sets, ctx, train, &detectors, cfg, &|_| true, progress)
+}
+
+/// One model's passes over the evaluation sets (logits and features), before any score: every
+/// score of [`score_sets`] comes from these, so they can be scored in parts (the score on screen
+/// first) without a second pass.
+pub struct SetPasses {
+    pub test: Embedded,
+    /// The ID validation split's pass (None: no split, the training pass stands in).
+    pub id_val: Option<Embedded>,
+    pub val: Embedded,
+    pub ood: Vec<Embedded>,
+}
+
+impl SetPasses {
+    pub fn embed(model: &Net, sets: &Sets, ctx: &EvalContext, progress: SetProgress) -> Result<SetPasses> {
+        let mut embed_set = |set: &PreparedSet| embed(model, set, ctx.batch, &ctx.device, &mut |done| progress(&set.name, done, set.len()));
+        Ok(SetPasses {
+            test: embed_set(&sets.test)?,
+            id_val: sets.id_val.as_ref().map(&mut embed_set).transpose()?,
+            val: embed_set(&sets.val)?,
+            ood: sets.ood.iter().map(&mut embed_set).collect::<Result<_>>()?,
+        })
     }
-    let mut problems = detectors.problems();
-    let mut named: Vec<(&str, &mut ScoreMap)> = vec![(&sets.test.name, &mut test_scores), ("the ID side of validation", &mut id_val_scores), (&sets.val.name, &mut val_scores)];
-    named.extend(sets.ood.iter().map(|s| s.name.as_str()).zip(ood_scores.iter_mut()));
-    problems.extend(drop_non_finite(&mut named));
-    Ok(SetScores { test, test_scores, id_val_scores, val_scores, ood_scores, problems })
+
+    /// The scores `wanted` of every set, from these passes (`train` stands in for the ID side of
+    /// validation when there is no split). A score that is not finite somewhere is left out, as in
+    /// [`drop_non_finite`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn score(&self, model: &Net, sets: &Sets, ctx: &EvalContext, train: &Embedded, detectors: &Detectors, cfg: &DetectorConfig, wanted: &dyn Fn(Score) -> bool, progress: SetProgress) -> Result<SetScores> {
+        // ODIN, when on and wanted, makes its own passes (a gradient step per sample).
+        let score = |set: &PreparedSet, pass: &Embedded, progress: SetProgress| -> Result<ScoreMap> {
+            let mut scores = detectors.scores_where(pass, wanted);
+            if cfg.odin && wanted(Score::Odin) {
+                let odin_name = format!("{} (ODIN)", set.name);
+                scores.insert(Score::Odin, odin(model, set, ctx, cfg.odin_temperature, cfg.odin_epsilon, &mut |done| progress(&odin_name, done, set.len()))?);
+            }
+            Ok(scores)
+        };
+        let test = LabelledPass::from_logits(&self.test.logits, ctx.classes, &sets.test.labels)?;
+        let mut test_scores = score(&sets.test, &self.test, progress)?;
+        let mut id_val_scores = match (&sets.id_val, &self.id_val) {
+            (Some(split), Some(pass)) => score(split, pass, progress)?,
+            _ => score(&sets.train, train, progress)?,
+        };
+        let mut val_scores = score(&sets.val, &self.val, progress)?;
+        let mut ood_scores = Vec::with_capacity(sets.ood.len());
+        for (set, pass) in sets.ood.iter().zip(&self.ood) {
+            ood_scores.push(score(set, pass, progress)?);
+        }
+        let mut problems = detectors.problems_where(wanted);
+        let mut named: Vec<(&str, &mut ScoreMap)> = vec![(&sets.test.name, &mut test_scores), ("the ID side of validation", &mut id_val_scores), (&sets.val.name, &mut val_scores)];
+        named.extend(sets.ood.iter().map(|s| s.name.as_str()).zip(ood_scores.iter_mut()));
+        problems.extend(drop_non_finite(&mut named));
+        Ok(SetScores { test, test_scores, id_val_scores, val_scores, ood_scores, problems })
+    }
 }
 
 /// A score that is not finite on some sample (an overflow, NaN features of a diverged model)

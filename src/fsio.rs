@@ -48,23 +48,35 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) ->
 
 /// Encodes a little-endian f32 array as `.npy` (version 1.0, C order).
 pub fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+    let mut out = npy_header("<f4", shape, data.len() * 4);
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Encodes a u8 array as `.npy` (version 1.0, C order).
+pub fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let mut out = npy_header("|u1", shape, data.len());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Magic, version and header of a `.npy` file of `descr` and `shape`, with room for `body` bytes.
+fn npy_header(descr: &str, shape: &[usize], body: usize) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // Pad so that magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    let mut out = Vec::with_capacity(10 + header.len() + body);
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
     out
 }
 
@@ -76,6 +88,20 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 
 /// Parses `.npy` bytes already in memory; `path` names the file in errors.
 pub fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+    let (shape, body) = parse_npy(path, bytes, "<f4", "a little-endian float32", 4)?;
+    Ok((shape, body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+}
+
+/// Reads an `.npy` file written by [`npy_u8`]: (shape, data).
+pub fn read_npy_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+    let (shape, body) = parse_npy(path, &bytes, "|u1", "a uint8", 1)?;
+    Ok((shape, body.to_vec()))
+}
+
+/// The shape and data bytes of a C-order `.npy` array of `descr` (`what` names it in errors),
+/// `item` bytes an element.
+fn parse_npy<'a>(path: &Path, bytes: &'a [u8], descr: &str, what: &str, item: usize) -> Result<(Vec<usize>, &'a [u8])> {
     let bad = |p: &str| Error::bad_data(path, p.to_string());
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("not a .npy file (bad magic)"));
@@ -83,8 +109,8 @@ pub fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = bytes.get(10..10 + hlen).ok_or_else(|| bad("truncated .npy header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad(".npy header is not text"))?;
-    if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
-        return Err(bad("expected a little-endian float32 array in C order"));
+    if !header.contains(&format!("'descr': '{descr}'")) || header.contains("'fortran_order': True") {
+        return Err(bad(&format!("expected {what} array in C order")));
     }
     let shape_txt = header
         .split("'shape': (")
@@ -99,11 +125,11 @@ pub fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)
         .collect::<Result<_>>()?;
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad(".npy shape overflows"))?;
     let body = &bytes[10 + hlen..];
-    if body.len() != count.saturating_mul(4) {
-        // u128: a hostile shape can make count * 4 overflow usize (found by the run_folder fuzz target).
-        return Err(bad(&format!("truncated: shape {shape:?} needs {} bytes of data, the file holds {}", count as u128 * 4, body.len())));
+    if body.len() != count.saturating_mul(item) {
+        // u128: a hostile shape can make count * item overflow usize (found by the run_folder fuzz target).
+        return Err(bad(&format!("truncated: shape {shape:?} needs {} bytes of data, the file holds {}", count as u128 * item as u128, body.len())));
     }
-    Ok((shape, body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+    Ok((shape, body))
 }
 
 #[cfg(test)]
@@ -124,6 +150,12 @@ mod tests {
         let odd = [-0.0f32, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0x7fc0_1234), f32::MIN_POSITIVE / 2.0, 1e-45];
         let (_, back) = parse_npy_f32(&p, &npy_f32(&[odd.len()], &odd)).unwrap();
         assert_eq!(back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), odd.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        // u8 arrays: their own dtype, and neither reader takes the other's.
+        let q = dir.path().join("b.npy");
+        write_atomic(&q, &npy_u8(&[2, 2], &[0, 1, 255, 7])).unwrap();
+        assert_eq!(read_npy_u8(&q).unwrap(), (vec![2, 2], vec![0, 1, 255, 7]));
+        assert!(read_npy_f32(&q).unwrap_err().to_string().contains("float32"));
+        assert!(read_npy_u8(&p).unwrap_err().to_string().contains("uint8"));
     }
 
     /// Regression (cargo-fuzz, run_folder target): a shape whose byte size overflows usize is a

@@ -6,6 +6,8 @@
 //!   config.json               the experiment (data specs, recipe, seed, device)
 //!   events.jsonl              one JSON line per finished epoch: every metric (the commit marker)
 //!   per_sample_loss.npy       float32 [epochs, N]: the loss of every training sample, every epoch
+//!   per_sample_correct.npy    uint8 [epochs, N]: 1 where that epoch's model classifies the sample
+//!                             right, 0 where not, 255 for epochs written before this file existed
 //!   epochs/0001/model.bpk     the snapshot after that epoch
 //!   epochs/0001/optimizer.bpk the SGD momentum buffers after that base epoch (`train --resume`)
 //!   epochs/0001/scores.npy    float32 [n, 3] (MSP, MaxLogit, Energy) per set; one file per set:
@@ -243,6 +245,8 @@ pub struct RunWriter {
     pub dir: PathBuf,
     /// Rows of the per-sample loss matrix so far (one per epoch).
     loss_rows: Vec<Vec<f32>>,
+    /// Rows of the per-sample correctness matrix (see [`CORRECT_UNKNOWN`]).
+    correct_rows: Vec<Vec<u8>>,
     /// Complete epochs in events.jsonl as this writer knows it (read at open, plus its commits).
     epochs: usize,
     lock: Option<RunLock>,
@@ -262,7 +266,7 @@ impl RunWriter {
         let text = config.to_json()?;
         fsio::write_atomic(&dir.join("config.json"), &text)?;
         std::fs::File::create(dir.join("events.jsonl")).map_err(|e| Error::io(dir.join("events.jsonl"), "create", e))?;
-        Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: Vec::new(), epochs: 0, lock: Some(lock) })
+        Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: Vec::new(), correct_rows: Vec::new(), epochs: 0, lock: Some(lock) })
     }
 
     /// Continues an existing run (UM after base training): later epochs append. Takes no lock
@@ -275,7 +279,14 @@ impl RunWriter {
         // Loss rows past the last complete epoch (a run killed between writing them and its events
         // line) are dropped; that epoch's files are overwritten when its number is written again.
         let epochs = run.records.len();
-        Ok(RunWriter { dir: dir.to_path_buf(), loss_rows: loss_rows.into_iter().take(epochs).collect(), epochs, lock: None })
+        let correct_rows = run.correct_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
+        Ok(RunWriter {
+            dir: dir.to_path_buf(),
+            loss_rows: loss_rows.into_iter().take(epochs).collect(),
+            correct_rows: correct_rows.into_iter().take(epochs).collect(),
+            epochs,
+            lock: None,
+        })
     }
 
     /// Takes the run's lock for `job` unless this writer holds it (see [`RunWriter::adopt_lock`]).
@@ -363,17 +374,27 @@ impl RunWriter {
 
     /// Commits an epoch: the loss row, then the events line (fsynced). Call after the epoch's
     /// snapshot and score files are written.
-    pub fn commit_epoch(&mut self, record: &EpochRecord, per_sample_loss: Vec<f32>) -> Result<()> {
+    pub fn commit_epoch(&mut self, record: &EpochRecord, per_sample_loss: Vec<f32>, correct: &[bool]) -> Result<()> {
         self.lock(&format!("writing epoch {}", record.epoch))?;
         if let Some(first) = self.loss_rows.first() {
             if first.len() != per_sample_loss.len() {
                 return Err(Error::run(&self.dir, format!("per-sample loss row has {} entries, earlier rows {}", per_sample_loss.len(), first.len())));
             }
         }
+        if correct.len() != per_sample_loss.len() {
+            return Err(Error::Mismatch(format!("epoch {}: {} per-sample losses but {} correctness flags", record.epoch, per_sample_loss.len(), correct.len())));
+        }
         self.loss_rows.push(per_sample_loss);
         let n = self.loss_rows[0].len();
         let flat: Vec<f32> = self.loss_rows.iter().flatten().copied().collect();
         fsio::write_atomic(&self.dir.join("per_sample_loss.npy"), &fsio::npy_f32(&[self.loss_rows.len(), n], &flat))?;
+        // Epochs written before this file existed (or rows of another length) are unknown.
+        self.correct_rows.truncate(self.loss_rows.len() - 1);
+        self.correct_rows.iter_mut().filter(|r| r.len() != n).for_each(|r| *r = vec![CORRECT_UNKNOWN; n]);
+        self.correct_rows.resize(self.loss_rows.len() - 1, vec![CORRECT_UNKNOWN; n]);
+        self.correct_rows.push(correct.iter().map(|&c| u8::from(c)).collect());
+        let flat: Vec<u8> = self.correct_rows.iter().flatten().copied().collect();
+        fsio::write_atomic(&self.dir.join("per_sample_correct.npy"), &fsio::npy_u8(&[self.correct_rows.len(), n], &flat))?;
         let path = self.dir.join("events.jsonl");
         let mut line = serde_json::to_string(record).map_err(|e| Error::Other(e.to_string()))?;
         line.push('\n');
@@ -384,6 +405,9 @@ impl RunWriter {
         Ok(())
     }
 }
+
+/// A per-sample correctness entry of an epoch that was written before correctness was recorded.
+pub const CORRECT_UNKNOWN: u8 = 255;
 
 /// Reads a run folder written by the CLI or the app (possibly while it is still being written, or
 /// after the process was killed).
@@ -424,6 +448,21 @@ impl RunReader {
         };
         let keep = rows.min(self.records.len());
         Ok(Some((n, data.chunks_exact(n.max(1)).take(keep).map(<[f32]>::to_vec).collect())))
+    }
+
+    /// The per-sample correctness matrix, cut to the complete epochs: (N, rows); None for runs
+    /// written before it existed. A row of [`CORRECT_UNKNOWN`] is an epoch it does not cover.
+    pub fn correct_matrix(&self) -> Result<Option<(usize, Vec<Vec<u8>>)>> {
+        let p = self.dir.join("per_sample_correct.npy");
+        if !p.exists() {
+            return Ok(None);
+        }
+        let (shape, data) = fsio::read_npy_u8(&p)?;
+        let [rows, n] = shape[..] else {
+            return Err(Error::bad_data(&p, format!("expected a 2-D matrix, found shape {shape:?}")));
+        };
+        let keep = rows.min(self.records.len());
+        Ok(Some((n, data.chunks_exact(n.max(1)).take(keep).map(<[u8]>::to_vec).collect())))
     }
 
     /// Score arrays of one set at an epoch, per score (the scores that were computed).

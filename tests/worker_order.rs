@@ -23,7 +23,7 @@ fn queued_commands_run_in_order_and_mask_requests_coalesce() {
     w.control.set_paused(false);
     w.send(Command::Train { config: common::small_experiment(1, 0), out: dir.path().join("one") });
     for (id, r) in [0.1, 0.2, 0.3].into_iter().enumerate() {
-        w.send(Command::Mask(MaskRequest { id: id as u64, ratio: r, kind: MaskKind::Magnitude, epoch: None }));
+        w.send(Command::Mask(MaskRequest { id: id as u64, ratio: r, kind: MaskKind::Magnitude, epoch: None, score: unleash::ood::Score::Energy }));
     }
     w.send(Command::Crash);
     w.send(Command::Train { config: common::small_experiment(1, 1), out: dir.path().join("two") });
@@ -48,12 +48,12 @@ fn queued_commands_run_in_order_and_mask_requests_coalesce() {
 }
 
 #[test]
-fn a_lone_mask_request_reports_a_preview_then_gamma_then_the_masked_detection() {
+fn a_lone_mask_request_reports_a_preview_then_gamma_then_its_score_then_the_whole_detection() {
     let dir = tempfile::tempdir().unwrap();
     let w = spawn(|_| {});
     w.send(Command::Train { config: common::small_experiment(1, 0), out: dir.path().join("run") });
     while !matches!(next(&w.events), WorkerEvent::Engine(Event::Idle)) {}
-    w.send(Command::Mask(MaskRequest { id: 7, ratio: 0.5, kind: MaskKind::Magnitude, epoch: None }));
+    w.send(Command::Mask(MaskRequest { id: 7, ratio: 0.5, kind: MaskKind::Magnitude, epoch: None, score: unleash::ood::Score::Knn }));
     let mut seen = Vec::new();
     let mut full_gamma = None;
     loop {
@@ -79,22 +79,26 @@ fn a_lone_mask_request_reports_a_preview_then_gamma_then_the_masked_detection() 
             WorkerEvent::MaskDetection { request, detection } => {
                 assert_eq!(request, 7);
                 assert!((0.0..=1.0).contains(&detection.test_acc));
-                // Every test OOD set and the validation set, every score.
+                // Every test OOD set and the validation set: first the score asked for (KNN) alone,
+                // the rest pending; then every score.
                 assert_eq!(detection.ood.len(), 2);
+                let first = detection.pending.contains(&unleash::ood::Score::Energy);
+                let expected = if first { 1 } else { unleash::ood::Score::ALL.len() - 1 };
                 for m in detection.ood.values().chain([&detection.val]) {
                     // Every score but the opt-in ODIN, the detectors fitted on the masked model.
-                    assert_eq!(m.len(), unleash::ood::Score::ALL.len() - 1);
+                    assert_eq!(m.len(), expected);
+                    assert!(m.contains_key(&unleash::ood::Score::Knn));
                     assert!(!m.contains_key(&unleash::ood::Score::Odin) && detection.problems.is_empty());
                     assert!(m.values().all(|x| (0.0..=1.0).contains(&x.auroc) && (0.0..=1.0).contains(&x.fpr95)));
                 }
-                seen.push("detection");
+                seen.push(if first { "knn first" } else { "detection" });
             }
             WorkerEvent::Engine(Event::Idle) => break,
             WorkerEvent::Engine(Event::Error(e)) => panic!("{e}"),
             _ => {}
         }
     }
-    assert_eq!(seen, vec!["preview", "gamma", "detection"]);
+    assert_eq!(seen, vec!["preview", "gamma", "knn first", "detection"]);
     // The same mask through the CLI gives the same gamma.
     let out = common::unleash(&["mask", "--run", dir.path().join("run").to_str().unwrap(), "--ratios", "0.5", "--device", "cpu", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

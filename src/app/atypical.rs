@@ -170,7 +170,7 @@ mod tests {
         draw(&mut panel, &view);
         assert_eq!(panel.page, 3, "no new answer: the page stays");
         let id = view.next_mask_request();
-        view.sent(&crate::worker::Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: crate::unleash::MaskKind::Magnitude, epoch: Some(1) }));
+        view.sent(&crate::worker::Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: crate::unleash::MaskKind::Magnitude, epoch: Some(1), score: crate::ood::Score::Energy }));
         view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.0, false) });
         draw(&mut panel, &view);
         assert_eq!(panel.page, 0);

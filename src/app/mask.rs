@@ -486,7 +486,7 @@ mod tests {
         // The answers of `answer()` are of epoch 1.
         let mut panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
         let id = view.next_mask_request();
-        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: MaskKind::Magnitude, epoch: Some(1) }));
+        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio: 0.5, kind: MaskKind::Magnitude, epoch: Some(1), score: crate::ood::Score::Energy }));
         view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.5, true) });
         assert_eq!(panel.gamma(&view), None, "a preview's gamma is an estimate");
         view.apply(WorkerEvent::MaskAnswer { request: id, answer: answer(0.5, 1.75, false) });

@@ -216,7 +216,7 @@ impl UnleashApp {
     /// coalesces a drag's requests, and answers to older ones are dropped by their id).
     pub fn request_mask(&mut self) {
         let Some(epoch) = self.mask_epoch() else { return };
-        let req = MaskRequest { id: self.state.next_mask_request(), ratio: self.mask.ratio, kind: self.mask.kind, epoch: Some(epoch) };
+        let req = MaskRequest { id: self.state.next_mask_request(), ratio: self.mask.ratio, kind: self.mask.kind, epoch: Some(epoch), score: self.mask.table_score };
         self.send(Command::Mask(req));
     }
 

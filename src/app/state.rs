@@ -284,9 +284,11 @@ impl AppState {
             WorkerEvent::MaskAnswer { request, answer } => self.mask_answer(request, answer),
             WorkerEvent::MaskDetection { request, detection } => {
                 if request == self.mask_request {
+                    // The score on screen comes first; the answer is complete once nothing is pending.
+                    let complete = detection.pending.is_empty();
                     self.mask_detection = Some(detection);
-                    self.mask_pending = false;
-                    if let Some(t) = self.mask_requested_at {
+                    self.mask_pending = !complete;
+                    if let (true, Some(t)) = (complete, self.mask_requested_at) {
                         self.last_mask_latency = Some(t.elapsed());
                     }
                 }
@@ -458,7 +460,7 @@ pub(crate) mod tests {
     }
 
     fn mask(id: u64, ratio: f64) -> Command {
-        Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) })
+        Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1), score: crate::ood::Score::Energy })
     }
 
     #[test]

@@ -315,8 +315,9 @@ pub fn mask(a: MaskArgs) -> Result<()> {
         r.handle(&Event::Evaluating { epoch, set: "mask".into(), done: d, total: t });
         Ok(())
     };
-    let full = probe.full_pass(&s.sets, &mut progress)?;
+    // The detection first: without records it is one pass that gives the training pass too.
     let full_detection = probe.full_detection(&s.sets, &mut progress)?;
+    let full = probe.full_pass(&s.sets, &mut progress)?;
     let out_dir = a.out.clone().unwrap_or_else(|| a.run.join("mask"));
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, "create", e))?;
     let mut rows = Vec::new();
@@ -327,12 +328,12 @@ pub fn mask(a: MaskArgs) -> Result<()> {
         rows.push((set, csv));
     }
     r.finish();
-    let q_losses = &full.train.per_sample_loss;
+    let q_losses = &full.per_sample_loss;
     let quantiles: Vec<(f64, f64)> = [0.5, 0.8, 0.9, 0.95, 0.99].iter().filter_map(|&q| atypical::gamma_from_quantile(q_losses, q).map(|g| (q, g))).collect();
     let earlier: Vec<(usize, f64)> = s.records.iter().take(epoch).map(|r| (r.epoch, r.train_eval_loss)).collect();
     if a.json {
         let detection_json = |d: &crate::unleash::Detection| serde_json::json!({"val_name": d.val_name, "val": d.val, "ood": d.ood, "ood_mean": d.ood_mean});
-        let mut full_json = serde_json::json!({"train_loss": full.train.mean_loss, "train_acc": full.train.accuracy, "test_acc": full.test_acc});
+        let mut full_json = serde_json::json!({"train_loss": full.train_loss, "train_acc": full.train_acc, "test_acc": full.test_acc});
         merge(&mut full_json, detection_json(&full_detection));
         let ratios: Vec<serde_json::Value> = rows
             .iter()
@@ -356,7 +357,7 @@ pub fn mask(a: MaskArgs) -> Result<()> {
     }
     let energy = |d: &crate::unleash::Detection| d.mean(Score::Energy).map_or((f64::NAN, f64::NAN), |m| (m.auroc, m.fpr95));
     let (fa, ff) = energy(&full_detection);
-    println!("snapshot: epoch {epoch}; full model: train loss {:.5}, train acc {:.4}, test acc {:.4}, mean test-OOD Energy AUROC {fa:.4}, FPR95 {ff:.4}", full.train.mean_loss, full.train.accuracy, full.test_acc);
+    println!("snapshot: epoch {epoch}; full model: train loss {:.5}, train acc {:.4}, test acc {:.4}, mean test-OOD Energy AUROC {fa:.4}, FPR95 {ff:.4}", full.train_loss, full.train_acc, full.test_acc);
     println!("{:>7} {:>10} {:>9} {:>10} {:>14} {:>14}  atypical list", "ratio", "gamma", "atypical", "masked acc", "Energy AUROC", "Energy FPR95");
     for (set, csv) in &rows {
         let (ma, mf) = set.masked_detection.as_ref().map_or((f64::NAN, f64::NAN), energy);
@@ -381,8 +382,10 @@ pub fn mask(a: MaskArgs) -> Result<()> {
 }
 
 /// The mask explorer's engine on a session's snapshot `epoch` (the session's current model).
+/// The mask explorer on snapshot `epoch` of the session (`model` is that snapshot's inference
+/// model), with the unmasked figures from the run's records where it has them.
 pub fn mask_probe(s: &Session, model: crate::model::Net, epoch: usize) -> crate::unleash::MaskProbe {
-    crate::unleash::MaskProbe::new(model, epoch, s.eval_context(), s.config.detectors.clone(), Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())))
+    s.mask_probe(model, epoch, Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default())))
 }
 
 /// Adds `extra`'s fields to the JSON object `into`.

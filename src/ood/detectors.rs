@@ -173,6 +173,11 @@ impl Detectors {
 
     /// The detectors that could not be fitted, with the reason, as messages naming them.
     pub fn problems(&self) -> Vec<String> {
+        self.problems_where(&|_| true)
+    }
+
+    /// [`Self::problems`] of the scores `wanted`.
+    pub fn problems_where(&self, wanted: &dyn Fn(Score) -> bool) -> Vec<String> {
         let failed = [
             (Score::Mahalanobis, self.mahalanobis.as_ref().err()),
             (Score::Knn, self.knn.as_ref().err()),
@@ -180,31 +185,38 @@ impl Detectors {
             (Score::React, self.react.as_ref().err()),
             (Score::Dice, self.dice.as_ref().err()),
         ];
-        failed.into_iter().filter_map(|(s, e)| e.map(|e| format!("{} cannot be fitted: {e}", s.name()))).collect()
+        failed.into_iter().filter(|(s, _)| wanted(*s)).filter_map(|(s, e)| e.map(|e| format!("{} cannot be fitted: {e}", s.name()))).collect()
     }
 
     /// Every logit and feature score of one pass (ODIN aside: it needs the model).
     pub fn scores(&self, pass: &Embedded) -> BTreeMap<Score, Vec<f32>> {
+        self.scores_where(pass, &|_| true)
+    }
+
+    /// The scores `wanted` of one pass (each computed as in [`Self::scores`]).
+    pub fn scores_where(&self, pass: &Embedded, wanted: &dyn Fn(Score) -> bool) -> BTreeMap<Score, Vec<f32>> {
         let classes = self.head.classes;
-        let mut out: BTreeMap<Score, Vec<f32>> = Score::LOGIT.iter().map(|&s| (s, super::scores::score_rows(s, &pass.logits, classes))).collect();
+        let mut out: BTreeMap<Score, Vec<f32>> = Score::LOGIT.iter().filter(|&&s| wanted(s)).map(|&s| (s, super::scores::score_rows(s, &pass.logits, classes))).collect();
         let f = &pass.features;
-        if let Ok(m) = &self.mahalanobis {
+        if let (true, Ok(m)) = (wanted(Score::Mahalanobis), &self.mahalanobis) {
             out.insert(Score::Mahalanobis, m.scores(f));
         }
-        if let Ok(k) = &self.knn {
+        if let (true, Ok(k)) = (wanted(Score::Knn), &self.knn) {
             out.insert(Score::Knn, k.scores(f));
         }
-        if let Ok(v) = &self.vim {
+        if let (true, Ok(v)) = (wanted(Score::Vim), &self.vim) {
             out.insert(Score::Vim, v.scores(f, &pass.logits, classes));
         }
         let w = self.head.weight_f64();
-        if let Ok(c) = self.react {
-            let clipped: Vec<f32> = f.iter().map(|&x| x.min(c)).collect();
+        if let (true, Ok(c)) = (wanted(Score::React), &self.react) {
+            let clipped: Vec<f32> = f.iter().map(|&x| x.min(*c)).collect();
             out.insert(Score::React, energies(&self.head.logits_f64(&w, &clipped), classes));
         }
-        let shaped = ash_s(f, self.head.dim, self.ash_percentile);
-        out.insert(Score::Ash, energies(&self.head.logits_f64(&w, &shaped), classes));
-        if let Ok(dw) = &self.dice {
+        if wanted(Score::Ash) {
+            let shaped = ash_s(f, self.head.dim, self.ash_percentile);
+            out.insert(Score::Ash, energies(&self.head.logits_f64(&w, &shaped), classes));
+        }
+        if let (true, Ok(dw)) = (wanted(Score::Dice), &self.dice) {
             out.insert(Score::Dice, energies(&self.head.logits_f64(dw, f), classes));
         }
         out

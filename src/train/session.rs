@@ -13,6 +13,9 @@ use crate::events::{BatchProgress, Control, Event, Sink};
 use crate::model::Net;
 use crate::ood::Score;
 use crate::run::{self, EpochRecord, Phase, RunWriter};
+use crate::unleash::atypical::FullPass;
+use crate::unleash::probe::PreviewSets;
+use crate::unleash::{Detection, MaskProbe};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -62,6 +65,12 @@ pub struct Session {
     pub records: Vec<EpochRecord>,
     /// Per-sample training loss of every epoch so far.
     pub loss_rows: Vec<Arc<Vec<f32>>>,
+    /// Per-sample correctness of every epoch so far (rows of per_sample_correct.npy; missing or
+    /// [`run::CORRECT_UNKNOWN`] for epochs written before it existed).
+    pub correct_rows: Vec<Arc<Vec<u8>>>,
+    /// Whether the records were computed on this session's device (a run reopened on another
+    /// device recomputes the unmasked figures the mask explorer compares against).
+    records_on_this_device: bool,
     pub writer: Option<RunWriter>,
     /// Whether `model` carries UMAP score reparameterizations.
     umap_active: bool,
@@ -127,6 +136,8 @@ impl Session {
             model,
             records: Vec::new(),
             loss_rows: Vec::new(),
+            correct_rows: Vec::new(),
+            records_on_this_device: true,
             writer: None,
             umap_active: false,
             current_from: 0,
@@ -150,6 +161,8 @@ impl Session {
         let mut s = Session::build(exp, device, Arc::new(data))?;
         let rows = reader.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
         s.loss_rows = rows.into_iter().map(Arc::new).collect();
+        s.correct_rows = reader.correct_matrix()?.map(|(_, rows)| rows).unwrap_or_default().into_iter().map(Arc::new).collect();
+        s.records_on_this_device = reader.config.device.as_deref() == Some(s.device.description.as_str());
         s.records = reader.records.clone();
         s.writer = Some(RunWriter::append_to(dir)?);
         let last = reader.last_epoch().ok_or_else(|| Error::run(dir, "has no complete epoch yet"))?;
@@ -351,6 +364,30 @@ impl Session {
         Ok(())
     }
 
+    /// What the unmasked model of snapshot `epoch` gives, as the epoch's evaluation recorded it:
+    /// its training pass and its detection. None where the records cannot say (an epoch written
+    /// before per-sample correctness was recorded, a run reopened on another device).
+    pub fn recorded_unmasked(&self, epoch: usize) -> Option<(FullPass, Detection)> {
+        if !self.records_on_this_device || epoch == 0 {
+            return None;
+        }
+        let record = self.records.get(epoch - 1).filter(|r| r.epoch == epoch)?;
+        let (loss, correct) = (self.loss_rows.get(epoch - 1)?, self.correct_rows.get(epoch - 1)?);
+        let full = FullPass::from_record(record, loss, correct).filter(|f| f.correct.len() == self.sets.train.len())?;
+        Some((full, Detection::from_record(record)))
+    }
+
+    /// The mask explorer on snapshot `epoch` (`model` is its inference model), previewing on
+    /// `preview`; the unmasked figures come from the records where they have them, so that a
+    /// snapshot's first answer costs what any other does.
+    pub fn mask_probe(&self, model: Net, epoch: usize, preview: Arc<PreviewSets>) -> MaskProbe {
+        let probe = MaskProbe::new(model, epoch, self.eval_context(), self.config.detectors.clone(), preview);
+        match self.recorded_unmasked(epoch) {
+            Some((full, detection)) => probe.with_recorded(full, detection),
+            None => probe,
+        }
+    }
+
     /// What every forward pass of this session needs besides the model and the samples.
     pub fn eval_context(&self) -> EvalContext {
         EvalContext { classes: self.classes, device: self.inference_device().clone(), batch: self.config.train.eval_batch_size, channel_std: self.data.norm.std.clone() }
@@ -423,8 +460,14 @@ impl Session {
             for (set, scores) in self.sets.ood.iter().zip(&ev.scored.ood_scores) {
                 w.write_scores(epoch, &set.name, scores)?;
             }
-            w.commit_epoch(&record, ev.train.per_sample_loss.clone())?;
         }
+        let correct = ev.train.correct(&self.sets.train.labels);
+        if let Some(w) = &mut self.writer {
+            w.commit_epoch(&record, ev.train.per_sample_loss.clone(), &correct)?;
+        }
+        self.correct_rows.truncate(self.loss_rows.len());
+        self.correct_rows.resize(self.loss_rows.len(), Arc::new(Vec::new()));
+        self.correct_rows.push(Arc::new(correct.into_iter().map(u8::from).collect()));
         let losses = Arc::new(ev.train.per_sample_loss);
         self.loss_rows.push(losses.clone());
         self.records.push(record.clone());

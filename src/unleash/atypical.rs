@@ -1,123 +1,45 @@
 //! The loss constraint gamma and the atypical samples a mask reveals: training samples the full
 //! model classifies correctly and the masked model does not.
 
+use super::answer::{AtypicalSample, AtypicalSet};
 use super::mask::{masked_copy, MaskKind};
-use super::probe::{Detection, PreviewSize};
-use crate::ood::Score;
 use crate::error::Result;
 use crate::model::Net;
 use crate::eval::{LabelledPass, PreparedSet};
-use serde::{Deserialize, Serialize};
+use crate::run::EpochRecord;
 
-/// One atypical training sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AtypicalSample {
-    pub index: usize,
-    pub label: u32,
-    pub full_prediction: u32,
-    pub masked_prediction: u32,
-    pub full_loss: f32,
-    pub masked_loss: f32,
-}
-
-impl AtypicalSample {
-    pub fn loss_increase(&self) -> f32 {
-        self.masked_loss - self.full_loss
-    }
-}
-
-/// What one mask ratio gives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AtypicalSet {
-    pub ratio: f64,
-    pub kind: MaskKind,
-    /// The snapshot the mask was applied to.
-    pub epoch: usize,
-    /// gamma(r): mean CE of the masked model over the ID training set (eval mode).
-    pub gamma: f64,
-    pub full_train_loss: f64,
-    pub full_test_acc: f64,
-    /// The masked model's ID test accuracy: a second pass, so the app shows gamma and the atypical
-    /// set first and fills this in after (None until then).
-    pub masked_test_acc: Option<f64>,
-    pub masked_train_acc: f64,
-    /// Sorted by masked loss, highest first.
-    pub samples: Vec<AtypicalSample>,
-    /// The masked model's loss on every training sample (for histograms).
-    #[serde(skip)]
-    pub masked_losses: Vec<f32>,
-    /// The masked model's ID test accuracy and OOD detection (None until that pass has run).
-    #[serde(default)]
-    pub masked_detection: Option<Detection>,
-    /// The unmasked model's, on the same samples, for the differences.
-    #[serde(default)]
-    pub full_detection: Option<Detection>,
-    /// Some: a preview on subsets of these sizes (gamma, counts and metrics are estimates).
-    #[serde(default)]
-    pub preview: Option<PreviewSize>,
-}
-
-impl AtypicalSet {
-    pub fn sweep_point(&self) -> MaskSweepPoint {
-        MaskSweepPoint {
-            ratio: self.ratio,
-            gamma: self.gamma,
-            atypical: self.samples.len(),
-            masked_test_acc: self.masked_test_acc.unwrap_or(f64::NAN),
-            masked_ood_auroc: self.masked_detection.as_ref().map_or(f64::NAN, |d| d.mean_auroc(Score::Energy)),
-        }
-    }
-
-    /// The atypical count scaled to the whole training set (a preview counts on its subset).
-    pub fn estimated_atypical(&self, train_samples: usize) -> usize {
-        match self.preview {
-            Some(p) if p.train > 0 && p.train < train_samples => (self.samples.len() as f64 * train_samples as f64 / p.train as f64).round() as usize,
-            _ => self.samples.len(),
-        }
-    }
-
-    /// CSV: index,label,full_prediction,masked_prediction,full_loss,masked_loss,loss_increase.
-    pub fn to_csv(&self) -> String {
-        let mut s = String::from("index,label,full_prediction,masked_prediction,full_loss,masked_loss,loss_increase\n");
-        for a in &self.samples {
-            s.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
-                a.index, a.label, a.full_prediction, a.masked_prediction, a.full_loss, a.masked_loss, a.loss_increase()
-            ));
-        }
-        s
-    }
-}
-
-/// One point of the gamma-vs-ratio curve.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct MaskSweepPoint {
-    pub ratio: f64,
-    pub gamma: f64,
-    pub atypical: usize,
-    /// NaN where not computed (written as null).
-    #[serde(deserialize_with = "null_as_nan")]
-    pub masked_test_acc: f64,
-    /// The masked model's mean test-OOD Energy AUROC (NaN where not computed).
-    #[serde(default = "nan", deserialize_with = "null_as_nan")]
-    pub masked_ood_auroc: f64,
-}
-
-fn nan() -> f64 {
-    f64::NAN
-}
-
-/// serde_json writes a NaN as null; read it back as NaN.
-fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
-
-/// The full model's passes, computed once per snapshot and reused for every ratio.
-#[derive(Debug, Clone)]
+/// What gamma and the atypical set are measured against: the unmasked model of a snapshot on the
+/// training set (eval mode), and its ID test accuracy. It comes from the run's records where the
+/// epoch has them ([`FullPass::from_record`]: the epoch's evaluation is this same pass), else from
+/// one pass ([`FullPass::from_pass`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct FullPass {
     pub epoch: usize,
-    pub train: LabelledPass,
+    pub per_sample_loss: Vec<f32>,
+    /// Whether the model classifies each training sample right.
+    pub correct: Vec<bool>,
+    /// Mean of the per-sample losses (summed in f64 before each was stored as f32).
+    pub train_loss: f64,
+    pub train_acc: f64,
     pub test_acc: f64,
+}
+
+impl FullPass {
+    pub fn from_pass(epoch: usize, train: &LabelledPass, labels: &[u32], test_acc: f64) -> FullPass {
+        FullPass { epoch, per_sample_loss: train.per_sample_loss.clone(), correct: train.correct(labels), train_loss: train.mean_loss, train_acc: train.accuracy, test_acc }
+    }
+
+    /// From an epoch's record and its rows of per_sample_loss.npy and per_sample_correct.npy;
+    /// None where the correctness row is not known (epochs written by an earlier version) or the
+    /// rows do not fit each other.
+    pub fn from_record(record: &EpochRecord, loss_row: &[f32], correct_row: &[u8]) -> Option<FullPass> {
+        if loss_row.len() != correct_row.len() || correct_row.iter().any(|&c| c > 1) {
+            return None;
+        }
+        let correct: Vec<bool> = correct_row.iter().map(|&c| c == 1).collect();
+        let train_acc = correct.iter().filter(|&&c| c).count() as f64 / correct.len().max(1) as f64;
+        Some(FullPass { epoch: record.epoch, per_sample_loss: loss_row.to_vec(), correct, train_loss: record.train_eval_loss, train_acc, test_acc: record.test_acc })
+    }
 }
 
 /// `model` with the fraction `ratio` of each conv/linear weight zeroed (see [`masked_copy`]).
@@ -130,14 +52,18 @@ pub fn masked_model(model: &Net, ratio: f64, kind: MaskKind, seed: u64) -> Resul
 /// set, row-major `[n, classes]`, against the full model's pass `full`.
 pub fn analyze_logits(tl: &[f32], full: &FullPass, ratio: f64, kind: MaskKind, train: &PreparedSet, classes: usize) -> Result<AtypicalSet> {
     let m_train = LabelledPass::from_logits(tl, classes, &train.labels)?;
+    if full.correct.len() != train.len() || full.per_sample_loss.len() != train.len() {
+        return Err(crate::error::Error::Mismatch(format!("the unmasked model's pass covers {} samples, the training set has {}", full.correct.len(), train.len())));
+    }
     let mut samples: Vec<AtypicalSample> = (0..train.len())
-        .filter(|&i| full.train.predictions[i] == train.labels[i] && m_train.predictions[i] != train.labels[i])
+        .filter(|&i| full.correct[i] && m_train.predictions[i] != train.labels[i])
         .map(|i| AtypicalSample {
             index: i,
             label: train.labels[i],
-            full_prediction: full.train.predictions[i],
+            // Right, by the filter.
+            full_prediction: train.labels[i],
             masked_prediction: m_train.predictions[i],
-            full_loss: full.train.per_sample_loss[i],
+            full_loss: full.per_sample_loss[i],
             masked_loss: m_train.per_sample_loss[i],
         })
         .collect();
@@ -147,7 +73,7 @@ pub fn analyze_logits(tl: &[f32], full: &FullPass, ratio: f64, kind: MaskKind, t
         kind,
         epoch: full.epoch,
         gamma: m_train.mean_loss,
-        full_train_loss: full.train.mean_loss,
+        full_train_loss: full.train_loss,
         full_test_acc: full.test_acc,
         masked_test_acc: None,
         masked_train_acc: m_train.accuracy,
@@ -178,7 +104,7 @@ mod tests {
         // Four samples, two classes. Full model: right on 0, 1, 2; wrong on 3.
         let labels = [0u32, 1, 0, 1];
         let full_logits = [3.0f32, 0.0, 0.0, 3.0, 1.0, 0.0, 2.0, 0.0];
-        let full = FullPass { epoch: 7, train: LabelledPass::from_logits(&full_logits, 2, &labels).unwrap(), test_acc: 0.5 };
+        let full = FullPass::from_pass(7, &LabelledPass::from_logits(&full_logits, 2, &labels).unwrap(), &labels, 0.5);
         // Masked model: 0 stays right; 1 and 2 turn wrong (2 more confidently); 3 stays wrong.
         let masked = [2.0f32, 0.0, 0.5, 0.0, 0.0, 2.0, 3.0, 0.0];
         let set = analyze_logits(&masked, &full, 0.5, MaskKind::Magnitude, &set_of(&labels), 2).unwrap();

@@ -2,13 +2,14 @@
 //! atypical samples it reveals, UM fine-tuning (a flooded phase of the training loop) and UMAP
 //! (edge-popup scores with frozen weights).
 
+pub mod answer;
 pub mod atypical;
 pub mod gamma;
 pub mod mask;
 pub mod probe;
 pub mod umap;
 
-pub use atypical::{AtypicalSample, AtypicalSet, MaskSweepPoint};
+pub use answer::{AtypicalSample, AtypicalSet, Detection, MaskSweepPoint, PreviewSize};
 pub use gamma::GammaSource;
 pub use mask::MaskKind;
-pub use probe::{Detection, MaskProbe, PreviewSize};
+pub use probe::MaskProbe;

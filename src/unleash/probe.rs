@@ -6,69 +6,26 @@
 //! fraction of a second), then the answer on the complete sets. The preview's subsets are drawn
 //! once per probe, so two previews differ only by their masks.
 
-use super::atypical::{self, AtypicalSample, AtypicalSet, FullPass};
+use super::answer::{AtypicalSample, AtypicalSet, Detection, MaskSweepPoint, PreviewSize};
+use super::atypical::{self, FullPass};
 use super::mask::MaskKind;
 use crate::error::Result;
+use crate::eval::{self, LabelledPass, PreparedSet, SetPasses};
 use crate::model::Net;
-use crate::ood::{DetectorConfig, Embedded, Metrics, Score};
-use crate::run::ScoreMetrics;
-use crate::eval::{self, LabelledPass, PreparedSet};
+use crate::ood::{DetectorConfig, Detectors, Embedded, Score};
 pub use crate::eval::{EvalContext, Sets};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Progress of a pass: (samples done, samples in the pass); Err stops the pass.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> Result<()>;
 
-/// Sizes of the preview subsets: enough for a stable gamma and AUROC, small enough to answer in
-/// well under a second on two CPU cores (about 2,750 forward passes with the defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreviewSize {
-    pub train: usize,
-    pub id_test: usize,
-    pub per_ood_set: usize,
-}
-
-impl Default for PreviewSize {
-    fn default() -> Self {
-        PreviewSize { train: 1000, id_test: 500, per_ood_set: 250 }
-    }
-}
-
-/// A model's ID test accuracy and OOD detection (every score, every set).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Detection {
-    pub test_acc: f64,
-    /// The validation OOD set and its metrics (what selection may look at).
-    pub val_name: String,
-    pub val: ScoreMetrics,
-    /// Test OOD sets (reported only), by name.
-    pub ood: BTreeMap<String, ScoreMetrics>,
-    /// Plain mean over the test OOD sets.
-    pub ood_mean: ScoreMetrics,
-    /// Detectors that could not be fitted on this model, each message naming one.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
-}
-
-impl Detection {
-    /// The headline: mean test-OOD AUROC of a score.
-    pub fn mean_auroc(&self, score: Score) -> f64 {
-        self.ood_mean.get(&score).map_or(f64::NAN, |m| m.auroc)
-    }
-
-    pub fn mean(&self, score: Score) -> Option<Metrics> {
-        self.ood_mean.get(&score).copied()
-    }
-}
-
 /// What the unmasked model gives on one collection of sets: the reference every mask is compared to.
 #[derive(Debug, Clone)]
 struct Reference {
-    train: LabelledPass,
+    full: FullPass,
     detection: Detection,
 }
 
@@ -99,7 +56,10 @@ pub struct MaskProbe {
     ctx: EvalContext,
     preview: std::sync::Arc<PreviewSets>,
     preview_reference: Option<Reference>,
-    reference: Option<Reference>,
+    /// The unmasked model on the complete training set (what gamma needs).
+    full: Option<FullPass>,
+    /// The unmasked model's detection on the complete sets (what the comparison needs).
+    full_detection: Option<Detection>,
     /// The detectors' settings (fitted anew on each masked model's training pass).
     detectors: DetectorConfig,
     /// The last [`MaskProbe::gamma_at`] model's training pass (logits and features), for the
@@ -111,7 +71,16 @@ impl MaskProbe {
     /// A probe of `model` (the inference model of snapshot `epoch`), previewing on `preview`.
     /// Nothing is computed yet.
     pub fn new(model: Net, epoch: usize, ctx: EvalContext, detectors: DetectorConfig, preview: std::sync::Arc<PreviewSets>) -> MaskProbe {
-        MaskProbe { epoch, model, ctx, preview, preview_reference: None, reference: None, detectors, masked_train: None }
+        MaskProbe { epoch, model, ctx, preview, preview_reference: None, full: None, full_detection: None, detectors, masked_train: None }
+    }
+
+    /// The unmasked model's figures as the run recorded them for this epoch (see
+    /// [`crate::train::Session::recorded_unmasked`]): the epoch's evaluation is the same
+    /// computation, so nothing of it is computed again.
+    pub fn with_recorded(mut self, full: FullPass, detection: Detection) -> MaskProbe {
+        self.full = Some(full);
+        self.full_detection = Some(detection);
+        self
     }
 
     pub fn model(&self) -> &Net {
@@ -125,34 +94,50 @@ impl MaskProbe {
         atypical::masked_model(&self.model, ratio, kind, seed)
     }
 
-    /// The unmasked model's full-set reference (computed on first use).
+    /// The unmasked model's detection on the complete sets: recorded, or computed once (with the
+    /// training pass gamma needs, from the same forward pass).
     pub fn full_detection(&mut self, sets: &Sets, progress: Progress) -> Result<Detection> {
-        Ok(self.reference(sets, progress)?.detection.clone())
+        if let Some(d) = &self.full_detection {
+            return Ok(d.clone());
+        }
+        let r = reference(&self.model, self.epoch, sets, &self.ctx, &self.detectors, progress)?;
+        self.full = Some(r.full);
+        self.full_detection = Some(r.detection.clone());
+        Ok(r.detection)
     }
 
-    /// The full model's pass over the training set and its test accuracy (for gamma sources and
-    /// the CLI's summary).
+    /// The unmasked model on the training set and its ID test accuracy (what gamma and the
+    /// atypical set are measured against): recorded, or two passes (training and ID test sets),
+    /// without the detection.
     pub fn full_pass(&mut self, sets: &Sets, progress: Progress) -> Result<FullPass> {
-        let epoch = self.epoch;
-        let r = self.reference(sets, progress)?;
-        Ok(FullPass { epoch, train: r.train.clone(), test_acc: r.detection.test_acc })
+        if let Some(f) = &self.full {
+            return Ok(f.clone());
+        }
+        let n = sets.train.len() + sets.test.len();
+        let train_logits = eval::logits(&self.model, &sets.train, self.ctx.batch, &self.ctx.device, &mut |d| progress(d, n))?;
+        let train = LabelledPass::from_logits(&train_logits, self.ctx.classes, &sets.train.labels)?;
+        let test_logits = eval::logits(&self.model, &sets.test, self.ctx.batch, &self.ctx.device, &mut |d| progress(sets.train.len() + d, n))?;
+        let test = LabelledPass::from_logits(&test_logits, self.ctx.classes, &sets.test.labels)?;
+        let full = FullPass::from_pass(self.epoch, &train, &sets.train.labels, test.accuracy);
+        self.full = Some(full.clone());
+        Ok(full)
     }
 
     /// The preview answer for `masked`: gamma, atypical set, masked accuracy and detection on the
     /// preview subsets. Atypical sample indices are indices into the full training set.
     pub fn preview(&mut self, masked: &Net, ratio: f64, kind: MaskKind) -> Result<AtypicalSet> {
         let mut nothing = |_: usize, _: usize| -> Result<()> { Ok(()) };
+        let mut no_early = |_: Detection| Ok(());
         if self.preview_reference.is_none() {
-            let r = reference(&self.model, &self.preview.sets, &self.ctx, &self.detectors, &mut nothing)?;
+            let r = reference(&self.model, self.epoch, &self.preview.sets, &self.ctx, &self.detectors, &mut nothing)?;
             self.preview_reference = Some(r);
         }
         let reference = self.preview_reference.as_ref().expect("set above");
-        let full = FullPass { epoch: self.epoch, train: reference.train.clone(), test_acc: reference.detection.test_acc };
         let train = &self.preview.sets.train;
         let pass = eval::embed(masked, train, self.ctx.batch, &self.ctx.device, &mut |_| Ok(()))?;
-        let mut set = atypical::analyze_logits(&pass.logits, &full, ratio, kind, train, self.ctx.classes)?;
+        let mut set = atypical::analyze_logits(&pass.logits, &reference.full, ratio, kind, train, self.ctx.classes)?;
         remap_indices(&mut set.samples, &self.preview.train_index);
-        let detection = detect(masked, &self.preview.sets, &self.ctx, &self.detectors, &pass, &mut nothing)?;
+        let detection = detect(masked, &self.preview.sets, &self.ctx, &self.detectors, &pass, None, &mut nothing, &mut no_early)?;
         set.masked_test_acc = Some(detection.test_acc);
         set.masked_detection = Some(detection);
         set.full_detection = Some(reference.detection.clone());
@@ -160,16 +145,14 @@ impl MaskProbe {
         Ok(set)
     }
 
-    /// gamma and the atypical set of `masked` on the complete training set (one pass).
+    /// gamma and the atypical set of `masked` on the complete training set (one pass, plus the
+    /// unmasked model's where the run has not recorded it). The unmasked detection comes along
+    /// when known (recorded, or asked for before with [`Self::full_detection`]).
     pub fn gamma_at(&mut self, masked: &Net, ratio: f64, kind: MaskKind, sets: &Sets, progress: Progress) -> Result<AtypicalSet> {
-        let epoch = self.epoch;
-        let ctx = self.ctx.clone();
-        let r = self.reference(sets, progress)?;
-        let full = FullPass { epoch, train: r.train.clone(), test_acc: r.detection.test_acc };
-        let detection = r.detection.clone();
-        let pass = eval::embed(masked, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
-        let mut set = atypical::analyze_logits(&pass.logits, &full, ratio, kind, &sets.train, ctx.classes)?;
-        set.full_detection = Some(detection);
+        let full = self.full_pass(sets, progress)?;
+        let pass = eval::embed(masked, &sets.train, self.ctx.batch, &self.ctx.device, &mut |d| progress(d, sets.train.len()))?;
+        let mut set = atypical::analyze_logits(&pass.logits, &full, ratio, kind, &sets.train, self.ctx.classes)?;
+        set.full_detection = self.full_detection.clone();
         self.masked_train = Some(pass);
         Ok(set)
     }
@@ -178,22 +161,31 @@ impl MaskProbe {
     /// fitted on the masked model's own training pass. Called right after [`Self::gamma_at`] with
     /// the same model, it reuses that pass.
     pub fn detection(&mut self, masked: &Net, sets: &Sets, progress: Progress) -> Result<Detection> {
+        self.detection_in_order(masked, sets, None, progress, &mut |_| Ok(()))
+    }
+
+    /// [`Self::detection`], in order of need: with `first`, that score's figures on every set are
+    /// handed to `on_first` as soon as the passes are done, before the other scores are computed
+    /// (each score is computed once; the complete detection is returned).
+    pub fn detection_in_order(&mut self, masked: &Net, sets: &Sets, first: Option<Score>, progress: Progress, on_first: &mut dyn FnMut(Detection) -> Result<()>) -> Result<Detection> {
         let train = match self.masked_train.take() {
             Some(pass) => pass,
             None => eval::embed(masked, &sets.train, self.ctx.batch, &self.ctx.device, &mut |d| progress(d, sets.train.len()))?,
         };
-        detect(masked, sets, &self.ctx, &self.detectors, &train, progress)
+        detect(masked, sets, &self.ctx, &self.detectors, &train, first, progress, on_first)
     }
 
     /// gamma and the atypical set at `ratio` on the complete training set (what UM's gamma, the
-    /// atypical list and the contact sheet need), without the masked model's detection.
+    /// atypical list and the contact sheet need), without any detection.
     pub fn gamma(&mut self, ratio: f64, kind: MaskKind, seed: u64, sets: &Sets, progress: Progress) -> Result<AtypicalSet> {
         let masked = self.masked(ratio, kind, seed)?;
         self.gamma_at(&masked, ratio, kind, sets, progress)
     }
 
-    /// The whole answer on the complete sets: [`Self::gamma_at`] then [`Self::detection`].
+    /// The whole answer on the complete sets, next to the unmasked model's detection:
+    /// [`Self::gamma_at`] then [`Self::detection`].
     pub fn answer(&mut self, ratio: f64, kind: MaskKind, seed: u64, sets: &Sets, progress: Progress) -> Result<AtypicalSet> {
+        self.full_detection(sets, progress)?;
         let masked = self.masked(ratio, kind, seed)?;
         let mut set = self.gamma_at(&masked, ratio, kind, sets, progress)?;
         let detection = self.detection(&masked, sets, progress)?;
@@ -201,29 +193,45 @@ impl MaskProbe {
         set.masked_detection = Some(detection);
         Ok(set)
     }
-
-    fn reference(&mut self, sets: &Sets, progress: Progress) -> Result<&Reference> {
-        if self.reference.is_none() {
-            self.reference = Some(reference(&self.model, sets, &self.ctx, &self.detectors, progress)?);
-        }
-        Ok(self.reference.as_ref().expect("set above"))
-    }
 }
 
-/// The unmasked model's training pass and detection.
-fn reference(model: &Net, sets: &Sets, ctx: &EvalContext, detectors: &DetectorConfig, progress: Progress) -> Result<Reference> {
+/// The unmasked model's training pass and detection on `sets`, from one forward pass each.
+fn reference(model: &Net, epoch: usize, sets: &Sets, ctx: &EvalContext, detectors: &DetectorConfig, progress: Progress) -> Result<Reference> {
     let pass = eval::embed(model, &sets.train, ctx.batch, &ctx.device, &mut |d| progress(d, sets.train.len()))?;
     let train = LabelledPass::from_logits(&pass.logits, ctx.classes, &sets.train.labels)?;
-    Ok(Reference { train, detection: detect(model, sets, ctx, detectors, &pass, progress)? })
+    let mut nothing = |_: Detection| Ok(());
+    let detection = detect(model, sets, ctx, detectors, &pass, None, progress, &mut nothing)?;
+    Ok(Reference { full: FullPass::from_pass(epoch, &train, &sets.train.labels, detection.test_acc), detection })
 }
 
 /// ID test accuracy and every score's metrics on the validation and every test OOD set, scored
 /// as the per-epoch evaluation scores them ([`eval::score_sets`]); `train` is the model's own
-/// pass over the training set, which the detectors are fitted on.
-fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, detectors: &DetectorConfig, train: &Embedded, progress: Progress) -> Result<Detection> {
-    let scored = eval::score_sets(model, sets, ctx, train, detectors, &mut |_, done, total| progress(done, total))?;
-    let m = scored.metrics(sets)?;
-    Ok(Detection { test_acc: scored.test.accuracy, val_name: sets.val.name.clone(), val: m.val, ood: m.ood, ood_mean: m.ood_mean, problems: scored.problems })
+/// pass over the training set, which the detectors are fitted on. With `first`, that score's
+/// detection goes to `on_first` before the other scores are computed.
+#[allow(clippy::too_many_arguments)]
+fn detect(model: &Net, sets: &Sets, ctx: &EvalContext, detectors: &DetectorConfig, train: &Embedded, first: Option<Score>, progress: Progress, on_first: &mut dyn FnMut(Detection) -> Result<()>) -> Result<Detection> {
+    let fitted = Detectors::fit(model.head()?, train, &sets.train.labels, detectors)?;
+    let mut set_progress = |_: &str, done: usize, total: usize| progress(done, total);
+    let passes = SetPasses::embed(model, sets, ctx, &mut set_progress)?;
+    let detection_of = |wanted: &dyn Fn(Score) -> bool, set_progress: eval::SetProgress| -> Result<Detection> {
+        let scored = passes.score(model, sets, ctx, train, &fitted, detectors, wanted, set_progress)?;
+        let m = scored.metrics(sets)?;
+        Ok(Detection { test_acc: scored.test.accuracy, val_name: sets.val.name.clone(), val: m.val, ood: m.ood, ood_mean: m.ood_mean, problems: scored.problems, pending: Vec::new() })
+    };
+    let Some(first) = first else {
+        return detection_of(&|_| true, &mut set_progress);
+    };
+    let mut early = detection_of(&|s| s == first, &mut set_progress)?;
+    let others = Score::ALL.iter().copied().filter(|&s| s != first && (s != Score::Odin || detectors.odin));
+    on_first(Detection { pending: others.collect(), ..early.clone() })?;
+    let rest = detection_of(&|s| s != first, &mut set_progress)?;
+    early.val.extend(rest.val);
+    for (set, metrics) in rest.ood {
+        early.ood.entry(set).or_default().extend(metrics);
+    }
+    early.ood_mean.extend(rest.ood_mean);
+    early.problems.extend(rest.problems);
+    Ok(early)
 }
 
 fn remap_indices(samples: &mut [AtypicalSample], original: &[usize]) {
@@ -313,8 +321,8 @@ fn three_digits(x: f64) -> f64 {
 
 /// Linear interpolation of sweep points at `ratio` in log-ratio (the slider's scale); None
 /// outside the swept range.
-pub fn interpolate(points: &[atypical::MaskSweepPoint], ratio: f64) -> Option<atypical::MaskSweepPoint> {
-    let mut pts: Vec<&atypical::MaskSweepPoint> = points.iter().filter(|p| p.ratio > 0.0).collect();
+pub fn interpolate(points: &[MaskSweepPoint], ratio: f64) -> Option<MaskSweepPoint> {
+    let mut pts: Vec<&MaskSweepPoint> = points.iter().filter(|p| p.ratio > 0.0).collect();
     pts.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
     if ratio <= 0.0 {
         return None;
@@ -324,7 +332,7 @@ pub fn interpolate(points: &[atypical::MaskSweepPoint], ratio: f64) -> Option<at
     let (a, b) = (pts[i], pts[i + 1]);
     let t = if b.ratio > a.ratio { (x - a.ratio.ln()) / (b.ratio.ln() - a.ratio.ln()) } else { 0.0 };
     let lerp = |u: f64, v: f64| u + (v - u) * t;
-    Some(atypical::MaskSweepPoint {
+    Some(MaskSweepPoint {
         ratio,
         gamma: lerp(a.gamma, b.gamma),
         atypical: lerp(a.atypical as f64, b.atypical as f64).round() as usize,

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::events::{Control, Event};
 use crate::train::Session;
 use crate::unleash::probe::{self, MaskProbe};
-use crate::unleash::{MaskKind, MaskSweepPoint, PreviewSize};
+use crate::unleash::{Detection, MaskKind, MaskSweepPoint, PreviewSize};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,16 +66,10 @@ impl Worker {
             let p = self.probes.remove(i);
             self.probes.push(p);
         } else {
-            let s = self.session()?;
+            let s = self.session.as_ref().ok_or_else(|| Error::Other("no model yet: train one or open a run with its data".into()))?;
             let model = snapshot_model(s, epoch)?;
-            let ctx = s.eval_context();
-            let detectors = s.config.detectors.clone();
-            let preview = match &self.preview_sets {
-                Some(p) => p.clone(),
-                None => Arc::new(probe::PreviewSets::new(&s.sets, PreviewSize::default())),
-            };
-            self.preview_sets = Some(preview.clone());
-            let p = MaskProbe::new(model, epoch, ctx, detectors, preview);
+            let preview = self.preview_sets.get_or_insert_with(|| Arc::new(probe::PreviewSets::new(&s.sets, PreviewSize::default()))).clone();
+            let p = s.mask_probe(model, epoch, preview);
             if self.probes.len() >= PROBES_KEPT {
                 self.probes.remove(0);
             }
@@ -124,8 +118,15 @@ impl Worker {
         if superseded() {
             return Ok(Completed::No);
         }
+        let repaint = self.repaint.clone();
+        let mut first_part = |detection: Detection| {
+            let _ = events.send(WorkerEvent::MaskDetection { request: req.id, detection: Arc::new(detection) });
+            repaint(Repaint::Now);
+            Ok(())
+        };
         let probe = self.probe(epoch)?;
-        let detection = probe.detection(&masked, &sets, &mut Self::progress(&events, &control, &inbox, label, epoch, true))?;
+        let mut progress = Self::progress(&events, &control, &inbox, label, epoch, true);
+        let detection = probe.detection_in_order(&masked, &sets, Some(req.score), &mut progress, &mut first_part)?;
         self.emit(WorkerEvent::MaskDetection { request: req.id, detection: Arc::new(detection) });
         Ok(Completed::Yes)
     }

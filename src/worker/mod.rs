@@ -29,6 +29,7 @@ use crate::config::ExperimentConfig;
 use crate::data::DataBundle;
 use crate::error::{Error, Result};
 use crate::events::{Control, Event};
+use crate::ood::Score;
 use crate::run::{EpochRecord, Phase};
 use crate::train::{Finetune, Session};
 use crate::unleash::probe::{self, MaskProbe};
@@ -72,6 +73,8 @@ pub struct MaskRequest {
     pub kind: MaskKind,
     /// The snapshot to mask (default: the last base epoch).
     pub epoch: Option<usize>,
+    /// The score on screen: its detection is computed, and sent, before the other scores'.
+    pub score: Score,
 }
 
 /// What to export and where (paths come from save dialogs, or from tests directly).
@@ -145,7 +148,8 @@ pub enum WorkerEvent {
     /// An answer to mask request `request`: first a preview (`answer.preview` is Some), then the
     /// complete gamma and atypical set (its `masked_detection` follows in `MaskDetection`).
     MaskAnswer { request: u64, answer: Arc<AtypicalSet> },
-    /// The masked model's test accuracy and OOD detection on the complete sets, for `request`.
+    /// The masked model's test accuracy and OOD detection on the complete sets, for `request`:
+    /// first the request's score alone (the others listed in `detection.pending`), then all.
     MaskDetection { request: u64, detection: Arc<Detection> },
     /// Request `request` stopped before its complete answer: a newer command was waiting.
     MaskCutShort { request: u64 },
