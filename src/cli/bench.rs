@@ -127,6 +127,28 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         full_secs.push(t.elapsed().as_secs_f64());
     }
 
+    // A snapshot's first complete answer, as the app gets it: the snapshot read from disk, its
+    // unmasked figures from the run's records (here: computed once above, as an epoch's
+    // evaluation computes them), the preview's unmasked reference on the subsets, the preview,
+    // then gamma and the masked detection on the complete sets.
+    let recorded = (probe.full_pass(&s.sets, &mut p)?, probe.full_detection(&s.sets, &mut p)?);
+    let snapshot = std::env::temp_dir().join(format!("unleash-bench-{}.bpk", std::process::id()));
+    inf.save_bpk(&snapshot)?;
+    let preview_sets = Arc::new(crate::unleash::probe::PreviewSets::new(&s.sets, Default::default()));
+    let mut first_secs = Vec::new();
+    for k in 0..a.repeats {
+        let ratio = 0.5 + 0.01 * k as f64;
+        let t = Instant::now();
+        let model = crate::model::Net::load_bpk(exp.train.model, s.data.train.shape, s.classes, &snapshot, &dev);
+        let mut fresh = crate::unleash::MaskProbe::new(model?, 1, s.eval_context(), exp.detectors.clone(), preview_sets.clone()).with_recorded(recorded.0.clone(), recorded.1.clone());
+        let masked = fresh.masked(ratio, MaskKind::Magnitude, 0)?;
+        let _ = fresh.preview(&masked, ratio, MaskKind::Magnitude)?;
+        let _ = fresh.gamma_at(&masked, ratio, MaskKind::Magnitude, &s.sets, &mut p)?;
+        let _ = fresh.detection(&masked, &s.sets, &mut p)?;
+        first_secs.push(t.elapsed().as_secs_f64());
+    }
+    let _ = std::fs::remove_file(&snapshot);
+
     // The per-epoch evaluation as training runs it, with all default detectors, against the same
     // evaluation with the logit scores alone (what it was before the detectors); ODIN once.
     let epoch_eval = epoch_eval_times(&exp, &s, &inf, a.repeats)?;
@@ -158,6 +180,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         "mask_preview_secs": median(preview_secs),
         "mask_ratio_to_gamma_secs": median(mask_secs),
         "mask_full_secs": median(full_secs),
+        "mask_first_answer_secs": median(first_secs),
         "mask_full_samples": s.sets.train.len() + s.sets.test.len() + s.sets.id_val.as_ref().map_or(0, |v| v.len()) + s.sets.val.len() + s.sets.ood.iter().map(|o| o.len()).sum::<usize>(),
         "metrics_1m_1m_secs": median(metric_secs),
         "epoch_eval_secs": epoch_eval.with_detectors,
@@ -263,6 +286,7 @@ fn print_bench(o: &serde_json::Value, reference: Option<&serde_json::Value>) {
         ("mask ratio -> preview, s", "mask_preview_secs", false),
         ("mask ratio -> gamma + atypical, s", "mask_ratio_to_gamma_secs", false),
         ("  + masked acc + OOD metrics, s", "mask_full_secs", false),
+        ("a snapshot's first answer, s", "mask_first_answer_secs", false),
         ("metrics on 1M+1M scores, s", "metrics_1m_1m_secs", false),
         ("epoch eval, default detectors, s", "epoch_eval_secs", false),
         ("  logit scores only, s", "epoch_eval_logit_scores_only_secs", false),
