@@ -1,6 +1,6 @@
-//! Run-folder reader: a folder whose config.json, events.jsonl, per_sample_loss.npy and one
-//! score array hold arbitrary bytes opens with an error or reads back, never panics.
-//! The input is split at 0xFF bytes into those four files.
+//! Run-folder reader: a folder whose config.json, events.jsonl, per_sample_loss.npy,
+//! per_sample_correct.npy and one score array hold arbitrary bytes opens with an error or reads
+//! back, never panics. The input is split at 0xFF bytes into those five files.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::path::PathBuf;
@@ -25,8 +25,12 @@ fuzz_target!(|data: &[u8]| {
     file(dir.join("events.jsonl"));
     file(dir.join("per_sample_loss.npy"));
     file(run::scores_path(dir, 1, "fuzz"));
+    file(dir.join("per_sample_correct.npy"));
     if let Ok(reader) = RunReader::open(dir) {
         if let Ok(Some((_, rows))) = reader.loss_matrix() {
+            assert!(rows.len() <= reader.records.len());
+        }
+        if let Ok(Some((_, rows))) = reader.correct_matrix() {
             assert!(rows.len() <= reader.records.len());
         }
         let _ = reader.scores(1, "fuzz");
