@@ -438,31 +438,28 @@ impl RunReader {
 
     /// The per-sample loss matrix, cut to the complete epochs: (N, rows).
     pub fn loss_matrix(&self) -> Result<Option<(usize, Vec<Vec<f32>>)>> {
-        let p = self.dir.join("per_sample_loss.npy");
-        if !p.exists() {
-            return Ok(None);
-        }
-        let (shape, data) = fsio::read_npy_f32(&p)?;
-        let [rows, n] = shape[..] else {
-            return Err(Error::bad_data(&p, format!("expected a 2-D matrix, found shape {shape:?}")));
-        };
-        let keep = rows.min(self.records.len());
-        Ok(Some((n, data.chunks_exact(n.max(1)).take(keep).map(<[f32]>::to_vec).collect())))
+        self.epoch_matrix("per_sample_loss.npy", fsio::read_npy_f32)
     }
 
     /// The per-sample correctness matrix, cut to the complete epochs: (N, rows); None for runs
     /// written before it existed. A row of [`CORRECT_UNKNOWN`] is an epoch it does not cover.
     pub fn correct_matrix(&self) -> Result<Option<(usize, Vec<Vec<u8>>)>> {
-        let p = self.dir.join("per_sample_correct.npy");
+        self.epoch_matrix("per_sample_correct.npy", fsio::read_npy_u8)
+    }
+
+    /// A `[epochs, N]` matrix of the run folder read by `read`, as rows cut to the complete
+    /// epochs: (N, rows); None when the file is not there.
+    fn epoch_matrix<T: Clone>(&self, file: &str, read: fn(&Path) -> Result<(Vec<usize>, Vec<T>)>) -> Result<Option<(usize, Vec<Vec<T>>)>> {
+        let p = self.dir.join(file);
         if !p.exists() {
             return Ok(None);
         }
-        let (shape, data) = fsio::read_npy_u8(&p)?;
+        let (shape, data) = read(&p)?;
         let [rows, n] = shape[..] else {
             return Err(Error::bad_data(&p, format!("expected a 2-D matrix, found shape {shape:?}")));
         };
         let keep = rows.min(self.records.len());
-        Ok(Some((n, data.chunks_exact(n.max(1)).take(keep).map(<[u8]>::to_vec).collect())))
+        Ok(Some((n, data.chunks_exact(n.max(1)).take(keep).map(<[T]>::to_vec).collect())))
     }
 
     /// Score arrays of one set at an epoch, per score (the scores that were computed).
