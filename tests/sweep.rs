@@ -101,3 +101,62 @@ fn a_task_refuses_a_run_folder_of_other_settings_and_an_index_past_its_seeds() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("2 is outside the 2 seeds"), "{err}");
 }
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn without_wall(mut v: serde_json::Value) -> serde_json::Value {
+    v.as_object_mut().unwrap().remove("wall_seconds");
+    v
+}
+
+#[test]
+fn a_sweep_lists_runs_and_merges_its_tasks_by_setting_and_names_the_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("g.toml");
+    let g = s(&grid);
+    std::fs::write(&grid, "out = \"sw\"\n[recipe]\nepochs = 1\nfinetune_epochs = 1\ntrain_limit = 300\ndevice = \"cpu\"\n[grid]\nseeds = \"0..1\"\nmask_ratio = [0.5, 0.7]\n").unwrap();
+    let list = String::from_utf8(unleash_ok(&["sweep", "--grid", &g, "--list"].map(String::from)).stdout).unwrap();
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows, ["0\tseed 0\tmask_ratio 0.5\tto do", "1\tseed 0\tmask_ratio 0.7\tto do", "2\tseed 1\tmask_ratio 0.5\tto do", "3\tseed 1\tmask_ratio 0.7\tto do"]);
+    // Tasks 0 and 2 by --index, task 1 by the index a Slurm array gives; task 3 never runs.
+    for i in ["0", "2"] {
+        unleash_ok(&["sweep", "--grid", &g, "--index", i].map(String::from));
+    }
+    let by_env = Command::new(env!("CARGO_BIN_EXE_unleash")).args(["sweep", "--grid", &g]).env("SLURM_ARRAY_TASK_ID", "1").output().unwrap();
+    assert!(by_env.status.success(), "{}", String::from_utf8_lossy(&by_env.stderr));
+    let sw = dir.path().join("sw");
+    assert!(sw.join("mask_ratio-0.7/summaries/seed-0.json").exists());
+    let list = String::from_utf8(unleash_ok(&["sweep", "--grid", &g, "--list"].map(String::from)).stdout).unwrap();
+    assert_eq!(list.lines().map(|l| l.rsplit('\t').next().unwrap()).collect::<Vec<_>>(), ["done", "done", "done", "to do"]);
+
+    unleash_ok(&["sweep", "--grid", &g, "--report"].map(String::from));
+    let report = json(&sw.join("sweep-report.json"));
+    assert_eq!((report["tasks"].as_u64(), report["finished"].as_u64()), (Some(4), Some(3)));
+    assert_eq!(report["missing"].as_array().unwrap().len(), 1);
+    assert_eq!((report["missing"][0]["index"].as_u64(), report["missing"][0]["why"].as_str()), (Some(3), Some("not run")));
+    assert_eq!(report["settings"][0]["seeds"], serde_json::json!([0, 1]));
+    assert_eq!(report["settings"][1]["seeds"], serde_json::json!([0]));
+    let md = std::fs::read_to_string(sw.join("sweep-report.md")).unwrap();
+    assert!(md.contains("3 of 4 tasks finished") && md.contains("| 3 | 1 | mask_ratio 0.7 | not run |"), "{md}");
+    // Per setting, reproduce's own report of the same summaries: the same paired tables.
+    let repro = dir.path().join("repro");
+    let summaries = sw.join("mask_ratio-0.5/summaries");
+    unleash_ok(&["reproduce", "--report-only", "--seeds", "0..1", "--out", &s(&repro), "--summaries", &s(&summaries)].map(String::from));
+    assert_eq!(report["settings"][0]["paired"], json(&repro.join("reproduction.json"))["paired"]);
+    assert_eq!(json(&sw.join("mask_ratio-0.5/reproduction.json"))["paired"], json(&repro.join("reproduction.json"))["paired"]);
+    let n = report["settings"][0]["paired"][0]["auroc"]["n"].as_u64();
+    assert_eq!(n, Some(2), "the two seeds of mask ratio 0.5 are pooled");
+    // Tasks missing fail the merge only when asked.
+    let strict = unleash(&["sweep", "--grid", &g, "--report", "--require-all"]);
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success() && err.contains("1 of 4 tasks have no summary (--require-all): 3"), "{err}");
+    // A sweep task is reproduce's task: the same settings give the same summary.
+    let alone = dir.path().join("alone");
+    unleash_ok(&["reproduce", "--seeds", "0", "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "300", "--um-mask-ratio", "0.7", "--no-report", "--out", &s(&alone.join("runs")), "--summaries", &s(&alone)].map(String::from));
+    assert_eq!(without_wall(json(&alone.join("seed-0.json"))), without_wall(json(&sw.join("mask_ratio-0.7/summaries/seed-0.json"))));
+    // An index past the grid is an error naming the file.
+    let bad = unleash(&["sweep", "--grid", &g, "--index", "4"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("has 4 tasks"));
+}
