@@ -5,9 +5,10 @@
 # under a scratch folder), then:
 #   - submits a 4-task array of tiny tasks (seeds 0..3; 3 base epochs, fine-tunes of 2, 1500
 #     training samples) with sweep_array.sbatch, and the merge job chained afterany;
-#   - requeues task 0 in the middle of its run (`scontrol requeue`) and cancels task 1 (`scancel`);
-#   - checks that the merge names task 1 as missing and pools the other three, and that task 0's
-#     summary equals the one a local, uninterrupted run of the same task writes;
+#   - requeues task 0 in the middle of its run (`scontrol requeue`), cancels task 1 (`scancel`),
+#     and sends task 2's batch script the USR1 its time limit would (it stops unleash, requeues);
+#   - checks that the merge names task 1 as missing and pools the other three, and that the
+#     summaries of tasks 0 and 2 equal those local, uninterrupted runs of the same tasks write;
 #   - stops the daemons it started.
 # Usage: benches/slurm/one_node_check.sh [UNLEASH_BINARY]   (default: target/release/unleash)
 set -euo pipefail
@@ -64,10 +65,19 @@ if ! pgrep -x munged >/dev/null; then
     started_munge=1
 fi
 stop_daemons() {
-    say "stopping the daemons"
-    [ -f "$work/slurmd.pid" ] && kill "$(cat "$work/slurmd.pid")" 2>/dev/null || true
-    [ -f "$work/slurmctld.pid" ] && kill "$(cat "$work/slurmctld.pid")" 2>/dev/null || true
-    if [ "$started_munge" = 1 ] && [ -f /run/munge/munged.pid ]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true; fi
+    local pids=()
+    for f in "$work/slurmd.pid" "$work/slurmctld.pid"; do [ -f "$f" ] && pids+=("$(cat "$f")"); done
+    if [ "$started_munge" = 1 ] && [ -f /run/munge/munged.pid ]; then pids+=("$(cat /run/munge/munged.pid)"); fi
+    say "stopping the daemons it started (pids ${pids[*]})"
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # slurmctld saves its state on the way out: wait (up to 30 s) until every one has gone.
+    for _ in $(seq 30); do
+        local alive=0
+        for p in "${pids[@]}"; do [ -d "/proc/$p" ] && [ "$(awk '{print $3}' "/proc/$p/stat")" != Z ] && alive=1; done
+        [ "$alive" = 0 ] && { say "daemons stopped"; return; }
+        sleep 1
+    done
+    say "some daemons are still running: ${pids[*]}"
 }
 trap stop_daemons EXIT
 slurmctld -c -i
@@ -108,10 +118,14 @@ scontrol requeue "${jid}_0"
 wait_lines sweep/seed-1 1 900
 say "task 1 has $(lines sweep/seed-1) epochs: scancel ${jid}_1"
 scancel "${jid}_1"
+wait_lines sweep/seed-2 2 900
+# What --signal=B:USR1@120 sends the batch script 120 s before a time limit, sent now.
+say "task 2 has $(lines sweep/seed-2) epochs: USR1 to its batch script, as its time limit would (it stops unleash and requeues itself)"
+scancel --batch --signal=USR1 "${jid}_2"
 sleep 2
 squeue -o '%.14i %.9T %.10M %R'
-# A requeued job waits out a begin time set by Slurm; release it now rather than minutes later.
-scontrol update jobid="${jid}_0" StartTime=now 2>/dev/null || true
+# A requeued job waits out a begin time Slurm sets; release it now rather than later.
+for i in 0 2; do scontrol update jobid="${jid}_$i" StartTime=now 2>/dev/null || true; done
 
 for _ in $(seq 1800); do
     squeue -h -j "$rid" 2>/dev/null | grep -q . || break
@@ -121,13 +135,20 @@ squeue -h -j "$rid" 2>/dev/null | grep -q . && { echo "the merge job never ran" 
 say "all jobs ended"
 sacct_line() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*\|Restarts=[0-9]*' | tr '\n' ' '; }
 for i in 0 1 2 3; do echo "task $i: $(sacct_line "${jid}_$i")"; done
-echo "--- task 0's log (requeued) ---"; grep -E '^==|SIGTERM|stopped|continuing|wrote' logs/unleash-sweep-"${jid}"_0.out || true
-echo "--- merge log (head) ---"; head -12 logs/unleash-report-"$rid".out
+for i in 0 2; do
+    echo "--- task $i's log ---"; grep -E '^==|SIGTERM|stopped|continuing|wrote' logs/unleash-sweep-"${jid}"_$i.out || true
+done
+echo "--- merge log (head) ---"; head -14 logs/unleash-report-"$rid".out
 
 # -- checks -------------------------------------------------------------------------------------
-say "local uninterrupted run of task 0, to compare"
-"$unleash" reproduce --seeds 0 --epochs 3 --finetune-epochs 2 --train-limit 1500 --device cpu --no-report \
-    --out local/runs --summaries local/summaries 2>/dev/null
+say "local uninterrupted runs of tasks 0 and 2, to compare"
+for seed in 0 2; do
+    "$unleash" reproduce --seeds $seed --epochs 3 --finetune-epochs 2 --train-limit 1500 --device cpu --no-report \
+        --out local/runs --summaries local/summaries 2>/dev/null
+done
+for i in 0 2; do
+    scontrol show job "${jid}_$i" | grep -q 'Restarts=1' || { echo "task $i was not restarted once" >&2; exit 1; }
+done
 python3 - "$work" <<'PY'
 import json, sys
 w = sys.argv[1]
@@ -139,8 +160,9 @@ assert report["finished"] == 3 and sorted(seeds) == [0, 2, 3], "the report pools
 assert missing == [1], "the report names the cancelled task"
 def numbers(p):
     s = json.load(open(p)); s.pop("wall_seconds"); return s
-a, b = numbers(f"{w}/sweep/summaries/seed-0.json"), numbers(f"{w}/local/summaries/seed-0.json")
-assert a == b, "the requeued task's numbers differ from the uninterrupted run's"
-print("requeued task 0 = local uninterrupted run: same summary (every stage, gamma, curve point)")
+for seed, how in [(0, "requeued by hand"), (2, "stopped at its 'time limit' and requeued by its script")]:
+    a, b = numbers(f"{w}/sweep/summaries/seed-{seed}.json"), numbers(f"{w}/local/summaries/seed-{seed}.json")
+    assert a == b, f"task {seed}'s numbers differ from the uninterrupted run's"
+    print(f"task {seed} ({how}) = local uninterrupted run: same summary (every stage, gamma, curve point)")
 PY
 say "PASS"

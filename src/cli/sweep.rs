@@ -392,7 +392,8 @@ fn report(grid: &Grid, require_all: bool) -> Result<()> {
     let (pools, missing) = gather(grid)?;
     std::fs::create_dir_all(&grid.out).map_err(|e| Error::io(&grid.out, "create", e))?;
     let finished: usize = pools.iter().map(|p| p.summaries.len()).sum();
-    let mut md = format!("Sweep `{}`: {finished} of {} tasks finished, {} settings.\n\n", grid.path.display(), grid.tasks.len(), pools.len());
+    let plural = if pools.len() == 1 { "" } else { "s" };
+    let mut md = format!("Sweep `{}`: {finished} of {} tasks finished, {} setting{plural}.\n\n", grid.path.display(), grid.tasks.len(), pools.len());
     if !missing.is_empty() {
         md.push_str("**Tasks without a summary**\n\n| index | seed | setting | why |\n|---|---|---|---|\n");
         for m in &missing {
