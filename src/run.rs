@@ -1083,6 +1083,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn cut_back_keeps_the_first_epochs_bytes_and_folders_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        // A blank line between records, and a partial last line as a kill leaves it.
+        let text = format!("{}\n{}{{\"epoch\": 5", lines(&[1, 2]), lines(&[3, 4]));
+        std::fs::write(dir.path().join("events.jsonl"), &text).unwrap();
+        for e in 1..=5 {
+            std::fs::create_dir_all(epoch_dir(dir.path(), e)).unwrap();
+        }
+        let lock = RunLock::acquire(dir.path(), "test").unwrap();
+        cut_back(dir.path(), 3, &lock).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap(), format!("{}\n{}", lines(&[1, 2]), lines(&[3])));
+        assert!(epoch_dir(dir.path(), 3).exists() && !epoch_dir(dir.path(), 4).exists() && !epoch_dir(dir.path(), 5).exists());
+        // Again, or to more epochs than it has: nothing changes.
+        cut_back(dir.path(), 3, &lock).unwrap();
+        cut_back(dir.path(), 9, &lock).unwrap();
+        assert_eq!(RunReader::open(dir.path()).unwrap().records.len(), 3);
+        cut_back(dir.path(), 0, &lock).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap(), "");
+        assert!(!epoch_dir(dir.path(), 1).exists());
+        std::fs::write(dir.path().join("events.jsonl"), format!("garbage\n{}", lines(&[1]))).unwrap();
+        assert!(cut_back(dir.path(), 0, &lock).unwrap_err().to_string().contains("damaged"));
+    }
+
+    #[test]
     fn run_config_reads_the_first_format_and_round_trips_a_new_one() {
         let path = Path::new("run-v1/config.json");
         let old = RunConfig::parse(path, include_bytes!("../tests/fixtures/run-v1/config.json")).unwrap();
