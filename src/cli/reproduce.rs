@@ -4,7 +4,9 @@
 //! the validation-chosen gamma, and UMAP at r = 0.2. Each finished seed writes a small summary
 //! (`seed-N.json`), so seeds can run across sessions and machines; the report (markdown + JSON:
 //! mean and sd over seeds, paired differences with 95% t intervals, and a PNG of AUROC vs epoch)
-//! is built from those summaries alone.
+//! is built from those summaries alone. Each seed is a task ([`run_task`]): its own run folder and
+//! summary, continued where it stopped when run again (`--task-index I` runs the I-th seed alone,
+//! as one task of a job array; `unleash sweep` runs the tasks of a grid of settings).
 
 use crate::cli::Renderer;
 use crate::cli::commands::open_session;
