@@ -73,20 +73,24 @@ impl Control {
         self.pause.store(false, Ordering::SeqCst);
     }
 
-    /// Routes Ctrl-C (SIGINT) here, for the CLI: the first one requests a stop (the job finishes
-    /// or drops the epoch in flight, so the run stays complete and resumable); a second one
-    /// exits at once with status 130 (the run is still safe: every file is written atomically
-    /// and an epoch counts only once its events line is down).
+    /// Routes Ctrl-C (SIGINT) and SIGTERM here, for the CLI: the first one requests a stop (the
+    /// job finishes or drops the epoch in flight, so the run stays complete and resumable); a
+    /// second one exits at once with status 130 (the run is still safe: every file is written
+    /// atomically and an epoch counts only once its events line is down). SIGTERM is what a batch
+    /// scheduler (Slurm, Kubernetes) sends before it kills a job at its time limit or on
+    /// preemption, so a scheduled job stops as cleanly as one stopped at the terminal.
     #[cfg(unix)]
     pub fn stop_on_ctrl_c(self: &Arc<Self>) -> std::io::Result<()> {
-        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let control = self.clone();
         std::thread::Builder::new().name("ctrl-c".into()).spawn(move || {
             let mut seen = 0;
-            for _ in signals.forever() {
+            for signal in signals.forever() {
                 seen += 1;
+                let name = if signal == SIGTERM { "SIGTERM" } else { "Ctrl-C" };
                 if seen == 1 {
-                    eprintln!("\nstopping: the epoch in flight is dropped, every complete epoch is kept (Ctrl-C again to quit at once)");
+                    eprintln!("\n{name}: stopping: the epoch in flight is dropped, every complete epoch is kept (Ctrl-C or SIGTERM again to quit at once)");
                     control.request_stop();
                 } else {
                     eprintln!("\nquit: the run keeps every complete epoch");

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use unleash::cli::args::{EvalArgs, TrainArgs};
-use unleash::cli::{bench, commands, reproduce};
+use unleash::cli::{bench, commands, reproduce, sweep};
 use unleash::config::ExperimentConfig;
 use unleash::train::Finetune;
 use unleash::{Error, Result};
@@ -71,6 +71,9 @@ enum Command {
     Export(commands::ExportArgs),
     /// Reproduce the paper's finding over several seeds (table + plot): on the sample data, or the data of --config
     Reproduce(reproduce::ReproduceArgs),
+    /// Seeds x settings from a TOML grid, one task per index (a Slurm job array, a Kubernetes
+    /// Indexed Job): --list the tasks, run task --index I, or --report the merged tables.
+    Sweep(sweep::SweepArgs),
     /// Measure throughput: train/eval samples/s, the per-sample-loss pass, metrics on 1M scores.
     Bench(bench::BenchArgs),
     /// Print the sample order of training epochs (one line per epoch, space-separated indices),
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Some(Command::Control(a)) => commands::finetune(a, Finetune::Control),
         Some(Command::Export(a)) => commands::export(a),
         Some(Command::Reproduce(a)) => reproduce::reproduce(a),
+        Some(Command::Sweep(a)) => sweep::sweep(a),
         Some(Command::Bench(a)) => bench::bench(a),
         Some(Command::BatchOrder { seed, epochs, samples, phase }) => commands::batch_order(seed, &epochs, samples, &phase),
     };

@@ -730,6 +730,48 @@ pub fn repair_events(dir: &Path) -> Result<Repair> {
     Ok(Repair::Cut { epochs: parsed.records.len(), backup, warnings: parsed.warnings })
 }
 
+/// Cuts a run back to its first `epochs` complete epochs: events.jsonl keeps its first `epochs`
+/// records (their bytes as written, replaced atomically), and the epoch folders after them go.
+/// A job that reruns a phase from its start snapshot (a fine-tune cut short by a kill) calls it
+/// first, so the rerun's epochs take the numbers the cut-off ones had. The lock is the caller's,
+/// taken before it decided what to cut. Idempotent: a cut interrupted part-way is finished by
+/// calling it again. Extra rows of per_sample_loss.npy are dropped by the next writer (see
+/// [`RunWriter::append_to`]). A damaged events.jsonl is refused: `unleash repair` first.
+pub fn cut_back(dir: &Path, epochs: usize, _lock: &RunLock) -> Result<()> {
+    let ev_path = dir.join("events.jsonl");
+    let bytes = std::fs::read(&ev_path).map_err(|e| Error::io(&ev_path, "read", e))?;
+    let parsed = parse_events(&ev_path, &bytes);
+    if let Some(w) = parsed.warnings.first() {
+        return Err(Error::run(dir, format!("is damaged, so it cannot be cut back: {w}")));
+    }
+    if parsed.records.len() > epochs {
+        let mut seen = 0usize;
+        let mut keep = 0usize;
+        for (i, &b) in bytes.iter().enumerate() {
+            if seen == epochs {
+                break;
+            }
+            if b == b'\n' {
+                // Blank lines hold no record; a record line ends here.
+                if !bytes[keep..i].iter().all(u8::is_ascii_whitespace) {
+                    seen += 1;
+                }
+                keep = i + 1;
+            }
+        }
+        fsio::write_atomic(&ev_path, &bytes[..keep])?;
+    }
+    let epochs_dir = dir.join("epochs");
+    let Ok(entries) = std::fs::read_dir(&epochs_dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let later = entry.file_name().to_str().and_then(|n| n.parse::<usize>().ok()).is_some_and(|e| e > epochs);
+        if later {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), "remove", e))?;
+        }
+    }
+    Ok(())
+}
+
 /// A score array file (`scores_<set>.npy`), per score (the scores that were computed).
 pub fn read_score_array(path: &Path) -> Result<BTreeMap<Score, Vec<f32>>> {
     let (shape, data) = fsio::read_npy_f32(path)?;
@@ -1074,6 +1116,31 @@ pub(crate) mod tests {
         assert_eq!(std::fs::read_to_string(backup).unwrap(), damaged);
         assert_eq!(std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap(), lines(&[1]));
         assert_eq!(repair_events(dir.path()).unwrap(), Repair::Sound { epochs: 1 });
+    }
+
+    #[test]
+    fn cut_back_keeps_the_first_epochs_bytes_and_folders_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        // A blank line between records, and a partial last line as a kill leaves it.
+        let text = format!("{}\n{}{{\"epoch\": 5", lines(&[1, 2]), lines(&[3, 4]));
+        std::fs::write(dir.path().join("events.jsonl"), &text).unwrap();
+        for e in 1..=5 {
+            std::fs::create_dir_all(epoch_dir(dir.path(), e)).unwrap();
+        }
+        let lock = RunLock::acquire(dir.path(), "test").unwrap();
+        cut_back(dir.path(), 3, &lock).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap(), format!("{}\n{}", lines(&[1, 2]), lines(&[3])));
+        assert!(epoch_dir(dir.path(), 3).exists() && !epoch_dir(dir.path(), 4).exists() && !epoch_dir(dir.path(), 5).exists());
+        // Again, or to more epochs than it has: nothing changes.
+        cut_back(dir.path(), 3, &lock).unwrap();
+        cut_back(dir.path(), 9, &lock).unwrap();
+        assert_eq!(RunReader::open(dir.path()).unwrap().records.len(), 3);
+        cut_back(dir.path(), 0, &lock).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap(), "");
+        assert!(!epoch_dir(dir.path(), 1).exists());
+        std::fs::write(dir.path().join("events.jsonl"), format!("garbage\n{}", lines(&[1]))).unwrap();
+        assert!(cut_back(dir.path(), 0, &lock).unwrap_err().to_string().contains("damaged"));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn open_session(exp: ExperimentConfig, out: Option<&Path>, r: &mut Renderer)
 }
 
 /// A stop control for a CLI job: Ctrl-C requests the stop (see [`Control::stop_on_ctrl_c`]).
-fn ctrl_c_control() -> Arc<Control> {
+pub fn ctrl_c_control() -> Arc<Control> {
     let control = Control::new();
     #[cfg(unix)]
     if let Err(e) = control.stop_on_ctrl_c() {

@@ -1,4 +1,4 @@
-//! The command-line wing: the terminal renderer, the subcommands, `reproduce` and `bench`, and
+//! The command-line wing: the terminal renderer, the subcommands, `reproduce`, `sweep` and `bench`, and
 //! every clap argument struct. The engine, the worker and the app never import it.
 
 pub mod args;
@@ -6,5 +6,6 @@ pub mod bench;
 pub mod commands;
 mod render;
 pub mod reproduce;
+pub mod sweep;
 
 pub use render::*;

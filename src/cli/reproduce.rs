@@ -4,7 +4,9 @@
 //! the validation-chosen gamma, and UMAP at r = 0.2. Each finished seed writes a small summary
 //! (`seed-N.json`), so seeds can run across sessions and machines; the report (markdown + JSON:
 //! mean and sd over seeds, paired differences with 95% t intervals, and a PNG of AUROC vs epoch)
-//! is built from those summaries alone.
+//! is built from those summaries alone. Each seed is a task ([`run_task`]): its own run folder and
+//! summary, continued where it stopped when run again (`--task-index I` runs the I-th seed alone,
+//! as one task of a job array; `unleash sweep` runs the tasks of a grid of settings).
 
 use crate::cli::Renderer;
 use crate::cli::commands::open_session;
@@ -66,6 +68,14 @@ pub struct ReproduceArgs {
     /// Only rebuild the report (into --out) from the summaries of --seeds in --summaries.
     #[arg(long)]
     pub report_only: bool,
+    /// Run one task of a job array: the I-th seed of --seeds (0-based), e.g.
+    /// `--task-index $SLURM_ARRAY_TASK_ID`. A task writes only its run folder and its summary
+    /// (no report), and a rerun continues it where it stopped.
+    #[arg(long, value_name = "I", conflicts_with = "report_only")]
+    pub task_index: Option<usize>,
+    /// Write no report after running the seeds (each seed's run folder and summary only).
+    #[arg(long, conflicts_with = "report_only")]
+    pub no_report: bool,
 }
 
 /// Parses `0..9`, `0,1,2`, `0,3..5` (ranges inclusive) into distinct seeds, in order.
@@ -193,7 +203,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn of(a: &ReproduceArgs) -> Result<Settings> {
+    pub fn of(a: &ReproduceArgs) -> Result<Settings> {
         let own = a.config.as_deref().map(ExperimentConfig::from_toml_file).transpose()?.map(|e| e.data);
         let data = own.clone().unwrap_or_else(DataConfig::sample);
         Ok(Settings {
@@ -210,6 +220,13 @@ impl Settings {
             data: own,
             official_gamma: a.official_gamma,
         })
+    }
+
+    /// The recipe's values that no session checks before it is too late (a fine-tune's mask).
+    pub fn check(&self) -> Result<()> {
+        MaskKind::parse(&self.gamma_mask)?;
+        crate::config::check_mask_ratio(self.um_mask_ratio)?;
+        crate::config::check_mask_ratio(self.umap_ratio)
     }
 
     /// The data of a seed: the config's, or the sample data; `--train-limit` on top.
@@ -266,33 +283,32 @@ pub fn summary_path(dir: &Path, seed: u64) -> PathBuf {
 }
 
 fn read_summary(dir: &Path, seed: u64) -> Result<SeedSummary> {
-    let p = summary_path(dir, seed);
-    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, "read", e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::bad_data(&p, format!("not a seed summary: {e}")))
+    read_summary_file(&summary_path(dir, seed))
+}
+
+/// A seed's summary file, read; an unreadable one is an error naming it.
+pub fn read_summary_file(p: &Path) -> Result<SeedSummary> {
+    let bytes = std::fs::read(p).map_err(|e| Error::io(p, "read", e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::bad_data(p, format!("not a seed summary: {e}")))
 }
 
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
-    let seeds = parse_seeds(&a.seeds)?;
-    MaskKind::parse(&a.gamma_mask)?;
-    crate::config::check_mask_ratio(a.um_mask_ratio)?;
-    crate::config::check_mask_ratio(a.umap_ratio)?;
+    let all_seeds = parse_seeds(&a.seeds)?;
+    let seeds = match a.task_index {
+        Some(i) => vec![*all_seeds.get(i).ok_or_else(|| Error::config("task index", format!("{i} is outside the {} seeds of --seeds {} (indices 0 to {})", all_seeds.len(), a.seeds, all_seeds.len() - 1)))?],
+        None => all_seeds,
+    };
     let settings = Settings::of(&a)?;
+    settings.check()?;
     if !a.report_only {
         let device = DeviceChoice::parse(&a.device)?;
-        for dir in [&a.out, &a.summaries] {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
-        }
+        let control = super::commands::ctrl_c_control();
         for &seed in &seeds {
-            let path = summary_path(&a.summaries, seed);
-            if path.exists() {
-                // Seeds run across sessions: a finished seed is kept, not run again.
-                eprintln!("seed {seed}: {} exists, skipping (delete it to run the seed again)", path.display());
-                continue;
-            }
-            let summary = run_seed(&a, &settings, seed, device)?;
-            let text = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Other(e.to_string()))?;
-            fsio::write_atomic(&path, &text)?;
-            eprintln!("seed {seed}: wrote {}", path.display());
+            let place = TaskPlace { run: a.out.join(format!("seed-{seed}")), summary: summary_path(&a.summaries, seed) };
+            run_task(&settings, seed, device, &place, &control)?;
+        }
+        if a.task_index.is_some() || a.no_report {
+            return Ok(());
         }
     }
     let summaries = seeds.iter().map(|&s| read_summary(&a.summaries, s)).collect::<Result<Vec<_>>>()?;
@@ -303,35 +319,151 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         ));
     }
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, "create", e))?;
-    write_report(&a.out, &summaries)
+    write_report(&a.out, &summaries)?;
+    print_report(&a.out, &summaries);
+    Ok(())
 }
 
-/// Base training and the four (five) fine-tunes of one seed, in its run folder `out/seed-N`.
-fn run_seed(a: &ReproduceArgs, settings: &Settings, seed: u64, device: DeviceChoice) -> Result<SeedSummary> {
+/// Where one task writes: its run folder and its summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPlace {
+    pub run: PathBuf,
+    pub summary: PathBuf,
+}
+
+/// What a task's run folder was started for (`task.json` in it): a rerun continues the folder
+/// only for the same seed and settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TaskIdentity {
+    seed: u64,
+    settings: Settings,
+}
+
+const TASK_FILE: &str = "task.json";
+
+/// One task of a reproduction or a sweep: one seed under one set of settings. It writes only its
+/// run folder and, once done, its summary (atomically); it shares no file and no lock with other
+/// tasks, so a job array runs any number at once. Rerun after a kill, a stop (Ctrl-C, SIGTERM)
+/// or a scheduler's requeue, it continues where it stopped (see [`open_task`]) and ends with the
+/// numbers an uninterrupted task gets. A task whose summary exists is not run again.
+pub fn run_task(settings: &Settings, seed: u64, device: DeviceChoice, place: &TaskPlace, control: &Control) -> Result<()> {
+    if place.summary.exists() {
+        eprintln!("seed {seed}: {} exists, skipping (delete it to run the seed again)", place.summary.display());
+        return Ok(());
+    }
+    let summary = match run_seed(settings, seed, device, &place.run, control) {
+        Err(Error::Stopped) => {
+            let kept = crate::run::RunReader::open(&place.run).map(|r| r.records.len()).unwrap_or(0);
+            eprintln!("stopped: {} keeps {kept} complete epochs; run the same command again to continue this task", place.run.display());
+            return Err(Error::Stopped);
+        }
+        other => other?,
+    };
+    if let Some(dir) = place.summary.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+    }
+    let text = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Other(e.to_string()))?;
+    fsio::write_atomic(&place.summary, &text)?;
+    eprintln!("seed {seed}: wrote {}", place.summary.display());
+    Ok(())
+}
+
+/// The session of a task's run folder: a new run, or the one an earlier try of this task left,
+/// cut back to what the rerun keeps ([`epochs_to_keep`]): the complete base epochs (the base
+/// phase then resumes exactly, momentum included) and the complete fine-tune arms (an arm cut
+/// short is run again from its start snapshot, on the same batches). The run's lock is taken
+/// first, so a second copy of the same task still running fails at once instead of writing too.
+fn open_task(settings: &Settings, exp: &ExperimentConfig, dir: &Path, r: &mut Renderer) -> Result<Session> {
+    let seed = exp.train.seed;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+    let lock = crate::run::RunLock::acquire(dir, "reproduce task")?;
+    let identity = TaskIdentity { seed, settings: settings.clone() };
+    let id_path = dir.join(TASK_FILE);
+    let started_before = dir.join("events.jsonl").exists();
+    if started_before {
+        check_task_identity(dir, &id_path, &identity)?;
+        let records = crate::run::RunReader::open(dir)?.records;
+        let keep = epochs_to_keep(&records, settings);
+        crate::run::cut_back(dir, keep, &lock)?;
+        if keep > 0 {
+            lock.park();
+            r.handle(&Event::Info(format!("continuing {} from its first {keep} epochs (of {} before the stop)", dir.display(), records.len())));
+            return super::commands::resume_session(dir, Some(exp.train.device), Some(keep.min(settings.epochs)));
+        }
+        // Not one complete epoch: start the folder again.
+        for name in ["events.jsonl", "config.json", "per_sample_loss.npy"] {
+            let p = dir.join(name);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, "remove", e))?;
+            }
+        }
+    } else {
+        let text = serde_json::to_vec_pretty(&identity).map_err(|e| Error::Other(e.to_string()))?;
+        fsio::write_atomic(&id_path, &text)?;
+    }
+    lock.park();
+    open_session(exp.clone(), Some(dir), r)
+}
+
+/// Refuses to continue a run folder started for another task (or by an unleash too old to say).
+fn check_task_identity(dir: &Path, id_path: &Path, identity: &TaskIdentity) -> Result<()> {
+    let Ok(bytes) = std::fs::read(id_path) else {
+        return Err(Error::run(dir, format!("already holds a run but no {TASK_FILE} saying which task made it (an interrupted seed of an older unleash?); remove the folder or choose another --out")));
+    };
+    let theirs: TaskIdentity = serde_json::from_slice(&bytes).map_err(|e| Error::bad_data(id_path, format!("not a task description: {e}")))?;
+    if &theirs != identity {
+        return Err(Error::run(dir, format!("was started for another task (seed {} or other settings, see {}); remove the folder or choose another --out", theirs.seed, id_path.display())));
+    }
+    Ok(())
+}
+
+/// How many leading epochs of an interrupted task's run a rerun keeps: every complete base epoch
+/// while the base phase is unfinished; after it, the base phase and each fine-tune arm that ran
+/// all its epochs from the final base snapshot (a shorter last arm is run again from its start).
+fn epochs_to_keep(records: &[EpochRecord], settings: &Settings) -> usize {
+    let base = records.iter().take_while(|r| r.phase == Phase::Base).count();
+    if base < settings.epochs {
+        return base;
+    }
+    let arms = 4 + usize::from(settings.official_gamma);
+    let complete = phase_blocks(&records[base..])
+        .iter()
+        .take(arms)
+        .take_while(|(_, from, block)| *from == settings.epochs && block.len() == settings.finetune_epochs)
+        .count();
+    base + complete * settings.finetune_epochs
+}
+
+/// Base training and the four (five) fine-tunes of one seed, in its run folder `dir`, continuing
+/// what an earlier try of the task left there (see [`open_task`]).
+fn run_seed(settings: &Settings, seed: u64, device: DeviceChoice, dir: &Path, control: &Control) -> Result<SeedSummary> {
     let started = std::time::Instant::now();
     let mut r = Renderer::new(false);
     r.handle(&Event::Info(format!("=== seed {seed} ===")));
     let data = settings.data_config();
-    let exp = ExperimentConfig { data, train: TrainConfig { epochs: a.epochs, lr: a.lr, seed, device, ..TrainConfig::default() }, detectors: Default::default() };
-    let dir = a.out.join(format!("seed-{seed}"));
-    if dir.join("events.jsonl").exists() {
-        return Err(Error::run(&dir, "already holds a run but its seed has no summary (an interrupted seed?); remove the folder or choose another --out"));
+    let exp = ExperimentConfig { data, train: TrainConfig { epochs: settings.epochs, lr: settings.lr, seed, device, ..TrainConfig::default() }, detectors: Default::default() };
+    let mut s = open_task(settings, &exp, dir, &mut r)?;
+    // Compute an earlier try spent on the epochs kept, for the summary's wall time.
+    let earlier_seconds: f64 = s.records.iter().map(|r| r.seconds).sum();
+    let run = |s: &mut Session, spec: &PhaseSpec, r: &mut Renderer| s.run_phase(spec, control, &mut |e| r.handle(&e));
+    let base = PhaseSpec::base(&exp.train);
+    match s.records.len() {
+        0 => run(&mut s, &base, &mut r)?,
+        done if done < settings.epochs => s.resume_phase(&base, control, &mut |e| r.handle(&e))?,
+        _ => {}
     }
-    let mut s = open_session(exp.clone(), Some(&dir), &mut r)?;
-    let control = Control::new();
-    let run = |s: &mut Session, spec: PhaseSpec, r: &mut Renderer| s.run_phase(&spec, &control, &mut |e| r.handle(&e));
-    run(&mut s, PhaseSpec::base(&exp.train), &mut r)?;
-    let final_epoch = a.epochs;
+    let final_epoch = settings.epochs;
     let best = best_by_validation(&s.records, Score::Energy, Some(Phase::Base)).unwrap_or(final_epoch);
-    // gamma from the mask ratio, on the final snapshot.
-    let kind = MaskKind::parse(&a.gamma_mask)?;
-    let model = s.inference_model();
+    // gamma from the mask ratio, on the final snapshot (read back, so that a continued task
+    // starts from the same weights as an uninterrupted one: snapshots hold them exactly).
+    let kind = MaskKind::parse(&settings.gamma_mask)?;
+    let model = s.snapshot_model(final_epoch)?;
     let mut nop = |_, _| Ok(());
-    let masked = super::commands::mask_probe(&s, model, final_epoch).gamma(a.um_mask_ratio, kind, seed, &s.sets, &mut nop)?;
+    let masked = super::commands::mask_probe(&s, model, final_epoch).gamma(settings.um_mask_ratio, kind, seed, &s.sets, &mut nop)?;
     let gamma_mask = masked.gamma;
-    // The official estimator's gamma, on the same final snapshot (before any fine-tune moves it).
-    let gamma_official = if a.official_gamma {
-        let model = s.inference_model();
+    // The official estimator's gamma, on the same final snapshot.
+    let gamma_official = if settings.official_gamma {
+        let model = s.snapshot_model(final_epoch)?;
         let g = super::commands::mask_probe(&s, model, final_epoch).gamma(OFFICIAL_GAMMA_RATIO, MaskKind::Random, seed, &s.sets, &mut nop)?.gamma;
         r.handle(&Event::Info(format!("gamma: {g:.4} from the official estimator (random mask, ratio {OFFICIAL_GAMMA_RATIO})")));
         Some(g)
@@ -343,16 +475,15 @@ fn run_seed(a: &ReproduceArgs, settings: &Settings, seed: u64, device: DeviceCho
     r.handle(&Event::Info(format!(
         "gamma: {gamma_mask:.4} from {} mask ratio {} ({} atypical); {gamma_val:.4} from the best-by-validation epoch {best}",
         kind.key(),
-        a.um_mask_ratio,
+        settings.um_mask_ratio,
         masked.samples.len()
     )));
-    let ft = |kind: Finetune, gamma| kind.phase_spec(gamma, a.umap_ratio, a.finetune_epochs, a.finetune_lr, final_epoch);
-    run(&mut s, ft(Finetune::Control, 0.0), &mut r)?;
-    run(&mut s, ft(Finetune::Um, gamma_mask), &mut r)?;
-    run(&mut s, ft(Finetune::Um, gamma_val), &mut r)?;
-    run(&mut s, ft(Finetune::Umap, gamma_mask), &mut r)?;
-    if let Some(g) = gamma_official {
-        run(&mut s, ft(Finetune::Um, g), &mut r)?;
+    let ft = |kind: Finetune, gamma| kind.phase_spec(gamma, settings.umap_ratio, settings.finetune_epochs, settings.finetune_lr, final_epoch);
+    let mut arms = vec![ft(Finetune::Control, 0.0), ft(Finetune::Um, gamma_mask), ft(Finetune::Um, gamma_val), ft(Finetune::Umap, gamma_mask)];
+    arms.extend(gamma_official.map(|g| ft(Finetune::Um, g)));
+    let done = check_arms_done(dir, &s.records[final_epoch..], &arms)?;
+    for spec in &arms[done..] {
+        run(&mut s, spec, &mut r)?;
     }
     r.finish();
     let energy = |m: &crate::run::ScoreMetrics| m.get(&Score::Energy).map_or(f64::NAN, |m| m.auroc);
@@ -361,7 +492,7 @@ fn run_seed(a: &ReproduceArgs, settings: &Settings, seed: u64, device: DeviceCho
         settings: settings.clone(),
         device: s.device.description.clone(),
         unleash_version: env!("CARGO_PKG_VERSION").to_string(),
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: earlier_seconds + started.elapsed().as_secs_f64(),
         gamma_mask,
         atypical: masked.samples.len(),
         gamma_val,
@@ -385,8 +516,24 @@ fn run_seed(a: &ReproduceArgs, settings: &Settings, seed: u64, device: DeviceCho
     })
 }
 
+/// How many fine-tune arms of a continued task are done: the records after the base phase, which
+/// [`open_task`] cut back to whole arms, must be the first arms of this task, gamma for gamma
+/// (the gammas are recomputed from the same snapshot, so they match unless the folder is
+/// another task's).
+fn check_arms_done(dir: &Path, after_base: &[EpochRecord], arms: &[PhaseSpec]) -> Result<usize> {
+    let blocks = phase_blocks(after_base);
+    for (k, (_, _, block)) in blocks.iter().enumerate() {
+        let first = block[0];
+        let matches = arms.get(k).is_some_and(|a| a.phase == first.phase && a.objective.gamma() == first.gamma && a.epochs == block.len());
+        if !matches {
+            return Err(Error::run(dir, format!("its fine-tune at epoch {} ({}, gamma {:?}) is not this task's arm {}; remove the folder to run the task again", first.epoch, first.phase.name(), first.gamma, k + 1)));
+        }
+    }
+    Ok(blocks.len())
+}
+
 /// The markdown + JSON report and the AUROC-vs-epoch plot, from the seeds' summaries.
-fn write_report(out: &Path, all: &[SeedSummary]) -> Result<()> {
+pub fn write_report(out: &Path, all: &[SeedSummary]) -> Result<()> {
     let md = markdown_report(all);
     fsio::write_atomic(&out.join("reproduction.md"), md.as_bytes())?;
     let json = serde_json::json!({
@@ -399,10 +546,13 @@ fn write_report(out: &Path, all: &[SeedSummary]) -> Result<()> {
     let png = out.join("auroc_vs_epoch.png");
     let labels = ["base training", "CE control", "UM (gamma from mask)", "UM (val-chosen gamma)", "UMAP", "UM (official gamma)"];
     let runs: Vec<(u64, Vec<EpochRecord>)> = all.iter().map(|s| (s.seed, curve_records(&s.curve))).collect();
-    crate::plot::auroc_vs_epoch(&runs, Some(&labels), &png)?;
-    println!("{md}");
-    println!("wrote {}, {}, {}", out.join("reproduction.md").display(), out.join("reproduction.json").display(), png.display());
-    Ok(())
+    crate::plot::auroc_vs_epoch(&runs, Some(&labels), &png)
+}
+
+/// Prints the report [`write_report`] wrote, and where.
+fn print_report(out: &Path, all: &[SeedSummary]) {
+    println!("{}", markdown_report(all));
+    println!("wrote {}, {}, {}", out.join("reproduction.md").display(), out.join("reproduction.json").display(), out.join("auroc_vs_epoch.png").display());
 }
 
 /// Epoch records holding only what the plot reads (phase layout, mean test-OOD Energy AUROC).
@@ -543,7 +693,7 @@ fn fmt_paired(p: &PairedStat) -> String {
     format!("{:+.1} ± {:.1} {ci}", p.mean * 100.0, p.sd * 100.0)
 }
 
-fn markdown_report(all: &[SeedSummary]) -> String {
+pub fn markdown_report(all: &[SeedSummary]) -> String {
     let st = &all[0].settings;
     let seeds: Vec<String> = all.iter().map(|s| s.seed.to_string()).collect();
     let sets: Vec<String> = all[0].stages[0].metrics["Energy"].keys().filter(|k| *k != "mean").cloned().collect();
@@ -636,7 +786,7 @@ mod tests {
             stages[4] = stage(STAGES[4], base + 0.01, 0.4);
             SeedSummary {
                 seed,
-                settings: Settings::of(&ReproduceArgs { seeds: String::new(), epochs: 1, lr: 0.05, finetune_epochs: 1, finetune_lr: 0.05, um_mask_ratio: 0.7, gamma_mask: "magnitude".into(), umap_ratio: 0.2, device: "cpu".into(), train_limit: None, config: None, official_gamma: false, out: PathBuf::new(), summaries: PathBuf::new(), report_only: true }).unwrap(),
+                settings: Settings::of(&ReproduceArgs { seeds: String::new(), epochs: 1, lr: 0.05, finetune_epochs: 1, finetune_lr: 0.05, um_mask_ratio: 0.7, gamma_mask: "magnitude".into(), umap_ratio: 0.2, device: "cpu".into(), train_limit: None, config: None, official_gamma: false, out: PathBuf::new(), summaries: PathBuf::new(), report_only: true, task_index: None, no_report: false }).unwrap(),
                 device: "cpu".into(),
                 unleash_version: String::new(),
                 wall_seconds: 1.0,
