@@ -391,7 +391,7 @@ fn open_task(settings: &Settings, exp: &ExperimentConfig, dir: &Path, r: &mut Re
             return super::commands::resume_session(dir, Some(exp.train.device), Some(keep.min(settings.epochs)));
         }
         // Not one complete epoch: start the folder again.
-        for name in ["events.jsonl", "config.json", "per_sample_loss.npy"] {
+        for name in ["events.jsonl", "config.json", "per_sample_loss.npy", "per_sample_correct.npy"] {
             let p = dir.join(name);
             if p.exists() {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, "remove", e))?;
