@@ -85,7 +85,7 @@ fn show(panel: &mut AtypicalPanel, ui: &mut egui::Ui, view: &RunView) {
         if ui.add_enabled(panel.page > 0, egui::Button::new("< Prev")).clicked() {
             panel.page -= 1;
         }
-        ui.label(format!("page {} of {pages} ({} shown of {})", panel.page + 1, items.len(), set.samples.len()));
+        ui.label(page_line(panel.page, pages, items.len(), set.samples.len()));
         if ui.add_enabled(panel.page + 1 < pages, egui::Button::new("Next >")).clicked() {
             panel.page += 1;
         }
@@ -115,6 +115,14 @@ fn show(panel: &mut AtypicalPanel, ui: &mut egui::Ui, view: &RunView) {
     });
 }
 
+/// "48 shown (page 1 of 9) of 399": the samples on this page, the page, and the whole set; a
+/// class filter adds how many of the set it keeps.
+fn page_line(page: usize, pages: usize, filtered: usize, total: usize) -> String {
+    let on_page = filtered.saturating_sub(page * PAGE).min(PAGE);
+    let of = if filtered == total { format!("{total}") } else { format!("{filtered} in this class, {total} in all") };
+    format!("{on_page} shown (page {} of {pages}) of {of}", page + 1)
+}
+
 impl AtypicalPanel {
     /// The selected sample, large, with its loss across epochs and UM's `gamma`.
     pub fn sample_window(&mut self, ctx: &egui::Context, view: &RunView, gamma: Option<f64>) {
@@ -126,7 +134,10 @@ fn sample_window(panel: &mut AtypicalPanel, ctx: &egui::Context, st: &RunView, g
     let Some(i) = panel.selected_sample else { return };
     let mut open = true;
     let data = st.data.clone();
-    egui::Window::new(format!("Training sample #{i}")).open(&mut open).default_size([420.0, 520.0]).show(ctx, |ui| {
+    // At the window's right edge, clear of the setup panel on the left (egui puts a new window at
+    // the top left, over the sidebar).
+    let right_top = ctx.content_rect().right_top() + egui::vec2(-16.0, 48.0);
+    egui::Window::new(format!("Training sample #{i}")).open(&mut open).default_size([420.0, 520.0]).pivot(egui::Align2::RIGHT_TOP).default_pos(right_top).show(ctx, |ui| {
         if let Some(data) = &data {
             if i < data.train.len() {
                 let tex = panel.textures.get(ctx, &data.train, i);
@@ -161,6 +172,14 @@ mod tests {
         let _ = egui::Context::default().run_ui(egui::RawInput::default(), |ui| {
             panel.ui(ui, view);
         });
+    }
+
+    #[test]
+    fn the_page_line_counts_the_samples_on_the_page() {
+        assert_eq!(page_line(0, 9, 399, 399), "48 shown (page 1 of 9) of 399");
+        assert_eq!(page_line(8, 9, 399, 399), "15 shown (page 9 of 9) of 399");
+        assert_eq!(page_line(0, 1, 30, 399), "30 shown (page 1 of 1) of 30 in this class, 399 in all");
+        assert_eq!(page_line(0, 1, 0, 0), "0 shown (page 1 of 1) of 0");
     }
 
     #[test]

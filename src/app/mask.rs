@@ -4,7 +4,7 @@
 //! interpolated from the sweep show at once while both compute); the sweep's curves; the gamma
 //! choice; and the buttons that fine-tune with UM, prune with UMAP, or run the plain-CE control.
 
-use super::palette;
+use super::{palette, plots};
 use super::state::{RunView, SweepView};
 use super::Action;
 use crate::ood::{Metrics, Score};
@@ -40,7 +40,23 @@ pub struct MaskPanel {
     pub ft_epochs: usize,
     pub ft_lr: f64,
     pub prune_ratio: f64,
+    /// The sweep plots' y axes fit the ratios up to `CLIPPED_RATIO` only (the highest ratio,
+    /// where the masked model collapses, would flatten the rest); its points lie off the plot.
+    pub sweep_clipped: bool,
+    /// The last answer drawn with its detection table: drawn greyed while the next computes, so
+    /// that the tab keeps its layout during a drag.
+    last_shown: Option<Shown>,
 }
+
+/// An answer as drawn, with the detection table it had.
+#[derive(Clone)]
+struct Shown {
+    answer: std::sync::Arc<AtypicalSet>,
+    detection: Option<std::sync::Arc<Detection>>,
+}
+
+/// The highest ratio the clipped sweep view fits its y axes to.
+const CLIPPED_RATIO: f64 = 0.6;
 
 impl Default for MaskPanel {
     fn default() -> MaskPanel {
@@ -53,6 +69,8 @@ impl Default for MaskPanel {
             ft_epochs: 10,
             ft_lr: 0.05,
             prune_ratio: 0.2,
+            sweep_clipped: false,
+            last_shown: None,
         }
     }
 }
@@ -173,40 +191,46 @@ fn snapshot_choice(snapshot: &mut MaskSnapshot, st: &RunView, ui: &mut egui::Ui)
     }
 }
 
-/// Where the numbers shown come from.
-enum Source {
-    /// The answer to the current request (a preview or the complete one).
-    Answer(std::sync::Arc<AtypicalSet>),
-    /// Interpolated from the sweep while the answer computes.
-    Sweep(crate::unleash::MaskSweepPoint),
-    None,
-}
-
 fn answer(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     let mut table_score = panel.table_score;
     let train_samples = st.data.as_ref().map_or(0, |d| d.train.len());
-    let answer = panel.current_answer(st).cloned();
-    let source = match (answer, panel.current_sweep(st).and_then(|s| probe::interpolate(&s.points, panel.ratio))) {
-        (Some(a), _) => Source::Answer(a),
-        (None, Some(p)) => Source::Sweep(p),
-        (None, None) => Source::None,
-    };
-    let status = match &source {
-        Source::Answer(a) => match a.preview {
-            Some(p) => format!("preview on subsets (n = {} training, {} ID test, {} per OOD set); the complete answer follows", p.train, p.id_test, p.per_ood_set),
-            None if st.mask_detection.is_some() => "complete: every training, test and OOD sample".to_string(),
-            None if st.mask_pending => "gamma and atypical set complete; OOD detection on the complete sets computing...".to_string(),
-            None => "gamma and atypical set complete (OOD detection skipped: a newer request came first)".to_string(),
-        },
-        Source::Sweep(_) => "interpolated from the sweep; the exact answer is computing...".to_string(),
-        Source::None if st.mask_pending => pending_text(st),
-        Source::None => "move the slider, or wait for the answer at this ratio".to_string(),
-    };
-    ui.label(egui::RichText::new(status).italics());
-    match source {
-        Source::Answer(a) => {
+    let current = panel.current_answer(st).cloned();
+    let estimate = panel.current_sweep(st).and_then(|s| probe::interpolate(&s.points, panel.ratio));
+    let shown = match current {
+        Some(a) => {
             let detection = if a.preview.is_some() { a.masked_detection.clone().map(std::sync::Arc::new) } else { st.mask_detection.clone() };
-            headline(ui, a.gamma, a.estimated_atypical(train_samples), a.preview.is_some(), detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss);
+            let fresh = Shown { answer: a, detection };
+            ui.label(egui::RichText::new(status_text(&fresh.answer, st)).italics());
+            if fresh.detection.is_some() {
+                panel.last_shown = Some(fresh.clone());
+            }
+            Some((fresh, false))
+        }
+        None => {
+            // A run opened or trained since clears the mirror's answer, and the stale one with it.
+            let Some(last) = panel.last_shown.clone().filter(|_| st.mask_result.is_some()) else {
+                waiting(ui, st, estimate);
+                panel.table_score = table_score;
+                return;
+            };
+            let mut status = format!("showing the answer at ratio {:.3} (greyed) until the answer at {:.3} arrives", last.answer.ratio, panel.ratio);
+            if let Some(p) = estimate {
+                status.push_str(&format!("; from the sweep: gamma ≈ {:.5}, ≈ {} atypical", p.gamma, p.atypical));
+            }
+            if st.mask_pending {
+                status.push_str(&format!(" ({})", pending_text(st)));
+            }
+            ui.label(egui::RichText::new(status).italics());
+            Some((last, true))
+        }
+    };
+    if let Some((shown, stale)) = shown {
+        ui.scope(|ui| {
+            if stale {
+                ui.multiply_opacity(STALE_OPACITY);
+            }
+            let a = &shown.answer;
+            headline(ui, a.gamma, a.estimated_atypical(train_samples), a.preview.is_some(), shown.detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss, table_score);
             // Masked and full training loss within 25% of each other: the mask hardly changes the model.
             if a.gamma < 1.25 * a.full_train_loss && a.preview.is_none() {
                 ui.colored_label(
@@ -214,22 +238,53 @@ fn answer(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
                     "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is close to the full model's loss and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
                 );
             }
-            if let (Some(masked), Some(full)) = (detection.as_deref(), a.full_detection.as_ref()) {
-                detection_table(ui, masked, full, &mut table_score);
+            // The table stays while the complete detection computes: the last one, greyed.
+            let table = match (&shown.detection, &panel.last_shown) {
+                (Some(d), _) => Some((d.clone(), a.full_detection.clone(), stale)),
+                (None, Some(last)) => last.detection.clone().map(|d| (d, last.answer.full_detection.clone(), true)),
+                (None, None) => None,
+            };
+            if let Some((masked, Some(full), greyed)) = table {
+                if greyed && !stale {
+                    ui.multiply_opacity(STALE_OPACITY);
+                }
+                detection_table(ui, &masked, &full, &mut table_score);
             }
-        }
-        Source::Sweep(p) => {
-            ui.label(egui::RichText::new(format!("Loss constraint gamma ≈ {:.5}", p.gamma)).size(18.0).strong());
-            ui.label(format!("≈ {} atypical samples  |  masked ID test accuracy ≈ {:.4}  |  masked mean test-OOD Energy AUROC ≈ {:.4}", p.atypical, p.masked_test_acc, p.masked_ood_auroc));
-        }
-        Source::None => {
-            ui.label(egui::RichText::new("Loss constraint gamma = (computing)").size(18.0).strong());
-        }
+        });
     }
     if let (Some(p), Some(f)) = (st.last_preview_latency, st.last_mask_latency) {
         ui.label(egui::RichText::new(format!("last answer: preview after {:.2} s, complete after {:.2} s", p.as_secs_f64(), f.as_secs_f64())).small().weak());
     }
     panel.table_score = table_score;
+}
+
+/// How a stale answer is drawn while the next computes.
+const STALE_OPACITY: f32 = 0.45;
+
+/// Where the answer on screen stands: a preview, complete, or its detection still computing.
+fn status_text(a: &AtypicalSet, st: &RunView) -> String {
+    match a.preview {
+        Some(p) => format!("preview on subsets (n = {} training, {} ID test, {} per OOD set); the complete answer follows", p.train, p.id_test, p.per_ood_set),
+        None if st.mask_detection.is_some() => "complete: every training, test and OOD sample".to_string(),
+        None if st.mask_pending => "gamma and atypical set complete; OOD detection on the complete sets computing...".to_string(),
+        None => "gamma and atypical set complete (OOD detection skipped: a newer request came first)".to_string(),
+    }
+}
+
+/// Before the first answer: the sweep's estimate at the slider's ratio, or a wait.
+fn waiting(ui: &mut egui::Ui, st: &RunView, estimate: Option<crate::unleash::MaskSweepPoint>) {
+    match estimate {
+        Some(p) => {
+            ui.label(egui::RichText::new("interpolated from the sweep; the exact answer is computing...").italics());
+            ui.label(egui::RichText::new(format!("Loss constraint gamma ≈ {:.5}", p.gamma)).size(18.0).strong());
+            ui.label(format!("≈ {} atypical samples  |  masked ID test accuracy ≈ {:.4}  |  masked mean test-OOD Energy AUROC ≈ {:.4}", p.atypical, p.masked_test_acc, p.masked_ood_auroc));
+        }
+        None => {
+            let status = if st.mask_pending { pending_text(st) } else { "move the slider, or wait for the answer at this ratio".to_string() };
+            ui.label(egui::RichText::new(status).italics());
+            ui.label(egui::RichText::new("Loss constraint gamma = (computing)").size(18.0).strong());
+        }
+    }
 }
 
 fn pending_text(st: &RunView) -> String {
@@ -242,14 +297,15 @@ fn pending_text(st: &RunView) -> String {
     }
 }
 
-/// gamma, atypical count, masked vs full ID accuracy, and the headline detection figure.
+/// gamma, atypical count, masked vs full ID accuracy, and the headline detection figure in the
+/// score the table shows.
 #[allow(clippy::too_many_arguments)]
-fn headline(ui: &mut egui::Ui, gamma: f64, atypical: usize, preview: bool, masked: Option<&Detection>, full: Option<&Detection>, full_test_acc: f64, full_train_loss: f64) {
+fn headline(ui: &mut egui::Ui, gamma: f64, atypical: usize, preview: bool, masked: Option<&Detection>, full: Option<&Detection>, full_test_acc: f64, full_train_loss: f64, score: Score) {
     let approx = if preview { "≈ " } else { "= " };
     ui.label(egui::RichText::new(format!("Loss constraint gamma {approx}{gamma:.5}")).size(18.0).strong());
     if let (Some(m), Some(f)) = (masked, full) {
-        let (ma, fa) = (m.mean_auroc(Score::Energy), f.mean_auroc(Score::Energy));
-        let text = format!("Mean test-OOD Energy AUROC: masked {ma:.4} vs full {fa:.4} ({:+.4})", ma - fa);
+        let (ma, fa) = (m.mean_auroc(score), f.mean_auroc(score));
+        let text = format!("Mean test-OOD {} AUROC: masked {ma:.4} vs full {fa:.4} ({:+.4})", score.name(), ma - fa);
         let color = if ma >= fa { egui::Color32::from_rgb(80, 190, 120) } else { egui::Color32::from_rgb(230, 110, 80) };
         ui.label(egui::RichText::new(text).size(16.0).color(color));
     }
@@ -373,7 +429,7 @@ fn finetune_row(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) -> Optio
 
 /// gamma, atypical count, masked ID accuracy and masked mean OOD AUROC against the ratio (log
 /// scale), with the slider's ratio marked and the unmasked model's values as horizontal lines.
-fn sweep_plots(panel: &MaskPanel, ui: &mut egui::Ui, st: &RunView) {
+fn sweep_plots(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     let Some(sweep) = panel.current_sweep(st) else {
         let msg = match &st.background {
             Some(job) => format!("The sweep is computing in the background ({}).", job.describe()),
@@ -389,21 +445,28 @@ fn sweep_plots(panel: &MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     let full = st.mask_result.as_ref().and_then(|m| m.full_detection.as_ref()).filter(|_| st.mask_result.as_ref().is_some_and(|m| m.epoch == sweep.epoch && m.preview.is_none()));
     let full_acc = st.mask_result.as_ref().filter(|m| m.epoch == sweep.epoch).map(|m| m.full_test_acc);
     let state = if sweep.complete { String::new() } else { format!(" ({} of {} ratios so far)", sweep.points.len(), crate::worker::DEFAULT_SWEEP_POINTS) };
-    ui.label(egui::RichText::new(format!("Sweep of epoch {}, {} masks{state}; x axis: mask ratio (log scale)", sweep.epoch, sweep.kind.key())).strong());
-    // Tall enough for tick labels on both axes; the tab scrolls when the window is small.
-    let h = ((ui.available_height() - 50.0) / 2.0).max(190.0);
+    ui.horizontal(|ui| {
+        ui.label(egui::RichText::new(format!("Sweep of epoch {}, {} masks{state}; x axis: mask ratio (log scale)", sweep.epoch, sweep.kind.key())).strong());
+        ui.checkbox(&mut panel.sweep_clipped, format!("fit y to ratios up to {CLIPPED_RATIO}"))
+            .on_hover_text("The highest ratios collapse the masked model and flatten the rest of each curve: fit the y axes to the ratios up to 0.6, and leave the higher points off the plot");
+    });
+    // A fixed height, whatever the answer above shows: the plots keep their place and their
+    // tick labels during a drag (the tab scrolls when the window is small).
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
-    let ratio = panel.ratio;
+    let plot = SweepPlot { sweep, ratio: panel.ratio, w, h: SWEEP_PLOT_HEIGHT, clip: panel.sweep_clipped.then_some(CLIPPED_RATIO) };
     let full_auroc = full.map(|f| f.mean_auroc(Score::Energy));
     ui.horizontal(|ui| {
-        sweep_plot(ui, "sweep_gamma", "log10 gamma", w, h, sweep, ratio, |p| p.gamma.max(1e-6).log10(), None);
-        sweep_plot(ui, "sweep_atypical", "atypical samples", w, h, sweep, ratio, |p| p.atypical as f64, None);
+        plot.show(ui, "sweep_gamma", "gamma (log scale)", |p| p.gamma.max(1e-6).log10(), None, true);
+        plot.show(ui, "sweep_atypical", "atypical samples", |p| p.atypical as f64, None, false);
     });
     ui.horizontal(|ui| {
-        sweep_plot(ui, "sweep_acc", "masked ID test accuracy", w, h, sweep, ratio, |p| p.masked_test_acc, full_acc);
-        sweep_plot(ui, "sweep_auroc", "masked mean test-OOD Energy AUROC", w, h, sweep, ratio, |p| p.masked_ood_auroc, full_auroc);
+        plot.show(ui, "sweep_acc", "masked ID test accuracy", |p| p.masked_test_acc, full_acc, false);
+        plot.show(ui, "sweep_auroc", "masked mean test-OOD Energy AUROC", |p| p.masked_ood_auroc, full_auroc, false);
     });
 }
+
+/// Each sweep plot's height, points.
+const SWEEP_PLOT_HEIGHT: f32 = 230.0;
 
 /// Grid marks of a log10(ratio) axis at 1, 2 and 5 times the powers of ten (0.01, 0.02, 0.05, 0.1,
 /// ...), the decades thicker.
@@ -426,31 +489,77 @@ fn three_places(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &SweepView, ratio: f64, f: impl Fn(&crate::unleash::MaskSweepPoint) -> f64, full: Option<f64>) {
-    let color = egui::Color32::from_rgb(90, 160, 230);
-    let pts: Vec<[f64; 2]> = sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
-    let drawn = pts.len();
-    ui.vertical(|ui| {
-        ui.label(egui::RichText::new(title).small());
-        let resp = Plot::new(id)
-            .width(w)
-            .height(h - 18.0)
-            .x_axis_formatter(|mark, _| format!("{}", three_places(10f64.powf(mark.value))))
-            .x_grid_spacer(ratio_grid)
-            .y_axis_min_width(40.0)
-            .show(ui, |pu| {
+/// What the four sweep plots share: the sweep, the slider's ratio, their size, and the ratio the
+/// y axes fit up to (None: all).
+struct SweepPlot<'a> {
+    sweep: &'a SweepView,
+    ratio: f64,
+    w: f32,
+    h: f32,
+    clip: Option<f64>,
+}
+
+impl SweepPlot<'_> {
+    /// One plot of `f` against the ratio; `log_y`: `f` is a log10, and the ticks and hover show
+    /// its value.
+    fn show(&self, ui: &mut egui::Ui, id: &str, title: &str, f: impl Fn(&crate::unleash::MaskSweepPoint) -> f64, full: Option<f64>, log_y: bool) {
+        let color = palette::FINAL_COLOR;
+        let pts: Vec<[f64; 2]> = self.sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
+        let drawn = pts.len();
+        let y_shown = move |y: f64| if log_y { 10f64.powf(y) } else { y };
+        let mut keys = vec![(title.to_string(), color, egui_plot::LineStyle::Solid, 2.0)];
+        if full.is_some_and(f64::is_finite) {
+            keys.push(("unmasked model".to_string(), palette::MEAN_COLOR, egui_plot::LineStyle::dashed_loose(), 1.5));
+        }
+        if self.ratio > 0.0 {
+            keys.push((format!("slider ({})", three_places(self.ratio)), palette::SLIDER_COLOR, egui_plot::LineStyle::Solid, 1.5));
+        }
+        let fitted = self.clip.and_then(|c| y_range(&pts, full, c.log10()));
+        let hover: plots::HoverLines = vec![(title.to_string(), pts.iter().map(|p| [p[0], y_shown(p[1])]).collect())];
+        ui.vertical(|ui| {
+            palette::key_row(ui, &keys);
+            let mut plot = Plot::new(id)
+                .width(self.w)
+                .height(self.h - 22.0)
+                .x_axis_formatter(|mark, _| three_places(10f64.powf(mark.value)))
+                .x_grid_spacer(ratio_grid)
+                .y_grid_spacer(plots::nice_grid)
+                .y_axis_formatter(move |mark, _| format!("{:.4}", y_shown(mark.value)).trim_end_matches('0').trim_end_matches('.').to_string())
+                .y_axis_min_width(48.0)
+                .label_formatter(move |pos| plots::hover_text(&hover, pos, "mask ratio", |x| 10f64.powf(x)));
+            if let Some((lo, hi)) = fitted {
+                plot = plot.default_y_bounds(lo, hi);
+            }
+            let resp = plot.show(ui, |pu| {
+                if let Some((lo, hi)) = fitted {
+                    pu.set_plot_bounds_y(lo..=hi);
+                }
                 pu.line(Line::new(title.to_string(), pts.clone()).width(2.0).color(color));
                 pu.points(Points::new(title.to_string(), pts).radius(3.0).color(color));
                 if let Some(v) = full.filter(|v| v.is_finite()) {
-                    pu.hline(HLine::new("unmasked", v).color(palette::MEAN_COLOR).style(egui_plot::LineStyle::dashed_loose()));
+                    pu.hline(HLine::new("unmasked model", v).color(palette::MEAN_COLOR).style(egui_plot::LineStyle::dashed_loose()));
                 }
-                if ratio > 0.0 {
-                    pu.vline(VLine::new("slider", ratio.log10()).color(egui::Color32::from_rgb(220, 60, 50)));
+                if self.ratio > 0.0 {
+                    pu.vline(VLine::new("slider", self.ratio.log10()).color(palette::SLIDER_COLOR));
                 }
             });
-        resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}, {drawn} points")));
-    });
+            let b = resp.transform.bounds();
+            let label = format!("plot: {title}, {drawn} points, y {:.4} to {:.4}", b.min()[1], b.max()[1]);
+            resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
+        });
+    }
+}
+
+/// The y range of the points at log10(ratio) up to `max_x` and of the unmasked line, with a 5%
+/// margin; None when no point is that low.
+fn y_range(pts: &[[f64; 2]], full: Option<f64>, max_x: f64) -> Option<(f64, f64)> {
+    let ys = pts.iter().filter(|p| p[0] <= max_x + 1e-12).map(|p| p[1]).chain(full.filter(|v| v.is_finite()));
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    if !lo.is_finite() {
+        return None;
+    }
+    let margin = ((hi - lo) * 0.05).max(1e-6);
+    Some((lo - margin, hi + margin))
 }
 
 #[cfg(test)]

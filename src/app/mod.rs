@@ -9,6 +9,7 @@ mod dialogs;
 mod losses;
 mod mask;
 mod palette;
+mod plots;
 mod setup;
 pub mod state;
 mod training;
@@ -153,7 +154,7 @@ impl UnleashApp {
             frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
         };
         if let Some(out) = &options.out {
-            app.setup.out_dir = out.display().to_string();
+            app.setup.out_dir = setup::absolute(&out.display().to_string());
         }
         app.probe_device();
         if let Some(run) = options.run {
@@ -196,6 +197,8 @@ impl UnleashApp {
             self.state.log(true, e.to_string());
             return;
         }
+        // Relative to the working directory now, absolute from here on: the field says where it went.
+        self.setup.out_dir = setup::absolute(&self.setup.out_dir);
         let out = PathBuf::from(&self.setup.out_dir);
         if out.join("events.jsonl").exists() {
             self.setup.out_dir = format!("{}-{}", self.setup.out_dir, self.state.records.len() + 1);
@@ -493,7 +496,7 @@ impl UnleashApp {
                 }
             } else {
                 let job = match (&self.state.busy, &self.state.background) {
-                    (Some(b), _) => Some(format!("Working: {}", b.describe())),
+                    (Some(b), _) => Some(format!("Working: {}", self.state.job_text(b))),
                     (None, Some(b)) => Some(format!("In the background: {}", b.describe())),
                     (None, None) => None,
                 };

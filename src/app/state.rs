@@ -109,6 +109,9 @@ pub struct AppState {
     pub mask_request: u64,
     pub mask_requested_at: Option<Instant>,
     pub mask_pending: bool,
+    /// The ratio of the latest mask request: what the slider reads, which the worker computes
+    /// once it has caught up with a drag's coalesced requests.
+    pub mask_asked_ratio: Option<f64>,
     /// Seconds from a request to its first (preview) and its complete answer.
     pub last_preview_latency: Option<Duration>,
     pub last_mask_latency: Option<Duration>,
@@ -154,6 +157,7 @@ impl AppState {
             mask_request: 0,
             mask_requested_at: None,
             mask_pending: false,
+            mask_asked_ratio: None,
             last_preview_latency: None,
             last_mask_latency: None,
             auto_masked: None,
@@ -227,11 +231,22 @@ impl AppState {
             Command::ProbeDevice(_) => self.device = "device: probing...".into(),
             Command::Mask(req) => {
                 self.mask_request = req.id;
+                self.mask_asked_ratio = Some(req.ratio);
                 self.mask_detection = None;
                 self.mask_requested_at = Some(Instant::now());
                 self.mask_pending = true;
             }
             _ => {}
+        }
+    }
+
+    /// What `job` is doing, as the sidebar and the status bar say it. A mask job at a ratio the
+    /// slider has left (the worker computes a drag's requests in turn, keeping only the latest)
+    /// names the slider's ratio, so that the app never shows two ratios as the current one.
+    pub fn job_text(&self, job: &Job) -> String {
+        match (job, self.mask_asked_ratio) {
+            (Job::Mask { ratio, epoch }, Some(asked)) if (ratio - asked).abs() > 1e-12 => format!("masking epoch {epoch}: catching up with the slider (ratio {asked:.3})"),
+            _ => job.describe(),
         }
     }
 

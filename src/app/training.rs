@@ -4,7 +4,7 @@
 //! that a UM and a CE control from the same snapshot lie over the same epochs, side by side, and
 //! no line joins one phase to the next.
 
-use super::palette;
+use super::{palette, plots};
 use super::state::RunView;
 use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, phase_blocks, EpochRecord, Phase};
@@ -153,18 +153,16 @@ fn show(panel: &mut TrainingPanel, ui: &mut egui::Ui, view: &RunView) {
         if branches.iter().any(|b| !b.gamma_points().is_empty()) {
             legend.push(("gamma (over the phase that used it)", palette::MEAN_COLOR.gamma_multiply_u8(GAMMA_ALPHA), LineStyle::Solid, GAMMA_WIDTH));
         }
-        curve_plot(ui, "loss", "Loss", &legend, w, h, best, |pu| {
-            for lines in [loss_lines(&branches), gamma_lines(&branches)] {
-                draw(pu, lines);
-            }
-        });
+        let mut lines = loss_lines(&branches);
+        lines.extend(gamma_lines(&branches));
+        curve_plot(ui, "loss", "Loss", &legend, w, h, best, lines);
         let legend = [("train accuracy", SCORE_COLORS[0], TRAIN_STYLE, 2.0), ("ID test accuracy", SCORE_COLORS[1], TEST_STYLE, 2.0)];
-        curve_plot(ui, "accuracy", "ID accuracy", &legend, w, h, best, |pu| draw(pu, accuracy_lines(&branches)));
+        curve_plot(ui, "accuracy", "ID accuracy", &legend, w, h, best, accuracy_lines(&branches));
     });
     ood_legend(ui, records, &shown, per_set);
     ui.horizontal(|ui| {
-        curve_plot(ui, "auroc", "OOD AUROC (test sets and validation)", &[], w, h, best, |pu| draw(pu, metric_lines(&branches, &shown, per_set, |m| m.auroc)));
-        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", &[], w, h, best, |pu| draw(pu, metric_lines(&branches, &shown, per_set, |m| m.fpr95)));
+        curve_plot(ui, "auroc", "OOD AUROC (test sets and validation)", &[], w, h, best, metric_lines(&branches, &shown, per_set, |m| m.auroc));
+        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", &[], w, h, best, metric_lines(&branches, &shown, per_set, |m| m.fpr95));
     });
 }
 
@@ -303,25 +301,37 @@ fn epoch_grid(input: GridInput) -> Vec<GridMark> {
     (first..=last).map(|k| GridMark { value: k as f64 * step, step_size: step }).collect()
 }
 
+/// The legend key of the best-epoch marker line.
+pub(crate) fn best_epoch_key(best: usize) -> String {
+    format!("best epoch by validation ({best})")
+}
+
+/// A plot of `lines` over epochs, its legend above it (the curves' keys, then the best-epoch
+/// marker's), labelled ticks that fit the data's range, and on hover the epoch and each line's
+/// value there.
 #[allow(clippy::too_many_arguments)]
-fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32, LineStyle, f32)], w: f32, h: f32, best: Option<usize>, draw: impl FnOnce(&mut PlotUi)) {
+fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32, LineStyle, f32)], w: f32, h: f32, best: Option<usize>, lines: Vec<PlotLine>) {
     ui.vertical(|ui| {
         ui.label(egui::RichText::new(title).strong());
-        if !legend.is_empty() {
-            let keys: Vec<(String, egui::Color32, LineStyle, f32)> = legend.iter().map(|(n, c, s, w)| (n.to_string(), *c, *s, *w)).collect();
-            palette::key_row(ui, &keys);
+        let mut keys: Vec<(String, egui::Color32, LineStyle, f32)> = legend.iter().map(|(n, c, s, w)| (n.to_string(), *c, *s, *w)).collect();
+        if let Some(b) = best {
+            keys.push((best_epoch_key(b), palette::BEST_EPOCH_COLOR, LineStyle::Solid, 1.5));
         }
+        palette::key_row(ui, &keys);
+        let hover: plots::HoverLines = lines.iter().map(|l| (l.name.clone(), l.points.clone())).collect();
         let resp = Plot::new(id)
             .width(w)
             .height(h - 20.0)
             .x_axis_label("epoch")
             .x_grid_spacer(epoch_grid)
+            .y_grid_spacer(plots::nice_grid)
             .y_axis_min_width(40.0)
+            .label_formatter(move |pos| plots::hover_text(&hover, pos, "epoch", |x| x))
             .show(ui, |pu| {
                 if let Some(b) = best {
-                    pu.vline(VLine::new("best epoch (validation)", b as f64).color(egui::Color32::from_rgb(220, 60, 50)));
+                    pu.vline(VLine::new(best_epoch_key(b), b as f64).color(palette::BEST_EPOCH_COLOR).width(1.5));
                 }
-                draw(pu);
+                draw(pu, lines);
             });
         resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}")));
     });
