@@ -252,9 +252,10 @@ fn answer(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
             }
         });
     }
-    if let (Some(p), Some(f)) = (st.last_preview_latency, st.last_mask_latency) {
-        ui.label(egui::RichText::new(format!("last answer: preview after {:.2} s, complete after {:.2} s", p.as_secs_f64(), f.as_secs_f64())).small().weak());
-    }
+    // Always drawn, with dashes until both are known: a line that comes and goes would move the
+    // tab below it.
+    let secs = |d: Option<std::time::Duration>| d.map_or_else(|| "-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+    ui.label(egui::RichText::new(format!("last answer: preview after {}, complete after {}", secs(st.last_preview_latency), secs(st.last_mask_latency))).small().weak());
     panel.table_score = table_score;
 }
 
@@ -308,6 +309,9 @@ fn headline(ui: &mut egui::Ui, gamma: f64, atypical: usize, preview: bool, maske
         let text = format!("Mean test-OOD {} AUROC: masked {ma:.4} vs full {fa:.4} ({:+.4})", score.name(), ma - fa);
         let color = if ma >= fa { egui::Color32::from_rgb(80, 190, 120) } else { egui::Color32::from_rgb(230, 110, 80) };
         ui.label(egui::RichText::new(text).size(16.0).color(color));
+    } else {
+        // The same line while it computes, so that nothing below it moves.
+        ui.label(egui::RichText::new(format!("Mean test-OOD {} AUROC: computing on the complete sets...", score.name())).size(16.0).weak());
     }
     let acc = match masked {
         Some(m) => format!("masked ID test accuracy {:.4} (full {:.4}, {:+.4})", m.test_acc, full_test_acc, m.test_acc - full_test_acc),
@@ -614,5 +618,140 @@ mod tests {
         assert_eq!(panel.gamma(&view), Some(1.75));
         panel.gamma_source = GammaSource::EpochLoss(1);
         assert_eq!(panel.gamma(&view), Some(record(1).train_eval_loss));
+    }
+
+    /// Detection figures where each score has its own AUROC (Energy `energy`, KNN `knn`).
+    fn detection(energy: f64, knn: f64) -> Detection {
+        let m = |auroc| Metrics { auroc, fpr95: 0.3, aupr_in: 0.5, aupr_out: 0.5 };
+        let scores: ScoreMetrics = [(Score::Energy, m(energy)), (Score::Knn, m(knn))].into();
+        Detection { test_acc: 0.8, val_name: "val".into(), val: scores.clone(), ood: [("uniform".to_string(), scores.clone())].into(), ood_mean: scores, problems: Vec::new() }
+    }
+
+    /// An answer at `ratio` with the full model's detection; a preview carries its own masked one.
+    fn answer_with_detection(ratio: f64, gamma: f64, preview: bool) -> std::sync::Arc<AtypicalSet> {
+        let mut a = (*answer(ratio, gamma, preview)).clone();
+        a.full_detection = Some(detection(0.70, 0.60));
+        if preview {
+            a.masked_detection = Some(detection(0.72, 0.65));
+        }
+        std::sync::Arc::new(a)
+    }
+
+    type Tab = (MaskPanel, AppState);
+
+    fn harness(panel: MaskPanel, view: AppState) -> egui_kittest::Harness<'static, Tab> {
+        egui_kittest::Harness::builder().with_size([1400.0, 1400.0]).build_ui_state(|ui, (panel, view): &mut Tab| {
+            panel.ui(ui, view);
+        }, (panel, view))
+    }
+
+    /// Asks for the mask at `ratio`, as the app does when the slider moves.
+    fn ask(h: &mut egui_kittest::Harness<'static, Tab>, ratio: f64) -> u64 {
+        let (panel, view) = h.state_mut();
+        panel.ratio = ratio;
+        let id = view.next_mask_request();
+        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) }));
+        id
+    }
+
+    /// Where the parts below the answer sit: the gamma choice's heading and the sweep plot.
+    fn layout(h: &egui_kittest::Harness<'static, Tab>) -> Vec<egui::Rect> {
+        use egui_kittest::kittest::Queryable;
+        vec![h.get_by_label("gamma for UM / UMAP").rect(), h.get_by_label_contains("plot: masked ID test accuracy").rect()]
+    }
+
+    fn sweep_point(ratio: f64) -> crate::unleash::MaskSweepPoint {
+        crate::unleash::MaskSweepPoint { ratio, gamma: 0.1 + ratio, atypical: (ratio * 1000.0) as usize, masked_test_acc: 0.9 - ratio / 2.0, masked_ood_auroc: 0.8 - ratio / 4.0 }
+    }
+
+    #[test]
+    fn the_tab_holds_still_across_a_drag_and_the_last_answer_stays_greyed() {
+        use egui_kittest::kittest::Queryable;
+        let mut view = view();
+        view.apply(WorkerEvent::Sweep { epoch: 1, kind: MaskKind::Magnitude, points: [0.01, 0.05, 0.2, 0.5, 0.95].map(sweep_point).to_vec(), complete: true });
+        let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
+        let mut h = harness(panel, view);
+        let id = ask(&mut h, 0.5);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
+        h.run_steps(3);
+        let before = layout(&h);
+        h.get_by_label("AUROC masked");
+        h.get_by_label_contains("complete: every training");
+
+        // The slider moves: the 0.5 answer stays, greyed, with its table, until 0.2's arrives.
+        let id = ask(&mut h, 0.2);
+        h.run_steps(2);
+        h.get_by_label_contains("showing the answer at ratio 0.500 (greyed) until the answer at 0.200 arrives");
+        h.get_by_label("AUROC masked");
+        assert_eq!(layout(&h), before, "the tab reflowed while the answer computed");
+        // Its preview, its complete answer (the table greyed until its detection), its detection.
+        let steps: [WorkerEvent; 3] = [
+            WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.2, 1.2, true) },
+            WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.2, 1.25, false) },
+            WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.74, 0.5)) },
+        ];
+        for (k, event) in steps.into_iter().enumerate() {
+            h.state_mut().1.apply(event);
+            h.run_steps(2);
+            h.get_by_label("AUROC masked");
+            assert_eq!(layout(&h), before, "the tab reflowed at answer {k}");
+        }
+        h.get_by_label_contains("complete: every training");
+    }
+
+    #[test]
+    fn the_headline_uses_the_score_the_table_shows() {
+        use egui_kittest::kittest::Queryable;
+        let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), table_score: Score::Knn, ..MaskPanel::default() };
+        let mut h = harness(panel, view());
+        let id = ask(&mut h, 0.5);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
+        h.run_steps(3);
+        // KNN: masked 0.55 against the full model's 0.60.
+        h.get_by_label(&format!("Mean test-OOD {} AUROC: masked 0.5500 vs full 0.6000 (-0.0500)", Score::Knn.name()));
+    }
+
+    /// The tick labels egui_plot painted left of `plot` (its y axis).
+    fn y_tick_labels(h: &egui_kittest::Harness<'static, Tab>, plot: egui::Rect) -> Vec<String> {
+        let mut labels = Vec::new();
+        for clipped in &h.output().shapes {
+            if let egui::epaint::Shape::Text(t) = &clipped.shape {
+                let r = t.visual_bounding_rect();
+                if r.right() <= plot.left() + 1.0 && r.left() >= plot.left() - 80.0 && r.center().y >= plot.top() && r.center().y <= plot.bottom() && t.galley.text().parse::<f64>().is_ok() {
+                    labels.push(t.galley.text().to_string());
+                }
+            }
+        }
+        labels
+    }
+
+    #[test]
+    fn the_sweep_plots_keep_their_y_labels_while_the_table_shows_and_clip_on_request() {
+        use egui_kittest::kittest::{NodeT, Queryable};
+        let mut view = view();
+        view.apply(WorkerEvent::Sweep { epoch: 1, kind: MaskKind::Magnitude, points: [0.01, 0.05, 0.2, 0.5, 0.95].map(sweep_point).to_vec(), complete: true });
+        let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
+        let mut h = harness(panel, view);
+        let id = ask(&mut h, 0.5);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
+        h.run_steps(3);
+        h.get_by_label("AUROC masked");
+        for title in ["gamma (log scale)", "atypical samples", "masked ID test accuracy", "masked mean test-OOD Energy AUROC"] {
+            let plot = h.get_by_label_contains(&format!("plot: {title}, 5 points")).rect();
+            let labels = y_tick_labels(&h, plot);
+            assert!(labels.len() >= 3, "{title}: y tick labels {labels:?}");
+        }
+        // The full view fits the 0.95 point (950 atypical); the clipped one the ratios up to 0.6.
+        let top = |h: &egui_kittest::Harness<'static, Tab>| {
+            let label = h.get_by_label_contains("plot: atypical samples").accesskit_node().label().unwrap_or_default();
+            label.rsplit(" to ").next().unwrap().parse::<f64>().unwrap()
+        };
+        assert!(top(&h) >= 950.0, "{}", top(&h));
+        h.get_by_label("fit y to ratios up to 0.6").click();
+        h.run_steps(3);
+        assert!(top(&h) < 600.0 && top(&h) >= 500.0, "{}", top(&h));
     }
 }
