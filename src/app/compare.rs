@@ -360,6 +360,51 @@ mod panel_tests {
         }
         assert!(draw(&mut panel, &view).is_none(), "asked again while loading");
     }
+
+    /// The x and y bounds a score histogram's label reports.
+    fn bounds_of(label: &str) -> String {
+        label.split_once(": x ").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn stages_a_and_b_share_their_histograms_axes_and_the_table_is_in_fractions() {
+        use egui_kittest::kittest::{NodeT, Queryable};
+        let mut view = AppState::new();
+        // Epoch 1 is the best by validation, epoch 2 the final one: two stages, far apart scores.
+        let mut records = vec![record(1), record(2)];
+        for (r, val) in records.iter_mut().zip([0.9, 0.6]) {
+            r.ood.insert("uniform".into(), crate::run::ScoreMetrics::new());
+            r.val.insert(Score::Energy, crate::ood::Metrics { auroc: val, fpr95: 0.5, aupr_in: 0.5, aupr_out: 0.5 });
+            r.ood_mean.insert(Score::Energy, crate::ood::Metrics { auroc: 0.8125, fpr95: 0.25, aupr_in: 0.5, aupr_out: 0.5 });
+        }
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records, loss_rows: Vec::new(), config: Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() }) });
+        let arrays = |lo: f32, n: usize| -> std::sync::Arc<crate::worker::ScoreArrays> { std::sync::Arc::new([(Score::Energy, (0..n).map(|i| lo + i as f32 / n as f32).collect())].into()) };
+        for (epoch, id, ood) in [(1, arrays(0.0, 50), arrays(-1.0, 20)), (2, arrays(3.0, 80), arrays(1.0, 10))] {
+            for (set, scores) in [("id_test", id), ("uniform", ood)] {
+                let request = ScoresRequest { run: "run".into(), epoch, set: set.into() };
+                view.scores_asked(request.clone(), true);
+                view.apply(WorkerEvent::Scores { request, scores: Ok(scores) });
+            }
+        }
+        let mut h = egui_kittest::Harness::builder().with_size([1400.0, 900.0]).build_ui_state(
+            |ui, (panel, view): &mut (ComparePanel, AppState)| {
+                panel.ui(ui, view);
+            },
+            (ComparePanel::default(), view),
+        );
+        h.run_steps(3);
+        let label = |name: &str| h.get_by_label_contains(&format!("plot: score histogram of {name}")).accesskit_node().label().unwrap_or_default();
+        let (a, b) = (label("best epoch"), label("final"));
+        assert!(!bounds_of(&a).is_empty(), "{a}");
+        assert_eq!(bounds_of(&a), bounds_of(&b), "A and B on different axes");
+        // Both reach from the lowest score of either stage (-1) to the highest (about 4).
+        let x_lo: f64 = bounds_of(&a).split(' ').next().unwrap().parse().unwrap();
+        let x_hi: f64 = bounds_of(&a).split(" to ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        assert!(x_lo <= -1.0 && x_hi >= 3.98, "{a}");
+        // The table: fractions, as everywhere else in the app.
+        assert!(h.get_all_by_label("0.8125").count() >= 2);
+        assert!(h.query_by_label("81.25").is_none());
+    }
 }
 
 #[cfg(test)]
@@ -372,5 +417,17 @@ mod branch_tests {
         let view = branched_view();
         let menu: Vec<String> = stages(&view.records).iter().map(|(name, e)| stage_text(&view, name, *e)).collect();
         assert_eq!(menu, ["best epoch (epoch 5)", "final (epoch 5)", "CE control (epoch 11)", "UM (epoch 12, incomplete: 1 of 3 epochs)"]);
+    }
+
+    #[test]
+    fn each_stage_has_one_colour_the_same_as_its_branch_in_the_training_tab() {
+        let view = branched_view();
+        let branches = crate::app::training::branches(&view);
+        let branch_color = |epoch: usize| branches.iter().find(|b| b.records.iter().any(|r| r.epoch == epoch)).and_then(|b| b.color);
+        let colors: Vec<egui::Color32> = stages(&view.records).iter().map(|(_, e)| stage_color(&view, *e)).collect();
+        // best epoch and final are both epoch 5 here: one stage, the base training's blue.
+        assert_eq!(colors, [palette::FINAL_COLOR, palette::FINAL_COLOR, branch_color(11).unwrap(), branch_color(12).unwrap()]);
+        assert_ne!(colors[2], colors[3]);
+        assert!(colors[2..].iter().all(|c| *c != palette::FINAL_COLOR && *c != palette::BEST_STAGE_COLOR));
     }
 }

@@ -520,4 +520,17 @@ pub(crate) mod tests {
         assert!(st.records.is_empty() && st.loss_rows.is_empty() && st.last_error.is_none());
         assert_eq!((st.busy.clone(), st.planned_epochs), (Some(Job::Starting), Some(7)));
     }
+
+    #[test]
+    fn a_mask_job_behind_the_slider_names_the_sliders_ratio() {
+        let mut st = AppState::new();
+        let mask = |id, ratio| Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) });
+        let computing = Job::Mask { ratio: 0.48, epoch: 3 };
+        assert_eq!(st.job_text(&computing), "masking epoch 3 at ratio 0.480");
+        // A drag: the worker computes 0.48 while the slider already reads 0.2.
+        st.sent(&mask(st.next_mask_request(), 0.48));
+        st.sent(&mask(st.next_mask_request(), 0.2));
+        assert_eq!(st.job_text(&computing), "masking epoch 3: catching up with the slider (ratio 0.200)");
+        assert_eq!(st.job_text(&Job::Mask { ratio: 0.2, epoch: 3 }), "masking epoch 3 at ratio 0.200");
+    }
 }

@@ -465,4 +465,31 @@ pub(crate) mod tests {
         view.apply(WorkerEvent::Engine(Event::Error("diverged".into())));
         assert_eq!(branches(&view).last().map(|b| b.name.clone()), Some("UMAP (gamma 0.300) from epoch 8, incomplete: 1 of 2 epochs".into()));
     }
+
+    type Tab = (TrainingPanel, AppState);
+
+    fn harness(view: AppState) -> egui_kittest::Harness<'static, Tab> {
+        egui_kittest::Harness::builder().with_size([1400.0, 900.0]).build_ui_state(|ui, (panel, view): &mut Tab| panel.ui(ui, view), (TrainingPanel::default(), view))
+    }
+
+    #[test]
+    fn every_plot_names_its_best_epoch_marker_and_hover_reads_the_epoch_and_each_value() {
+        use egui_kittest::kittest::{NodeT, Queryable};
+        let mut h = harness(branched_view());
+        h.run_steps(2);
+        // The best base epoch by validation is 5; each of the four plots has its key above it.
+        assert_eq!(h.get_all_by_label("best epoch by validation (5)").count(), 4);
+        // The gamma band of the loss plot is in its legend too.
+        h.get_by_label("gamma (over the phase that used it)");
+        assert!(h.query_by_label_contains("\nID test loss: ").is_none(), "hover text before any hover");
+        // Hovering the loss plot: the epoch under the pointer and each line's value there.
+        h.get_by_label("plot: Loss").hover();
+        h.run_steps(2);
+        let node = h.get_by_label_contains("\nID test loss: ");
+        let text = node.accesskit_node().label().or(node.value()).unwrap_or_default();
+        assert!(text.starts_with("epoch "), "{text}");
+        let epoch: usize = text.lines().next().unwrap()["epoch ".len()..].parse().unwrap();
+        // The base training's ID test loss at that epoch (2 + epoch/100), as the record holds it.
+        assert!(text.contains(&format!("\nID test loss: {:.4}", 2.0 + epoch as f64 / 100.0)), "{text}");
+    }
 }
