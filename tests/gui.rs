@@ -15,9 +15,7 @@ use unleash::config::DeviceChoice;
 use unleash::worker::{Command, ExportRequest};
 
 fn harness() -> Harness<'static, UnleashApp> {
-    Harness::builder()
-        .with_size([1400.0, 900.0])
-        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }))
+    common::app_harness([1400.0, 900.0])
 }
 
 

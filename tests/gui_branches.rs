@@ -20,9 +20,7 @@ use unleash::run::{EpochRecord, Phase};
 use unleash::worker::WorkerEvent;
 
 fn harness() -> Harness<'static, UnleashApp> {
-    Harness::builder()
-        .with_size([1600.0, 1000.0])
-        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }))
+    common::app_harness([1600.0, 1000.0])
 }
 
 /// Epoch `epoch` of `phase`, from snapshot `from_epoch`, with gamma `gamma`.

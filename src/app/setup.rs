@@ -22,7 +22,7 @@ impl SetupPanel {
     pub fn ui(&mut self, ui: &mut egui::Ui, view: &RunView) -> Option<Action> {
         ui.heading("Run");
         let mut asked = controls(ui, view, &self.out_dir);
-        if !view.records.is_empty() && !view.is_busy() {
+        if !view.records.is_empty() {
             ui.label(egui::RichText::new(start_hint(&self.out_dir)).small());
         }
         ui.separator();
