@@ -90,7 +90,7 @@ fn start_says_what_it_does_and_the_mask_choices_are_kept_with_the_run() {
     // Start, with a run open: a fresh model, elsewhere, this run left alone.
     h.get_by_label("Start new run");
     let out = h.state().setup.out_dir.clone();
-    h.get_by_label_contains(&format!("Start trains a fresh model from scratch with the setup below, into {out}"));
+    h.get_by_label_contains(&format!("Start new run: trains a fresh model from scratch with the setup below, into {out}"));
 
     // Choices made on this run are written to it.
     h.state_mut().mask.ratio = 0.2;

@@ -488,6 +488,22 @@ fn ratio_grid(input: egui_plot::GridInput) -> Vec<egui_plot::GridMark> {
     marks
 }
 
+/// Grid marks of a log10(value) axis: at 1, 2 and 5 times the powers of ten where at least two
+/// fall in view, else (a narrow range, such as gamma's over the low ratios) at evenly spaced
+/// values, so that the axis always has labels.
+fn log_value_grid(input: egui_plot::GridInput) -> Vec<egui_plot::GridMark> {
+    let bounds = input.bounds;
+    let marks = ratio_grid(input);
+    if marks.len() >= 2 {
+        return marks;
+    }
+    let (lo, hi) = (10f64.powf(bounds.0), 10f64.powf(bounds.1));
+    let step = plots::nice_step((hi - lo) / 5.0);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).filter(|k| *k > 0).map(|k| egui_plot::GridMark { value: (k as f64 * step).log10(), step_size: 1.0 }).collect()
+}
+
 fn three_places(x: f64) -> String {
     let s = format!("{x:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -527,10 +543,14 @@ impl SweepPlot<'_> {
                 .height(self.h - 22.0)
                 .x_axis_formatter(|mark, _| three_places(10f64.powf(mark.value)))
                 .x_grid_spacer(ratio_grid)
-                .y_grid_spacer(plots::nice_grid)
-                .y_axis_formatter(move |mark, _| format!("{:.4}", y_shown(mark.value)).trim_end_matches('0').trim_end_matches('.').to_string())
                 .y_axis_min_width(48.0)
                 .label_formatter(move |pos| plots::hover_text(&hover, pos, "mask ratio", |x| 10f64.powf(x)));
+            // A log axis is marked at 1, 2 and 5 times the powers of ten, as the ratio axis is.
+            plot = if log_y {
+                plot.y_grid_spacer(log_value_grid).y_axis_formatter(move |mark, _| format!("{:.4}", y_shown(mark.value)).trim_end_matches('0').trim_end_matches('.').to_string())
+            } else {
+                plot.y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
+            };
             if let Some((lo, hi)) = fitted {
                 plot = plot.default_y_bounds(lo, hi);
             }
@@ -698,6 +718,14 @@ mod tests {
             assert_eq!(layout(&h), before, "the tab reflowed at answer {k}");
         }
         h.get_by_label_contains("complete: every training");
+    }
+
+    #[test]
+    fn a_narrow_log_axis_still_gets_marks() {
+        let marks = |lo: f64, hi: f64| -> Vec<f64> { log_value_grid(egui_plot::GridInput { bounds: (lo.log10(), hi.log10()), base_step_size: 0.01 }).iter().map(|m| (10f64.powf(m.value) * 1e6).round() / 1e6).collect() };
+        assert_eq!(marks(0.27, 0.4), [0.3, 0.35, 0.4]);
+        // A wide one: 1, 2 and 5 times the powers of ten.
+        assert_eq!(marks(0.15, 3.0), [0.2, 0.5, 1.0, 2.0]);
     }
 
     #[test]

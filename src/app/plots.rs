@@ -35,6 +35,15 @@ pub fn nice_grid(input: GridInput) -> Vec<GridMark> {
         .collect()
 }
 
+/// A tick's label with the decimals its step needs (0.85 at a step of 0.05: egui_plot's own
+/// formatter gives such steps one decimal, labelling 0.85 and 0.8 both "0.8").
+pub fn tick_label(mark: GridMark, _range: &std::ops::RangeInclusive<f64>) -> String {
+    let decimals = (-mark.step_size.log10().floor()).clamp(0.0, 10.0) as usize;
+    let text = format!("{:.*}", decimals, mark.value);
+    // No "-0" for a value rounding to zero.
+    if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') { text.trim_start_matches('-').to_string() } else { text }
+}
+
 /// The least of 1, 2 and 5 times a power of ten that is at least `least`.
 pub fn nice_step(least: f64) -> f64 {
     let decade = 10f64.powf(least.log10().floor());
@@ -92,6 +101,12 @@ mod tests {
         // A tall range keeps labels apart too: no more than the height allows.
         let wide = labelled((0.0, 1000.0), 200.0);
         assert!(wide.len() <= 7 && wide.len() >= 3, "{wide:?}");
+    }
+
+    #[test]
+    fn tick_labels_carry_the_decimals_of_their_step() {
+        let label = |value: f64, step_size: f64| tick_label(GridMark { value, step_size }, &(0.0..=1.0));
+        assert_eq!([label(0.85, 0.05), label(0.8, 0.05), label(0.84, 0.02), label(0.9, 0.1), label(250.0, 50.0), label(-0.0, 0.2)], ["0.85", "0.80", "0.84", "0.9", "250", "0.0"]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ impl SetupPanel {
         ui.heading("Run");
         let mut asked = controls(ui, view, &self.out_dir);
         if !view.records.is_empty() {
-            ui.label(egui::RichText::new(start_hint(&self.out_dir)).small());
+            ui.label(egui::RichText::new(start_hint(&self.out_dir)).weak());
         }
         ui.separator();
         ui.add_enabled_ui(!view.is_busy(), |ui| {
@@ -50,7 +50,7 @@ pub fn absolute(path: &str) -> String {
 /// What Start does, said beside it once a run is open: a fresh model, in a new folder, the open
 /// run left as it is.
 fn start_hint(out_dir: &str) -> String {
-    format!("Start trains a fresh model from scratch with the setup below, into {out_dir} (or {out_dir}-N where that folder already holds a run). The open run stays as it is.")
+    format!("Start new run: trains a fresh model from scratch with the setup below, into {out_dir} (a numbered folder beside it if that one holds a run). The open run stays as it is.")
 }
 
 /// The validation OOD field's help: what a `patch-shuffle:COUNT:SEED` spec means.

@@ -146,7 +146,8 @@ fn show(panel: &mut TrainingPanel, ui: &mut egui::Ui, view: &RunView) {
     let per_set = panel.plot_per_set;
     let branches = branches(view);
     branch_legend(ui, &branches);
-    let h = ((ui.available_height() - 40.0) / 2.0).max(150.0);
+    // Two rows of plots and the OOD legend between them fill what is left.
+    let h = ((ui.available_height() - 30.0) / 2.0).max(150.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
         let mut legend = vec![("train loss", SCORE_COLORS[0], TRAIN_STYLE, 2.0), ("train loss (eval pass)", SCORE_COLORS[2], EVAL_STYLE, 2.0), ("ID test loss", SCORE_COLORS[1], TEST_STYLE, 2.0)];
@@ -319,12 +320,13 @@ fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::C
         }
         palette::key_row(ui, &keys);
         let hover: plots::HoverLines = lines.iter().map(|l| (l.name.clone(), l.points.clone())).collect();
+        // The title and the legend row above take about 44 points of `h`.
         let resp = Plot::new(id)
             .width(w)
-            .height(h - 20.0)
+            .height(h - 44.0)
             .x_axis_label("epoch")
             .x_grid_spacer(epoch_grid)
-            .y_grid_spacer(plots::nice_grid)
+            .y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
             .y_axis_min_width(40.0)
             .label_formatter(move |pos| plots::hover_text(&hover, pos, "epoch", |x| x))
             .show(ui, |pu| {
