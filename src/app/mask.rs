@@ -230,14 +230,9 @@ fn answer(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
                 ui.multiply_opacity(STALE_OPACITY);
             }
             let a = &shown.answer;
-            headline(ui, a.gamma, a.estimated_atypical(train_samples), a.preview.is_some(), shown.detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss, table_score);
             // Masked and full training loss within 25% of each other: the mask hardly changes the model.
-            if a.gamma < 1.25 * a.full_train_loss && a.preview.is_none() {
-                ui.colored_label(
-                    egui::Color32::from_rgb(230, 150, 40),
-                    "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is close to the full model's loss and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
-                );
-            }
+            let gentle = a.gamma < 1.25 * a.full_train_loss && a.preview.is_none();
+            headline(ui, a.gamma, gentle, a.estimated_atypical(train_samples), a.preview.is_some(), shown.detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss, table_score);
             // The table stays while the complete detection computes: the last one, greyed.
             let table = match (&shown.detection, &panel.last_shown) {
                 (Some(d), _) => Some((d.clone(), a.full_detection.clone(), stale)),
@@ -298,12 +293,21 @@ fn pending_text(st: &RunView) -> String {
     }
 }
 
-/// gamma, atypical count, masked vs full ID accuracy, and the headline detection figure in the
-/// score the table shows.
+/// gamma (and whether the mask is too `gentle` to flag many samples), atypical count, masked vs
+/// full ID accuracy, and the headline detection figure in the score the table shows.
 #[allow(clippy::too_many_arguments)]
-fn headline(ui: &mut egui::Ui, gamma: f64, atypical: usize, preview: bool, masked: Option<&Detection>, full: Option<&Detection>, full_test_acc: f64, full_train_loss: f64, score: Score) {
+fn headline(ui: &mut egui::Ui, gamma: f64, gentle: bool, atypical: usize, preview: bool, masked: Option<&Detection>, full: Option<&Detection>, full_test_acc: f64, full_train_loss: f64, score: Score) {
     let approx = if preview { "≈ " } else { "= " };
-    ui.label(egui::RichText::new(format!("Loss constraint gamma {approx}{gamma:.5}")).size(18.0).strong());
+    // The warning of a gentle mask sits on gamma's line: a line of its own would move everything
+    // below it as the slider crosses into the low ratios.
+    ui.horizontal(|ui| {
+        ui.label(egui::RichText::new(format!("Loss constraint gamma {approx}{gamma:.5}")).size(18.0).strong());
+        if gentle {
+            ui.colored_label(egui::Color32::from_rgb(230, 150, 40), "barely above the full model's loss: few samples flagged (hover)").on_hover_text(
+                "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is close to the full model's loss and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
+            );
+        }
+    });
     if let (Some(m), Some(f)) = (masked, full) {
         let (ma, fa) = (m.mean_auroc(score), f.mean_auroc(score));
         let text = format!("Mean test-OOD {} AUROC: masked {ma:.4} vs full {fa:.4} ({:+.4})", score.name(), ma - fa);
@@ -718,6 +722,13 @@ mod tests {
             assert_eq!(layout(&h), before, "the tab reflowed at answer {k}");
         }
         h.get_by_label_contains("complete: every training");
+        // A ratio so low that gamma is barely above the full model's loss (0.1): warned, in place.
+        let id = ask(&mut h, 0.01);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.01, 0.11, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.7, 0.6)) });
+        h.run_steps(2);
+        h.get_by_label_contains("barely above the full model's loss");
+        assert_eq!(layout(&h), before, "the tab reflowed at a gentle mask's warning");
     }
 
     #[test]
