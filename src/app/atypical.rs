@@ -4,7 +4,7 @@
 
 use super::state::RunView;
 use super::widgets::Thumbnails;
-use super::Action;
+use super::{palette, plots, Action};
 use crate::unleash::AtypicalSample;
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints};
@@ -149,13 +149,26 @@ fn sample_window(panel: &mut AtypicalPanel, ctx: &egui::Context, st: &RunView, g
             let name = |c| st.class_name(c);
             ui.label(format!("atypical: full prediction {}, masked prediction {}, loss {:.4} -> {:.4}", name(a.full_prediction), name(a.masked_prediction), a.full_loss, a.masked_loss));
         }
-        let pts: PlotPoints = st.loss_rows.iter().enumerate().filter_map(|(e, r)| r.get(i).map(|&l| [(e + 1) as f64, f64::from(l)])).collect();
-        Plot::new("sample_loss").height(180.0).x_axis_label("epoch").y_axis_label("loss").show(ui, |pu| {
-            pu.line(Line::new("loss of this sample", pts));
-            if let Some(g) = gamma {
-                pu.hline(egui_plot::HLine::new("gamma", g).color(egui::Color32::from_rgb(220, 60, 50)));
-            }
-        });
+        let pts: Vec<[f64; 2]> = st.loss_rows.iter().enumerate().filter_map(|(e, r)| r.get(i).map(|&l| [(e + 1) as f64, f64::from(l)])).collect();
+        let mut keys = vec![("loss of this sample".to_string(), palette::FINAL_COLOR, egui_plot::LineStyle::Solid, 2.0)];
+        if let Some(g) = gamma {
+            keys.push((format!("gamma = {g:.4} (the mask slider's)"), palette::GAMMA_COLOR, egui_plot::LineStyle::Solid, 2.0));
+        }
+        palette::key_row(ui, &keys);
+        let hover: plots::HoverLines = vec![("loss".to_string(), pts.clone())];
+        Plot::new("sample_loss")
+            .height(180.0)
+            .x_axis_label("epoch")
+            .y_axis_label("loss")
+            .y_grid_spacer(plots::nice_grid)
+            .y_axis_formatter(plots::tick_label)
+            .label_formatter(move |pos| plots::hover_text(&hover, pos, "epoch", |x| x))
+            .show(ui, |pu| {
+                pu.line(Line::new("loss of this sample", PlotPoints::from(pts)).color(palette::FINAL_COLOR).width(2.0));
+                if let Some(g) = gamma {
+                    pu.hline(egui_plot::HLine::new("gamma", g).color(palette::GAMMA_COLOR));
+                }
+            });
     });
     if !open {
         panel.selected_sample = None;

@@ -127,6 +127,7 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
                     .include_y(0.0)
                     .include_y(bounds[2])
                     .y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
+                    .x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label)
                     .x_axis_label(score.name())
                     .y_axis_label("share")
                     .show(ui, |pu| {
@@ -155,7 +156,7 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
                 .include_y(0.0)
                 .include_y(1.0)
                 .y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
-                .x_grid_spacer(plots::nice_grid).x_axis_formatter(plots::tick_label)
+                .x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label)
                 .label_formatter(move |pos| roc_hover(&hover, pos))
                 .x_axis_label("FPR")
                 .y_axis_label("TPR")

@@ -61,7 +61,7 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
                 keys.push((gamma_key(g, whose), palette::GAMMA_COLOR, LineStyle::Solid, 2.0));
             }
             palette::key_row(ui, &keys);
-            let resp = Plot::new("loss_hist").width(w).height(h - 40.0).x_axis_label("cross-entropy").y_axis_label("log10(1 + count)").y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label).show(ui, |pu| {
+            let resp = Plot::new("loss_hist").width(w).height(h - 40.0).x_axis_label("cross-entropy").y_axis_label("log10(1 + count)").y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label).x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label).show(ui, |pu| {
                 pu.bar_chart(BarChart::new("samples", bars).color(palette::FINAL_COLOR).element_formatter(Box::new(|bar, _| format!("loss {:.4}\nlog10(1 + count) {:.3}", bar.argument, bar.value))));
                 if let Some((g, whose)) = gamma {
                     pu.vline(VLine::new(gamma_key(g, whose), g.min(max)).color(palette::GAMMA_COLOR).width(2.0));
@@ -80,7 +80,7 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
             }
             palette::key_row(ui, &keys);
             let hover = data_map_hover(&all);
-            let resp = Plot::new("data_map").width(w).height(h - 40.0).x_axis_label("variability (sd of p(true class))").y_axis_label("mean p(true class)").y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label).label_formatter(hover).show(ui, |pu| {
+            let resp = Plot::new("data_map").width(w).height(h - 40.0).x_axis_label("variability (sd of p(true class))").y_axis_label("mean p(true class)").y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label).x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label).label_formatter(hover).show(ui, |pu| {
                 pu.points(Points::new("training samples", all.clone()).radius(1.5).color(palette::FINAL_COLOR.gamma_multiply_u8(120)));
                 if !picked.is_empty() {
                     pu.points(Points::new("atypical (current mask)", picked).radius(2.5).color(palette::SLIDER_COLOR));

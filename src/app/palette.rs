@@ -30,9 +30,10 @@ pub const BEST_EPOCH_COLOR: Color32 = Color32::from_rgb(0, 215, 215);
 pub const SLIDER_COLOR: Color32 = Color32::from_rgb(255, 200, 0);
 
 /// The base training's stages: "final" in the blue of the base training's curves, "best epoch" in
-/// a darker blue. The fine-tunes' stages take their branch's color ([`branch_color`]).
+/// the cyan of the best-epoch marker. The fine-tunes' stages take their branch's color
+/// ([`branch_color`]).
 pub const FINAL_COLOR: Color32 = Color32::from_rgb(90, 160, 230);
-pub const BEST_STAGE_COLOR: Color32 = Color32::from_rgb(40, 90, 200);
+pub const BEST_STAGE_COLOR: Color32 = BEST_EPOCH_COLOR;
 
 /// The ID test set in the score histograms (an OOD set takes its [`set_color`]).
 pub const ID_COLOR: Color32 = Color32::from_rgb(200, 200, 200);

@@ -3,9 +3,12 @@
 
 use egui_plot::{GridInput, GridMark, HoverPosition};
 
-/// The least distance between two labelled ticks, in points: egui_plot fades labels out below 30
-/// and drops them below 20, so 30 keeps every label at full strength.
+/// The least distance between two labelled ticks of a y axis, in points: egui_plot fades labels
+/// out below 30 and drops them below 20, so 30 keeps every label at full strength.
 const LABEL_SPACING: f64 = 30.0;
+
+/// The same for an x axis, where egui_plot wants 60 to 80 points (labels are wide).
+const X_LABEL_SPACING: f64 = 80.0;
 
 /// egui_plot's `base_step_size` is the data span of its least grid spacing (8 points by default).
 const BASE_SPACING: f64 = 8.0;
@@ -14,11 +17,20 @@ const BASE_SPACING: f64 = 8.0;
 /// `LABEL_SPACING` apart, with unlabelled minor lines a fifth of it apart. egui_plot's default
 /// steps by powers of ten, so that a range of 0.84 to 0.99 gets labels only at 0.9 and 1.0.
 pub fn nice_grid(input: GridInput) -> Vec<GridMark> {
+    grid(input, LABEL_SPACING)
+}
+
+/// [`nice_grid`] for an x axis.
+pub fn nice_grid_x(input: GridInput) -> Vec<GridMark> {
+    grid(input, X_LABEL_SPACING)
+}
+
+fn grid(input: GridInput, spacing: f64) -> Vec<GridMark> {
     let (lo, hi) = input.bounds;
     if !(lo.is_finite() && hi.is_finite() && hi > lo) || input.base_step_size <= 0.0 {
         return Vec::new();
     }
-    let least = input.base_step_size / BASE_SPACING * LABEL_SPACING;
+    let least = input.base_step_size / BASE_SPACING * spacing;
     let step = nice_step(least);
     let minor = step / 5.0;
     let first = (lo / minor).ceil() as i64;
@@ -101,6 +113,10 @@ mod tests {
         // A tall range keeps labels apart too: no more than the height allows.
         let wide = labelled((0.0, 1000.0), 200.0);
         assert!(wide.len() <= 7 && wide.len() >= 3, "{wide:?}");
+        // An x axis 300 points wide from 0 to 1 (the ROC's FPR): labels 80 points apart or more.
+        let x = nice_grid_x(GridInput { bounds: (0.0, 1.0), base_step_size: 1.0 / 300.0 * BASE_SPACING });
+        let step = x.iter().map(|m| m.step_size).fold(0.0, f64::max);
+        assert_eq!(step, 0.5);
     }
 
     #[test]

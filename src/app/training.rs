@@ -247,7 +247,7 @@ fn branch_legend(ui: &mut egui::Ui, branches: &[Branch]) {
         return;
     }
     ui.horizontal_wrapped(|ui| {
-        ui.label(egui::RichText::new("Fine-tunes, each drawn from its start snapshot (in the OOD plots: its mean of the test sets):").small().strong());
+        ui.label(egui::RichText::new("Fine-tunes, each drawn from its start snapshot (in the OOD plots: its mean of the test sets):").strong());
         palette::legend_row(ui, &entries, &[]);
     });
 }
@@ -313,6 +313,8 @@ pub(crate) fn best_epoch_key(best: usize) -> String {
 #[allow(clippy::too_many_arguments)]
 fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32, LineStyle, f32)], w: f32, h: f32, best: Option<usize>, lines: Vec<PlotLine>) {
     ui.vertical(|ui| {
+        // The legend wraps within the plot's width (a long one would push the next plot off).
+        ui.set_max_width(w);
         ui.label(egui::RichText::new(title).strong());
         let mut keys: Vec<(String, egui::Color32, LineStyle, f32)> = legend.iter().map(|(n, c, s, w)| (n.to_string(), *c, *s, *w)).collect();
         if let Some(b) = best {
@@ -320,10 +322,12 @@ fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::C
         }
         palette::key_row(ui, &keys);
         let hover: plots::HoverLines = lines.iter().map(|l| (l.name.clone(), l.points.clone())).collect();
-        // The title and the legend row above take about 44 points of `h`.
+        // The plot takes what the title and the legend above leave of `h`: every row of plots is
+        // `h` tall however its legend wraps.
+        let plot_h = (h - ui.min_rect().height() - ui.spacing().item_spacing.y).max(100.0);
         let resp = Plot::new(id)
             .width(w)
-            .height(h - 44.0)
+            .height(plot_h)
             .x_axis_label("epoch")
             .x_grid_spacer(epoch_grid)
             .y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
