@@ -162,6 +162,8 @@ fn sample_window(panel: &mut AtypicalPanel, ctx: &egui::Context, st: &RunView, g
             .y_axis_label("loss")
             .y_grid_spacer(plots::nice_grid)
             .y_axis_formatter(plots::tick_label)
+            .x_grid_spacer(plots::nice_grid_x)
+            .x_axis_formatter(plots::tick_label)
             .label_formatter(move |pos| plots::hover_text(&hover, pos, "epoch", |x| x))
             .show(ui, |pu| {
                 pu.line(Line::new("loss of this sample", PlotPoints::from(pts)).color(palette::FINAL_COLOR).width(2.0));
