@@ -224,10 +224,13 @@ fn stage_swatch(ui: &mut egui::Ui, st: &RunView, epoch: usize) {
     palette::key_row(ui, &[(String::new(), stage_color(st, epoch), LineStyle::Solid, 4.0)]);
 }
 
+/// A stage's ID and OOD histogram bars.
+type TwinBars = (Vec<Bar>, Vec<Bar>);
+
 /// The histograms of each stage's ID and OOD scores on the same bins, and the bounds they share
 /// ([x min, x max, largest share]): stages A and B are drawn on the same axes, so that their
 /// shapes compare at a glance.
-fn shared_histograms(stages: &[(&[f32], &[f32])], bins: usize) -> (Vec<(Vec<Bar>, Vec<Bar>)>, [f64; 3]) {
+fn shared_histograms(stages: &[(&[f32], &[f32])], bins: usize) -> (Vec<TwinBars>, [f64; 3]) {
     let all = || stages.iter().flat_map(|(a, b)| a.iter().chain(b.iter())).copied().filter(|v| v.is_finite());
     let lo = all().fold(f32::INFINITY, f32::min) as f64;
     let hi = all().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -240,7 +243,7 @@ fn shared_histograms(stages: &[(&[f32], &[f32])], bins: usize) -> (Vec<(Vec<Bar>
         }
         c.iter().enumerate().map(|(i, &n)| Bar::new(lo + (i as f64 + 0.5) * width, n as f64 / v.len().max(1) as f64).width(width)).collect::<Vec<_>>()
     };
-    let histograms: Vec<(Vec<Bar>, Vec<Bar>)> = stages.iter().map(|(a, b)| (bars(a), bars(b))).collect();
+    let histograms: Vec<TwinBars> = stages.iter().map(|(a, b)| (bars(a), bars(b))).collect();
     let top = histograms.iter().flat_map(|(a, b)| a.iter().chain(b)).map(|bar| bar.value).fold(0.0, f64::max);
     (histograms, [lo, hi.max(lo + width), top])
 }

@@ -406,7 +406,7 @@ impl UnleashApp {
         if dragging || self.state.records.is_empty() {
             return;
         }
-        if let Some((dir, now)) = self.settings.to_save(self.state.run_dir.as_deref(), &self.mask) {
+        if let Some((dir, now)) = self.settings.changes_to_save(self.state.run_dir.as_deref(), &self.mask) {
             self.settings_io.write(dir, now);
         }
     }

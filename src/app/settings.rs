@@ -184,10 +184,9 @@ impl SettingsIo {
                         }
                         Job::Write(dir, settings) => write(&dir, &settings).err().map(Reply::WriteFailed),
                     };
-                    if let Some(reply) = reply {
-                        if outbox.send(reply).is_err() {
-                            return;
-                        }
+                    // The app is gone: so is the need for this thread.
+                    if reply.is_some_and(|reply| outbox.send(reply).is_err()) {
+                        return;
                     }
                 }
             })
@@ -251,7 +250,7 @@ impl Tracker {
 
     /// What to write, and where, when the panel's choices differ from what was saved in the open
     /// run `open` (which must have an epoch: its folder exists).
-    pub fn to_save(&mut self, open: Option<&Path>, panel: &MaskPanel) -> Option<(PathBuf, RunSettings)> {
+    pub fn changes_to_save(&mut self, open: Option<&Path>, panel: &MaskPanel) -> Option<(PathBuf, RunSettings)> {
         let run = self.run.as_deref().filter(|r| Some(*r) == open && self.reading.is_none())?;
         let now = RunSettings::of(panel);
         if self.saved.as_ref() == Some(&now) {
@@ -304,17 +303,17 @@ mod tests {
         let (io, mut tracker, mut panel) = (SettingsIo::spawn(), Tracker::default(), chosen());
         let dir = PathBuf::from("run");
         tracker.opened(&io, dir.clone());
-        assert_eq!(tracker.to_save(Some(&dir), &panel), None, "the defaults would overwrite the file being read");
+        assert_eq!(tracker.changes_to_save(Some(&dir), &panel), None, "the defaults would overwrite the file being read");
         let stored = RunSettings { mask_ratio: 0.05, ..RunSettings::default() };
         assert_eq!(tracker.answered(dir.clone(), Ok(Some(stored.clone())), &mut panel), None);
         assert_eq!(RunSettings::of(&panel), stored);
-        assert_eq!(tracker.to_save(Some(&dir), &panel), None, "nothing changed since it was read");
+        assert_eq!(tracker.changes_to_save(Some(&dir), &panel), None, "nothing changed since it was read");
         panel.ratio = 0.3;
-        assert_eq!(tracker.to_save(Some(&dir), &panel).map(|(d, s)| (d, s.mask_ratio)), Some((dir.clone(), 0.3)));
-        assert_eq!(tracker.to_save(Some(&dir), &panel), None);
+        assert_eq!(tracker.changes_to_save(Some(&dir), &panel).map(|(d, s)| (d, s.mask_ratio)), Some((dir.clone(), 0.3)));
+        assert_eq!(tracker.changes_to_save(Some(&dir), &panel), None);
         // Another run shown: not this one's to save.
         panel.ratio = 0.4;
-        assert_eq!(tracker.to_save(Some(Path::new("other")), &panel), None);
+        assert_eq!(tracker.changes_to_save(Some(Path::new("other")), &panel), None);
         // A bad file: reported, the panel left as it is.
         tracker.opened(&io, dir.clone());
         let e = tracker.answered(dir, Err("run/app-settings.json: not valid app settings".into()), &mut panel);
