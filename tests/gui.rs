@@ -15,9 +15,7 @@ use unleash::config::DeviceChoice;
 use unleash::worker::{Command, ExportRequest};
 
 fn harness() -> Harness<'static, UnleashApp> {
-    Harness::builder()
-        .with_size([1400.0, 900.0])
-        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }))
+    common::app_harness([1400.0, 900.0])
 }
 
 
@@ -87,7 +85,7 @@ fn train_watch_mask_and_export() {
     step_until(&mut h, "the sweep", 600, |a| a.state.sweep.as_ref().is_some_and(|s| s.complete));
     h.step();
     let points = unleash::worker::DEFAULT_SWEEP_POINTS;
-    h.get_by_label(&format!("plot: masked mean test-OOD Energy AUROC, {points} points"));
+    h.get_by_label_contains(&format!("plot: masked mean test-OOD Energy AUROC, {points} points"));
 
     // Moving the slider: a preview for the new ratio, then the complete answer; gamma changes.
     let g1 = h.get_by_label_contains("Loss constraint gamma").value().unwrap_or_default();
@@ -213,7 +211,7 @@ fn an_opened_run_shows_its_epochs_and_each_tab_its_content() {
     h.step();
     let set = h.state().state.mask_result.clone().unwrap();
     assert!(set.samples.len() > 48, "{} atypical samples at 0.9: too few to fill a page", set.samples.len());
-    h.get_by_label_contains(&format!("page 1 of {} ({n} shown of {n})", set.samples.len().div_ceil(48), n = set.samples.len()));
+    h.get_by_label_contains(&format!("48 shown (page 1 of {}) of {}", set.samples.len().div_ceil(48), set.samples.len()));
     for a in &set.samples[..48] {
         h.get_by_role_and_label(eframe::egui::accesskit::Role::Image, &format!("sample {}", a.index));
     }
@@ -246,8 +244,8 @@ fn an_opened_run_shows_its_epochs_and_each_tab_its_content() {
     h.step();
     h.step();
     let points = unleash::worker::DEFAULT_SWEEP_POINTS;
-    for title in ["log10 gamma", "atypical samples", "masked ID test accuracy", "masked mean test-OOD Energy AUROC"] {
-        h.get_by_label(&format!("plot: {title}, {points} points"));
+    for title in ["gamma (log scale)", "atypical samples", "masked ID test accuracy", "masked mean test-OOD Energy AUROC"] {
+        h.get_by_label_contains(&format!("plot: {title}, {points} points, y "));
     }
     assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
 }

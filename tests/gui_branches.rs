@@ -12,17 +12,15 @@ use egui_kittest::Harness;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use unleash::app::state::AppState;
-use unleash::app::{AppOptions, UnleashApp};
-use unleash::config::{DataConfig, DeviceChoice, ExperimentConfig};
+use unleash::app::UnleashApp;
+use unleash::config::{DataConfig, ExperimentConfig};
 use unleash::events::Event;
 use unleash::ood::{Metrics, Score};
 use unleash::run::{EpochRecord, Phase};
 use unleash::worker::WorkerEvent;
 
 fn harness() -> Harness<'static, UnleashApp> {
-    Harness::builder()
-        .with_size([1600.0, 1000.0])
-        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }))
+    common::app_harness([1600.0, 1000.0])
 }
 
 /// Epoch `epoch` of `phase`, from snapshot `from_epoch`, with gamma `gamma`.

@@ -4,7 +4,7 @@
 
 use super::state::RunView;
 use super::widgets::Thumbnails;
-use super::Action;
+use super::{palette, plots, Action};
 use crate::unleash::AtypicalSample;
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints};
@@ -85,7 +85,7 @@ fn show(panel: &mut AtypicalPanel, ui: &mut egui::Ui, view: &RunView) {
         if ui.add_enabled(panel.page > 0, egui::Button::new("< Prev")).clicked() {
             panel.page -= 1;
         }
-        ui.label(format!("page {} of {pages} ({} shown of {})", panel.page + 1, items.len(), set.samples.len()));
+        ui.label(page_line(panel.page, pages, items.len(), set.samples.len()));
         if ui.add_enabled(panel.page + 1 < pages, egui::Button::new("Next >")).clicked() {
             panel.page += 1;
         }
@@ -115,6 +115,14 @@ fn show(panel: &mut AtypicalPanel, ui: &mut egui::Ui, view: &RunView) {
     });
 }
 
+/// "48 shown (page 1 of 9) of 399": the samples on this page, the page, and the whole set; a
+/// class filter adds how many of the set it keeps.
+fn page_line(page: usize, pages: usize, filtered: usize, total: usize) -> String {
+    let on_page = filtered.saturating_sub(page * PAGE).min(PAGE);
+    let of = if filtered == total { format!("{total}") } else { format!("{filtered} in this class, {total} in all") };
+    format!("{on_page} shown (page {} of {pages}) of {of}", page + 1)
+}
+
 impl AtypicalPanel {
     /// The selected sample, large, with its loss across epochs and UM's `gamma`.
     pub fn sample_window(&mut self, ctx: &egui::Context, view: &RunView, gamma: Option<f64>) {
@@ -126,7 +134,10 @@ fn sample_window(panel: &mut AtypicalPanel, ctx: &egui::Context, st: &RunView, g
     let Some(i) = panel.selected_sample else { return };
     let mut open = true;
     let data = st.data.clone();
-    egui::Window::new(format!("Training sample #{i}")).open(&mut open).default_size([420.0, 520.0]).show(ctx, |ui| {
+    // At the window's right edge, clear of the setup panel on the left (egui puts a new window at
+    // the top left, over the sidebar).
+    let right_top = ctx.content_rect().right_top() + egui::vec2(-16.0, 48.0);
+    egui::Window::new(format!("Training sample #{i}")).open(&mut open).default_size([420.0, 520.0]).pivot(egui::Align2::RIGHT_TOP).default_pos(right_top).show(ctx, |ui| {
         if let Some(data) = &data {
             if i < data.train.len() {
                 let tex = panel.textures.get(ctx, &data.train, i);
@@ -138,13 +149,28 @@ fn sample_window(panel: &mut AtypicalPanel, ctx: &egui::Context, st: &RunView, g
             let name = |c| st.class_name(c);
             ui.label(format!("atypical: full prediction {}, masked prediction {}, loss {:.4} -> {:.4}", name(a.full_prediction), name(a.masked_prediction), a.full_loss, a.masked_loss));
         }
-        let pts: PlotPoints = st.loss_rows.iter().enumerate().filter_map(|(e, r)| r.get(i).map(|&l| [(e + 1) as f64, f64::from(l)])).collect();
-        Plot::new("sample_loss").height(180.0).x_axis_label("epoch").y_axis_label("loss").show(ui, |pu| {
-            pu.line(Line::new("loss of this sample", pts));
-            if let Some(g) = gamma {
-                pu.hline(egui_plot::HLine::new("gamma", g).color(egui::Color32::from_rgb(220, 60, 50)));
-            }
-        });
+        let pts: Vec<[f64; 2]> = st.loss_rows.iter().enumerate().filter_map(|(e, r)| r.get(i).map(|&l| [(e + 1) as f64, f64::from(l)])).collect();
+        let mut keys = vec![("loss of this sample".to_string(), palette::FINAL_COLOR, egui_plot::LineStyle::Solid, 2.0)];
+        if let Some(g) = gamma {
+            keys.push((format!("gamma = {g:.4} (the mask slider's)"), palette::GAMMA_COLOR, egui_plot::LineStyle::Solid, 2.0));
+        }
+        palette::key_row(ui, &keys);
+        let hover: plots::HoverLines = vec![("loss".to_string(), pts.clone())];
+        Plot::new("sample_loss")
+            .height(180.0)
+            .x_axis_label("epoch")
+            .y_axis_label("loss")
+            .y_grid_spacer(plots::nice_grid)
+            .y_axis_formatter(plots::tick_label)
+            .x_grid_spacer(plots::nice_grid_x)
+            .x_axis_formatter(plots::tick_label)
+            .label_formatter(move |pos| plots::hover_text(&hover, pos, "epoch", |x| x))
+            .show(ui, |pu| {
+                pu.line(Line::new("loss of this sample", PlotPoints::from(pts)).color(palette::FINAL_COLOR).width(2.0));
+                if let Some(g) = gamma {
+                    pu.hline(egui_plot::HLine::new("gamma", g).color(palette::GAMMA_COLOR));
+                }
+            });
     });
     if !open {
         panel.selected_sample = None;
@@ -161,6 +187,14 @@ mod tests {
         let _ = egui::Context::default().run_ui(egui::RawInput::default(), |ui| {
             panel.ui(ui, view);
         });
+    }
+
+    #[test]
+    fn the_page_line_counts_the_samples_on_the_page() {
+        assert_eq!(page_line(0, 9, 399, 399), "48 shown (page 1 of 9) of 399");
+        assert_eq!(page_line(8, 9, 399, 399), "15 shown (page 9 of 9) of 399");
+        assert_eq!(page_line(0, 1, 30, 399), "30 shown (page 1 of 1) of 30 in this class, 399 in all");
+        assert_eq!(page_line(0, 1, 0, 0), "0 shown (page 1 of 1) of 0");
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! them, off the UI thread.
 
 use super::state::{RunView, StageScores};
-use super::Action;
+use super::{palette, plots, Action};
 use crate::ood::{metrics, Score};
 use crate::run::EpochRecord;
 use crate::worker::ScoresRequest;
 use eframe::egui;
-use egui_plot::{Bar, BarChart, Legend, Line, Plot};
+use egui_plot::{Bar, BarChart, Line, LineStyle, Plot};
 
 /// Named stages of a run and their epochs.
 pub fn stages(records: &[EpochRecord]) -> Vec<(String, usize)> {
@@ -108,28 +108,66 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
     }
     let w = (ui.available_width() / 3.0 - 8.0).max(180.0);
     let h = (ui.available_height() * 0.62).max(180.0);
+    let set_color = palette::set_color(panel.set);
+    let arrays: Vec<(&[f32], &[f32])> = loaded.iter().map(|(_, _, id, ood)| (id.as_slice(), ood.as_slice())).collect();
+    let (histograms, bounds) = shared_histograms(&arrays, 40);
     ui.horizontal(|ui| {
-        for (name, _, id, ood) in &loaded {
+        for ((name, e, _, _), (bi, bo)) in loaded.iter().zip(histograms) {
             ui.vertical(|ui| {
-                ui.label(egui::RichText::new(format!("{name}: {} ID test vs {set}", score.name())).strong());
-                let (bi, bo) = twin_histograms(id, ood, 40);
-                Plot::new(format!("hist-{name}")).width(w).height(h).legend(Legend::default()).x_axis_label(score.name()).y_axis_label("share").show(ui, |pu| {
-                    pu.bar_chart(BarChart::new("ID test", bi).color(egui::Color32::from_rgba_unmultiplied(90, 160, 230, 160)));
-                    pu.bar_chart(BarChart::new(set.clone(), bo).color(egui::Color32::from_rgba_unmultiplied(230, 110, 60, 160)));
+                ui.horizontal(|ui| {
+                    stage_swatch(ui, st, *e);
+                    ui.label(egui::RichText::new(format!("{name}: {} ID test vs {set}", score.name())).strong());
                 });
+                palette::key_row(ui, &[("ID test".to_string(), palette::ID_COLOR, LineStyle::Solid, 6.0), (set.clone(), set_color, LineStyle::Solid, 6.0)]);
+                let resp = Plot::new(format!("hist-{name}"))
+                    .width(w)
+                    .height(h - 20.0)
+                    .include_x(bounds[0])
+                    .include_x(bounds[1])
+                    .include_y(0.0)
+                    .include_y(bounds[2])
+                    .y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
+                    .x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label)
+                    .x_axis_label(score.name())
+                    .y_axis_label("share")
+                    .show(ui, |pu| {
+                        let fmt = |who: String| Box::new(move |bar: &Bar, _: &BarChart| format!("{who}\nscore {:.4}: share {:.4}", bar.argument, bar.value));
+                        pu.bar_chart(BarChart::new("ID test", bi).color(palette::ID_COLOR.gamma_multiply_u8(160)).element_formatter(fmt("ID test".into())));
+                        pu.bar_chart(BarChart::new(set.clone(), bo).color(set_color.gamma_multiply_u8(160)).element_formatter(fmt(set.clone())));
+                    });
+                // The axes drawn, for screen readers and the kittests (A and B share them).
+                let b = resp.transform.bounds();
+                let label = format!("plot: score histogram of {name}: x {:.4} to {:.4}, y {:.4} to {:.4}", b.min()[0], b.max()[0], b.min()[1], b.max()[1]);
+                resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
             });
         }
         ui.vertical(|ui| {
             ui.label(egui::RichText::new(format!("ROC ({set}, ID positive)")).strong());
-            let curves: Vec<(&String, Vec<[f64; 2]>)> = loaded.iter().filter_map(|(name, _, id, ood)| Some((name, roc_line(id, ood)?))).collect();
-            let resp = Plot::new("roc").width(w).height(h).include_x(0.0).include_x(1.0).include_y(0.0).include_y(1.0).legend(Legend::default()).x_axis_label("FPR").y_axis_label("TPR").show(ui, |pu| {
-                for (name, points) in &curves {
-                    pu.line(Line::new((*name).clone(), points.clone()));
-                }
-                pu.line(Line::new("chance", vec![[0.0, 0.0], [1.0, 1.0]]).color(egui::Color32::GRAY));
-            });
+            let curves: Vec<(&String, egui::Color32, Vec<[f64; 2]>)> = loaded.iter().filter_map(|(name, e, id, ood)| Some((name, stage_color(st, *e), roc_line(id, ood)?))).collect();
+            let mut keys: Vec<(String, egui::Color32, LineStyle, f32)> = curves.iter().map(|(name, color, _)| ((*name).clone(), *color, LineStyle::Solid, 2.0)).collect();
+            keys.push(("chance".to_string(), egui::Color32::GRAY, LineStyle::Solid, 1.0));
+            palette::key_row(ui, &keys);
+            let hover: plots::HoverLines = curves.iter().map(|(name, _, points)| ((*name).clone(), points.clone())).collect();
+            let resp = Plot::new("roc")
+                .width(w)
+                .height(h - 20.0)
+                .include_x(0.0)
+                .include_x(1.0)
+                .include_y(0.0)
+                .include_y(1.0)
+                .y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
+                .x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label)
+                .label_formatter(move |pos| roc_hover(&hover, pos))
+                .x_axis_label("FPR")
+                .y_axis_label("TPR")
+                .show(ui, |pu| {
+                    for (name, color, points) in &curves {
+                        pu.line(Line::new((*name).clone(), points.clone()).color(*color).width(2.0));
+                    }
+                    pu.line(Line::new("chance", vec![[0.0, 0.0], [1.0, 1.0]]).color(egui::Color32::GRAY));
+                });
             // The curves drawn, for screen readers and the kittests.
-            let drawn: Vec<String> = curves.iter().map(|(name, points)| format!("{name}: {} points", points.len())).collect();
+            let drawn: Vec<String> = curves.iter().map(|(name, _, points)| format!("{name}: {} points", points.len())).collect();
             let label = format!("plot: ROC curves ({set}): {}", drawn.join("; "));
             resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
         });
@@ -155,18 +193,59 @@ fn roc_line(id: &[f32], ood: &[f32]) -> Option<Vec<[f64; 2]>> {
     Some(curve.into_iter().map(|(fpr, tpr)| [fpr, tpr]).collect())
 }
 
-fn twin_histograms(a: &[f32], b: &[f32], bins: usize) -> (Vec<Bar>, Vec<Bar>) {
-    let lo = a.iter().chain(b).copied().fold(f32::INFINITY, f32::min) as f64;
-    let hi = a.iter().chain(b).copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+/// The ROC plot's hover text: each curve's TPR at the FPR nearest the pointer.
+fn roc_hover(curves: &plots::HoverLines, pos: &egui_plot::HoverPosition) -> Option<String> {
+    let (egui_plot::HoverPosition::NearDataPoint { position, .. } | egui_plot::HoverPosition::Elsewhere { position }) = pos;
+    let mut text = format!("FPR {:.4}", position.x.clamp(0.0, 1.0));
+    for (name, points) in curves {
+        // The highest TPR reached at this FPR: the curve's step at x.
+        let tpr = points.iter().filter(|p| p[0] <= position.x).map(|p| p[1]).fold(f64::NAN, f64::max);
+        if tpr.is_finite() {
+            text.push_str(&format!("\n{name}: TPR {tpr:.4}"));
+        }
+    }
+    Some(text)
+}
+
+/// A stage's color, the same as its curves' in the training tab: a fine-tune's is its branch's,
+/// the base training's "final" and "best epoch" each their own.
+fn stage_color(st: &RunView, epoch: usize) -> egui::Color32 {
+    let branches = super::training::branches(st);
+    let branch = branches.iter().find(|b| b.records.iter().any(|r| r.epoch == epoch));
+    match branch.and_then(|b| b.color) {
+        Some(c) => c,
+        None if crate::run::best_by_validation(&st.records, Score::Energy, Some(crate::run::Phase::Base)) == Some(epoch) && st.last_base_epoch() != Some(epoch) => palette::BEST_STAGE_COLOR,
+        None => palette::FINAL_COLOR,
+    }
+}
+
+/// A swatch of the stage's color, before its name.
+fn stage_swatch(ui: &mut egui::Ui, st: &RunView, epoch: usize) {
+    palette::key_row(ui, &[(String::new(), stage_color(st, epoch), LineStyle::Solid, 4.0)]);
+}
+
+/// A stage's ID and OOD histogram bars.
+type TwinBars = (Vec<Bar>, Vec<Bar>);
+
+/// The histograms of each stage's ID and OOD scores on the same bins, and the bounds they share
+/// ([x min, x max, largest share]): stages A and B are drawn on the same axes, so that their
+/// shapes compare at a glance.
+fn shared_histograms(stages: &[(&[f32], &[f32])], bins: usize) -> (Vec<TwinBars>, [f64; 3]) {
+    let all = || stages.iter().flat_map(|(a, b)| a.iter().chain(b.iter())).copied().filter(|v| v.is_finite());
+    let lo = all().fold(f32::INFINITY, f32::min) as f64;
+    let hi = all().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
     let width = ((hi - lo) / bins as f64).max(1e-9);
     let bars = |v: &[f32]| {
         let mut c = vec![0usize; bins];
-        for &x in v {
+        for &x in v.iter().filter(|x| x.is_finite()) {
             c[(((f64::from(x) - lo) / width) as usize).min(bins - 1)] += 1;
         }
         c.iter().enumerate().map(|(i, &n)| Bar::new(lo + (i as f64 + 0.5) * width, n as f64 / v.len().max(1) as f64).width(width)).collect::<Vec<_>>()
     };
-    (bars(a), bars(b))
+    let histograms: Vec<TwinBars> = stages.iter().map(|(a, b)| (bars(a), bars(b))).collect();
+    let top = histograms.iter().flat_map(|(a, b)| a.iter().chain(b)).map(|bar| bar.value).fold(0.0, f64::max);
+    (histograms, [lo, hi.max(lo + width), top])
 }
 
 fn table(ui: &mut egui::Ui, records: &[EpochRecord], picked: &[(String, usize)]) {
@@ -191,8 +270,8 @@ fn table(ui: &mut egui::Ui, records: &[EpochRecord], picked: &[(String, usize)])
                     for (_, e) in picked {
                         let r = &records[e - 1];
                         let m = if set == "mean" { r.ood_mean.get(&s) } else if set.ends_with("(validation)") { r.val.get(&s) } else { r.ood.get(set).and_then(|m| m.get(&s)) };
-                        ui.label(m.map_or("-".into(), |m| format!("{:.2}", m.auroc * 100.0)));
-                        ui.label(m.map_or("-".into(), |m| format!("{:.2}", m.fpr95 * 100.0)));
+                        ui.label(m.map_or("-".into(), |m| format!("{:.4}", m.auroc)));
+                        ui.label(m.map_or("-".into(), |m| format!("{:.4}", m.fpr95)));
                     }
                     ui.end_row();
                 }
@@ -200,7 +279,7 @@ fn table(ui: &mut egui::Ui, records: &[EpochRecord], picked: &[(String, usize)])
             ui.label("ID test acc");
             ui.label("");
             for (_, e) in picked {
-                ui.label(format!("{:.2}", records[e - 1].test_acc * 100.0));
+                ui.label(format!("{:.4}", records[e - 1].test_acc));
                 ui.label("");
             }
             ui.end_row();
@@ -285,6 +364,51 @@ mod panel_tests {
         }
         assert!(draw(&mut panel, &view).is_none(), "asked again while loading");
     }
+
+    /// The x and y bounds a score histogram's label reports.
+    fn bounds_of(label: &str) -> String {
+        label.split_once(": x ").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn stages_a_and_b_share_their_histograms_axes_and_the_table_is_in_fractions() {
+        use egui_kittest::kittest::{NodeT, Queryable};
+        let mut view = AppState::new();
+        // Epoch 1 is the best by validation, epoch 2 the final one: two stages, far apart scores.
+        let mut records = vec![record(1), record(2)];
+        for (r, val) in records.iter_mut().zip([0.9, 0.6]) {
+            r.ood.insert("uniform".into(), crate::run::ScoreMetrics::new());
+            r.val.insert(Score::Energy, crate::ood::Metrics { auroc: val, fpr95: 0.5, aupr_in: 0.5, aupr_out: 0.5 });
+            r.ood_mean.insert(Score::Energy, crate::ood::Metrics { auroc: 0.8125, fpr95: 0.25, aupr_in: 0.5, aupr_out: 0.5 });
+        }
+        view.apply(WorkerEvent::RunLoaded { dir: "run".into(), records, loss_rows: Vec::new(), config: Box::new(crate::config::ExperimentConfig { data: crate::config::DataConfig::sample(), train: Default::default(), detectors: Default::default() }) });
+        let arrays = |lo: f32, n: usize| -> std::sync::Arc<crate::worker::ScoreArrays> { std::sync::Arc::new([(Score::Energy, (0..n).map(|i| lo + i as f32 / n as f32).collect())].into()) };
+        for (epoch, id, ood) in [(1, arrays(0.0, 50), arrays(-1.0, 20)), (2, arrays(3.0, 80), arrays(1.0, 10))] {
+            for (set, scores) in [("id_test", id), ("uniform", ood)] {
+                let request = ScoresRequest { run: "run".into(), epoch, set: set.into() };
+                view.scores_asked(request.clone(), true);
+                view.apply(WorkerEvent::Scores { request, scores: Ok(scores) });
+            }
+        }
+        let mut h = egui_kittest::Harness::builder().with_size([1400.0, 900.0]).build_ui_state(
+            |ui, (panel, view): &mut (ComparePanel, AppState)| {
+                panel.ui(ui, view);
+            },
+            (ComparePanel::default(), view),
+        );
+        h.run_steps(3);
+        let label = |name: &str| h.get_by_label_contains(&format!("plot: score histogram of {name}")).accesskit_node().label().unwrap_or_default();
+        let (a, b) = (label("best epoch"), label("final"));
+        assert!(!bounds_of(&a).is_empty(), "{a}");
+        assert_eq!(bounds_of(&a), bounds_of(&b), "A and B on different axes");
+        // Both reach from the lowest score of either stage (-1) to the highest (about 4).
+        let x_lo: f64 = bounds_of(&a).split(' ').next().unwrap().parse().unwrap();
+        let x_hi: f64 = bounds_of(&a).split(" to ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        assert!(x_lo <= -1.0 && x_hi >= 3.98, "{a}");
+        // The table: fractions, as everywhere else in the app.
+        assert!(h.get_all_by_label("0.8125").count() >= 2);
+        assert!(h.query_by_label("81.25").is_none());
+    }
 }
 
 #[cfg(test)]
@@ -297,5 +421,17 @@ mod branch_tests {
         let view = branched_view();
         let menu: Vec<String> = stages(&view.records).iter().map(|(name, e)| stage_text(&view, name, *e)).collect();
         assert_eq!(menu, ["best epoch (epoch 5)", "final (epoch 5)", "CE control (epoch 11)", "UM (epoch 12, incomplete: 1 of 3 epochs)"]);
+    }
+
+    #[test]
+    fn each_stage_has_one_colour_the_same_as_its_branch_in_the_training_tab() {
+        let view = branched_view();
+        let branches = crate::app::training::branches(&view);
+        let branch_color = |epoch: usize| branches.iter().find(|b| b.records.iter().any(|r| r.epoch == epoch)).and_then(|b| b.color);
+        let colors: Vec<egui::Color32> = stages(&view.records).iter().map(|(_, e)| stage_color(&view, *e)).collect();
+        // best epoch and final are both epoch 5 here: one stage, the base training's blue.
+        assert_eq!(colors, [palette::FINAL_COLOR, palette::FINAL_COLOR, branch_color(11).unwrap(), branch_color(12).unwrap()]);
+        assert_ne!(colors[2], colors[3]);
+        assert!(colors[2..].iter().all(|c| *c != palette::FINAL_COLOR && *c != palette::BEST_STAGE_COLOR));
     }
 }

@@ -2,10 +2,10 @@
 //! and a data map (mean confidence vs variability across epochs) where a click opens the sample.
 
 use super::state::RunView;
-use super::Action;
+use super::{palette, plots, Action};
 use crate::run::{EpochRecord, Phase};
 use eframe::egui;
-use egui_plot::{Bar, BarChart, Legend, Plot, Points, VLine};
+use egui_plot::{Bar, BarChart, LineStyle, Plot, Points, VLine};
 
 /// The epoch the histogram shows.
 #[derive(Default)]
@@ -56,10 +56,15 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
         ui.vertical(|ui| {
             ui.label(egui::RichText::new(format!("Loss of each of the {} training samples (log count)", row.len())).strong());
             let (bars, max, binned) = histogram(&row, 60);
-            let resp = Plot::new("loss_hist").width(w).height(h - 20.0).legend(Legend::default()).x_axis_label("cross-entropy").y_axis_label("log10(1 + count)").show(ui, |pu| {
-                pu.bar_chart(BarChart::new("samples", bars).color(egui::Color32::from_rgb(90, 160, 230)));
+            let mut keys = vec![("training samples".to_string(), palette::FINAL_COLOR, LineStyle::Solid, 6.0)];
+            if let Some((g, whose)) = gamma {
+                keys.push((gamma_key(g, whose), palette::GAMMA_COLOR, LineStyle::Solid, 2.0));
+            }
+            palette::key_row(ui, &keys);
+            let resp = Plot::new("loss_hist").width(w).height(h - 40.0).x_axis_label("cross-entropy").y_axis_label("log10(1 + count)").y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label).x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label).show(ui, |pu| {
+                pu.bar_chart(BarChart::new("samples", bars).color(palette::FINAL_COLOR).element_formatter(Box::new(|bar, _| format!("loss {:.4}\nlog10(1 + count) {:.3}", bar.argument, bar.value))));
                 if let Some((g, whose)) = gamma {
-                    pu.vline(VLine::new(format!("gamma = {g:.4} ({whose})"), g.min(max)).color(egui::Color32::from_rgb(220, 60, 50)).width(2.0));
+                    pu.vline(VLine::new(gamma_key(g, whose), g.min(max)).color(palette::GAMMA_COLOR).width(2.0));
                 }
             });
             // What the bars hold, for screen readers and the kittests.
@@ -69,10 +74,16 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
         ui.vertical(|ui| {
             ui.label(egui::RichText::new("Data map: mean confidence vs variability across epochs (click a point)").strong());
             let (all, picked) = data_map(&st.loss_rows, &atypical);
-            let resp = Plot::new("data_map").width(w).height(h - 20.0).legend(Legend::default()).x_axis_label("variability (sd of p(true class))").y_axis_label("mean p(true class)").show(ui, |pu| {
-                pu.points(Points::new("training samples", all.clone()).radius(1.5).color(egui::Color32::from_rgba_unmultiplied(90, 160, 230, 120)));
+            let mut keys = vec![("training samples".to_string(), palette::FINAL_COLOR, LineStyle::Solid, 4.0)];
+            if !picked.is_empty() {
+                keys.push(("atypical (current mask)".to_string(), palette::SLIDER_COLOR, LineStyle::Solid, 4.0));
+            }
+            palette::key_row(ui, &keys);
+            let hover = data_map_hover(&all);
+            let resp = Plot::new("data_map").width(w).height(h - 40.0).x_axis_label("variability (sd of p(true class))").y_axis_label("mean p(true class)").y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label).x_grid_spacer(plots::nice_grid_x).x_axis_formatter(plots::tick_label).label_formatter(hover).show(ui, |pu| {
+                pu.points(Points::new("training samples", all.clone()).radius(1.5).color(palette::FINAL_COLOR.gamma_multiply_u8(120)));
                 if !picked.is_empty() {
-                    pu.points(Points::new("atypical (current mask)", picked).radius(2.5).color(egui::Color32::from_rgb(220, 60, 50)));
+                    pu.points(Points::new("atypical (current mask)", picked).radius(2.5).color(palette::SLIDER_COLOR));
                 }
                 pu.pointer_coordinate()
             });
@@ -92,6 +103,23 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
         });
     });
     asked
+}
+
+/// The legend key and line name of the histogram's gamma.
+fn gamma_key(gamma: f64, whose: &str) -> String {
+    format!("gamma = {gamma:.4} ({whose})")
+}
+
+/// The data map's hover text: the sample under the pointer and its two coordinates (its index is
+/// its place among the training samples, as `all` lists them).
+fn data_map_hover(all: &[[f64; 2]]) -> impl Fn(&egui_plot::HoverPosition) -> Option<String> + use<> {
+    let n = all.len();
+    move |pos| match pos {
+        egui_plot::HoverPosition::NearDataPoint { plot_name: "training samples", position, index } if *index < n => {
+            Some(format!("training sample #{index} (click to open)\nvariability {:.4}\nmean p(true class) {:.4}", position.x, position.y))
+        }
+        egui_plot::HoverPosition::NearDataPoint { position, .. } | egui_plot::HoverPosition::Elsewhere { position } => Some(format!("variability {:.4}\nmean p(true class) {:.4}", position.x, position.y)),
+    }
 }
 
 /// The gamma the histogram of `record`'s epoch draws, and whose it is: a UM or UMAP epoch's own

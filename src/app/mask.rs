@@ -4,7 +4,7 @@
 //! interpolated from the sweep show at once while both compute); the sweep's curves; the gamma
 //! choice; and the buttons that fine-tune with UM, prune with UMAP, or run the plain-CE control.
 
-use super::palette;
+use super::{palette, plots};
 use super::state::{RunView, SweepView};
 use super::Action;
 use crate::ood::{Metrics, Score};
@@ -40,7 +40,23 @@ pub struct MaskPanel {
     pub ft_epochs: usize,
     pub ft_lr: f64,
     pub prune_ratio: f64,
+    /// The sweep plots' y axes fit the ratios up to `CLIPPED_RATIO` only (the highest ratio,
+    /// where the masked model collapses, would flatten the rest); its points lie off the plot.
+    pub sweep_clipped: bool,
+    /// The last answer drawn with its detection table: drawn greyed while the next computes, so
+    /// that the tab keeps its layout during a drag.
+    last_shown: Option<Shown>,
 }
+
+/// An answer as drawn, with the detection table it had.
+#[derive(Clone)]
+struct Shown {
+    answer: std::sync::Arc<AtypicalSet>,
+    detection: Option<std::sync::Arc<Detection>>,
+}
+
+/// The highest ratio the clipped sweep view fits its y axes to.
+const CLIPPED_RATIO: f64 = 0.6;
 
 impl Default for MaskPanel {
     fn default() -> MaskPanel {
@@ -53,6 +69,8 @@ impl Default for MaskPanel {
             ft_epochs: 10,
             ft_lr: 0.05,
             prune_ratio: 0.2,
+            sweep_clipped: false,
+            last_shown: None,
         }
     }
 }
@@ -173,63 +191,96 @@ fn snapshot_choice(snapshot: &mut MaskSnapshot, st: &RunView, ui: &mut egui::Ui)
     }
 }
 
-/// Where the numbers shown come from.
-enum Source {
-    /// The answer to the current request (a preview or the complete one).
-    Answer(std::sync::Arc<AtypicalSet>),
-    /// Interpolated from the sweep while the answer computes.
-    Sweep(crate::unleash::MaskSweepPoint),
-    None,
-}
-
 fn answer(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     let mut table_score = panel.table_score;
     let train_samples = st.data.as_ref().map_or(0, |d| d.train.len());
-    let answer = panel.current_answer(st).cloned();
-    let source = match (answer, panel.current_sweep(st).and_then(|s| probe::interpolate(&s.points, panel.ratio))) {
-        (Some(a), _) => Source::Answer(a),
-        (None, Some(p)) => Source::Sweep(p),
-        (None, None) => Source::None,
-    };
-    let status = match &source {
-        Source::Answer(a) => match a.preview {
-            Some(p) => format!("preview on subsets (n = {} training, {} ID test, {} per OOD set); the complete answer follows", p.train, p.id_test, p.per_ood_set),
-            None if st.mask_detection.is_some() => "complete: every training, test and OOD sample".to_string(),
-            None if st.mask_pending => "gamma and atypical set complete; OOD detection on the complete sets computing...".to_string(),
-            None => "gamma and atypical set complete (OOD detection skipped: a newer request came first)".to_string(),
-        },
-        Source::Sweep(_) => "interpolated from the sweep; the exact answer is computing...".to_string(),
-        Source::None if st.mask_pending => pending_text(st),
-        Source::None => "move the slider, or wait for the answer at this ratio".to_string(),
-    };
-    ui.label(egui::RichText::new(status).italics());
-    match source {
-        Source::Answer(a) => {
+    let current = panel.current_answer(st).cloned();
+    let estimate = panel.current_sweep(st).and_then(|s| probe::interpolate(&s.points, panel.ratio));
+    let shown = match current {
+        Some(a) => {
             let detection = if a.preview.is_some() { a.masked_detection.clone().map(std::sync::Arc::new) } else { st.mask_detection.clone() };
-            headline(ui, a.gamma, a.estimated_atypical(train_samples), a.preview.is_some(), detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss);
-            // Masked and full training loss within 25% of each other: the mask hardly changes the model.
-            if a.gamma < 1.25 * a.full_train_loss && a.preview.is_none() {
-                ui.colored_label(
-                    egui::Color32::from_rgb(230, 150, 40),
-                    "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is close to the full model's loss and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
-                );
+            let fresh = Shown { answer: a, detection };
+            ui.label(egui::RichText::new(status_text(&fresh.answer, st)).italics());
+            if fresh.detection.is_some() {
+                panel.last_shown = Some(fresh.clone());
             }
-            if let (Some(masked), Some(full)) = (detection.as_deref(), a.full_detection.as_ref()) {
-                detection_table(ui, masked, full, &mut table_score);
-            }
+            Some((fresh, false))
         }
-        Source::Sweep(p) => {
+        None => {
+            // A run opened or trained since clears the mirror's answer, and the stale one with it.
+            let Some(last) = panel.last_shown.clone().filter(|_| st.mask_result.is_some()) else {
+                waiting(ui, st, estimate);
+                panel.table_score = table_score;
+                return;
+            };
+            let mut status = format!("showing the answer at ratio {:.3} (greyed) until the answer at {:.3} arrives", last.answer.ratio, panel.ratio);
+            if let Some(p) = estimate {
+                status.push_str(&format!("; from the sweep: gamma ≈ {:.5}, ≈ {} atypical", p.gamma, p.atypical));
+            }
+            if st.mask_pending {
+                status.push_str(&format!(" ({})", pending_text(st)));
+            }
+            ui.label(egui::RichText::new(status).italics());
+            Some((last, true))
+        }
+    };
+    if let Some((shown, stale)) = shown {
+        ui.scope(|ui| {
+            if stale {
+                ui.multiply_opacity(STALE_OPACITY);
+            }
+            let a = &shown.answer;
+            // Masked and full training loss within 25% of each other: the mask hardly changes the model.
+            let gentle = a.gamma < 1.25 * a.full_train_loss && a.preview.is_none();
+            headline(ui, a.gamma, gentle, a.estimated_atypical(train_samples), a.preview.is_some(), shown.detection.as_deref(), a.full_detection.as_ref(), a.full_test_acc, a.full_train_loss, table_score);
+            // The table stays while the complete detection computes: the last one, greyed.
+            let table = match (&shown.detection, &panel.last_shown) {
+                (Some(d), _) => Some((d.clone(), a.full_detection.clone(), stale)),
+                (None, Some(last)) => last.detection.clone().map(|d| (d, last.answer.full_detection.clone(), true)),
+                (None, None) => None,
+            };
+            if let Some((masked, Some(full), greyed)) = table {
+                if greyed && !stale {
+                    ui.multiply_opacity(STALE_OPACITY);
+                }
+                detection_table(ui, &masked, &full, &mut table_score);
+            }
+        });
+    }
+    // Always drawn, with dashes until both are known: a line that comes and goes would move the
+    // tab below it.
+    let secs = |d: Option<std::time::Duration>| d.map_or_else(|| "-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+    ui.label(egui::RichText::new(format!("last answer: preview after {}, complete after {}", secs(st.last_preview_latency), secs(st.last_mask_latency))).small().weak());
+    panel.table_score = table_score;
+}
+
+/// How a stale answer is drawn while the next computes.
+const STALE_OPACITY: f32 = 0.45;
+
+/// Where the answer on screen stands: a preview, complete, or its detection still computing.
+fn status_text(a: &AtypicalSet, st: &RunView) -> String {
+    match a.preview {
+        Some(p) => format!("preview on subsets (n = {} training, {} ID test, {} per OOD set); the complete answer follows", p.train, p.id_test, p.per_ood_set),
+        None if st.mask_detection.is_some() => "complete: every training, test and OOD sample".to_string(),
+        None if st.mask_pending => "gamma and atypical set complete; OOD detection on the complete sets computing...".to_string(),
+        None => "gamma and atypical set complete (OOD detection skipped: a newer request came first)".to_string(),
+    }
+}
+
+/// Before the first answer: the sweep's estimate at the slider's ratio, or a wait.
+fn waiting(ui: &mut egui::Ui, st: &RunView, estimate: Option<crate::unleash::MaskSweepPoint>) {
+    match estimate {
+        Some(p) => {
+            ui.label(egui::RichText::new("interpolated from the sweep; the exact answer is computing...").italics());
             ui.label(egui::RichText::new(format!("Loss constraint gamma ≈ {:.5}", p.gamma)).size(18.0).strong());
             ui.label(format!("≈ {} atypical samples  |  masked ID test accuracy ≈ {:.4}  |  masked mean test-OOD Energy AUROC ≈ {:.4}", p.atypical, p.masked_test_acc, p.masked_ood_auroc));
         }
-        Source::None => {
+        None => {
+            let status = if st.mask_pending { pending_text(st) } else { "move the slider, or wait for the answer at this ratio".to_string() };
+            ui.label(egui::RichText::new(status).italics());
             ui.label(egui::RichText::new("Loss constraint gamma = (computing)").size(18.0).strong());
         }
     }
-    if let (Some(p), Some(f)) = (st.last_preview_latency, st.last_mask_latency) {
-        ui.label(egui::RichText::new(format!("last answer: preview after {:.2} s, complete after {:.2} s", p.as_secs_f64(), f.as_secs_f64())).small().weak());
-    }
-    panel.table_score = table_score;
 }
 
 fn pending_text(st: &RunView) -> String {
@@ -242,16 +293,29 @@ fn pending_text(st: &RunView) -> String {
     }
 }
 
-/// gamma, atypical count, masked vs full ID accuracy, and the headline detection figure.
+/// gamma (and whether the mask is too `gentle` to flag many samples), atypical count, masked vs
+/// full ID accuracy, and the headline detection figure in the score the table shows.
 #[allow(clippy::too_many_arguments)]
-fn headline(ui: &mut egui::Ui, gamma: f64, atypical: usize, preview: bool, masked: Option<&Detection>, full: Option<&Detection>, full_test_acc: f64, full_train_loss: f64) {
+fn headline(ui: &mut egui::Ui, gamma: f64, gentle: bool, atypical: usize, preview: bool, masked: Option<&Detection>, full: Option<&Detection>, full_test_acc: f64, full_train_loss: f64, score: Score) {
     let approx = if preview { "≈ " } else { "= " };
-    ui.label(egui::RichText::new(format!("Loss constraint gamma {approx}{gamma:.5}")).size(18.0).strong());
+    // The warning of a gentle mask sits on gamma's line: a line of its own would move everything
+    // below it as the slider crosses into the low ratios.
+    ui.horizontal(|ui| {
+        ui.label(egui::RichText::new(format!("Loss constraint gamma {approx}{gamma:.5}")).size(18.0).strong());
+        if gentle {
+            ui.colored_label(egui::Color32::from_rgb(230, 150, 40), "barely above the full model's loss: few samples flagged (hover)").on_hover_text(
+                "This ratio barely moves the training loss (magnitude masking of a trained model is gentle at low ratios): gamma is close to the full model's loss and flags few samples. Try a higher ratio, or pick gamma by quantile / earlier epoch below.",
+            );
+        }
+    });
     if let (Some(m), Some(f)) = (masked, full) {
-        let (ma, fa) = (m.mean_auroc(Score::Energy), f.mean_auroc(Score::Energy));
-        let text = format!("Mean test-OOD Energy AUROC: masked {ma:.4} vs full {fa:.4} ({:+.4})", ma - fa);
+        let (ma, fa) = (m.mean_auroc(score), f.mean_auroc(score));
+        let text = format!("Mean test-OOD {} AUROC: masked {ma:.4} vs full {fa:.4} ({:+.4})", score.name(), ma - fa);
         let color = if ma >= fa { egui::Color32::from_rgb(80, 190, 120) } else { egui::Color32::from_rgb(230, 110, 80) };
         ui.label(egui::RichText::new(text).size(16.0).color(color));
+    } else {
+        // The same line while it computes, so that nothing below it moves.
+        ui.label(egui::RichText::new(format!("Mean test-OOD {} AUROC: computing on the complete sets...", score.name())).size(16.0).weak());
     }
     let acc = match masked {
         Some(m) => format!("masked ID test accuracy {:.4} (full {:.4}, {:+.4})", m.test_acc, full_test_acc, m.test_acc - full_test_acc),
@@ -373,7 +437,7 @@ fn finetune_row(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) -> Optio
 
 /// gamma, atypical count, masked ID accuracy and masked mean OOD AUROC against the ratio (log
 /// scale), with the slider's ratio marked and the unmasked model's values as horizontal lines.
-fn sweep_plots(panel: &MaskPanel, ui: &mut egui::Ui, st: &RunView) {
+fn sweep_plots(panel: &mut MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     let Some(sweep) = panel.current_sweep(st) else {
         let msg = match &st.background {
             Some(job) => format!("The sweep is computing in the background ({}).", job.describe()),
@@ -389,21 +453,28 @@ fn sweep_plots(panel: &MaskPanel, ui: &mut egui::Ui, st: &RunView) {
     let full = st.mask_result.as_ref().and_then(|m| m.full_detection.as_ref()).filter(|_| st.mask_result.as_ref().is_some_and(|m| m.epoch == sweep.epoch && m.preview.is_none()));
     let full_acc = st.mask_result.as_ref().filter(|m| m.epoch == sweep.epoch).map(|m| m.full_test_acc);
     let state = if sweep.complete { String::new() } else { format!(" ({} of {} ratios so far)", sweep.points.len(), crate::worker::DEFAULT_SWEEP_POINTS) };
-    ui.label(egui::RichText::new(format!("Sweep of epoch {}, {} masks{state}; x axis: mask ratio (log scale)", sweep.epoch, sweep.kind.key())).strong());
-    // Tall enough for tick labels on both axes; the tab scrolls when the window is small.
-    let h = ((ui.available_height() - 50.0) / 2.0).max(190.0);
+    ui.horizontal(|ui| {
+        ui.label(egui::RichText::new(format!("Sweep of epoch {}, {} masks{state}; x axis: mask ratio (log scale)", sweep.epoch, sweep.kind.key())).strong());
+        ui.checkbox(&mut panel.sweep_clipped, format!("fit y to ratios up to {CLIPPED_RATIO}"))
+            .on_hover_text("The highest ratios collapse the masked model and flatten the rest of each curve: fit the y axes to the ratios up to 0.6, and leave the higher points off the plot");
+    });
+    // A fixed height, whatever the answer above shows: the plots keep their place and their
+    // tick labels during a drag (the tab scrolls when the window is small).
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
-    let ratio = panel.ratio;
+    let plot = SweepPlot { sweep, ratio: panel.ratio, w, h: SWEEP_PLOT_HEIGHT, clip: panel.sweep_clipped.then_some(CLIPPED_RATIO) };
     let full_auroc = full.map(|f| f.mean_auroc(Score::Energy));
     ui.horizontal(|ui| {
-        sweep_plot(ui, "sweep_gamma", "log10 gamma", w, h, sweep, ratio, |p| p.gamma.max(1e-6).log10(), None);
-        sweep_plot(ui, "sweep_atypical", "atypical samples", w, h, sweep, ratio, |p| p.atypical as f64, None);
+        plot.show(ui, "sweep_gamma", "gamma (log scale)", |p| p.gamma.max(1e-6).log10(), None, true);
+        plot.show(ui, "sweep_atypical", "atypical samples", |p| p.atypical as f64, None, false);
     });
     ui.horizontal(|ui| {
-        sweep_plot(ui, "sweep_acc", "masked ID test accuracy", w, h, sweep, ratio, |p| p.masked_test_acc, full_acc);
-        sweep_plot(ui, "sweep_auroc", "masked mean test-OOD Energy AUROC", w, h, sweep, ratio, |p| p.masked_ood_auroc, full_auroc);
+        plot.show(ui, "sweep_acc", "masked ID test accuracy", |p| p.masked_test_acc, full_acc, false);
+        plot.show(ui, "sweep_auroc", "masked mean test-OOD Energy AUROC", |p| p.masked_ood_auroc, full_auroc, false);
     });
 }
+
+/// Each sweep plot's height, points.
+const SWEEP_PLOT_HEIGHT: f32 = 230.0;
 
 /// Grid marks of a log10(ratio) axis at 1, 2 and 5 times the powers of ten (0.01, 0.02, 0.05, 0.1,
 /// ...), the decades thicker.
@@ -421,36 +492,102 @@ fn ratio_grid(input: egui_plot::GridInput) -> Vec<egui_plot::GridMark> {
     marks
 }
 
+/// Grid marks of a log10(value) axis: at 1, 2 and 5 times the powers of ten where at least two
+/// fall in view, else (a narrow range, such as gamma's over the low ratios) at evenly spaced
+/// values, so that the axis always has labels.
+fn log_value_grid(input: egui_plot::GridInput) -> Vec<egui_plot::GridMark> {
+    let bounds = input.bounds;
+    let marks = ratio_grid(input);
+    if marks.len() >= 2 {
+        return marks;
+    }
+    let (lo, hi) = (10f64.powf(bounds.0), 10f64.powf(bounds.1));
+    let step = plots::nice_step((hi - lo) / 5.0);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).filter(|k| *k > 0).map(|k| egui_plot::GridMark { value: (k as f64 * step).log10(), step_size: 1.0 }).collect()
+}
+
 fn three_places(x: f64) -> String {
     let s = format!("{x:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sweep_plot(ui: &mut egui::Ui, id: &str, title: &str, w: f32, h: f32, sweep: &SweepView, ratio: f64, f: impl Fn(&crate::unleash::MaskSweepPoint) -> f64, full: Option<f64>) {
-    let color = egui::Color32::from_rgb(90, 160, 230);
-    let pts: Vec<[f64; 2]> = sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
-    let drawn = pts.len();
-    ui.vertical(|ui| {
-        ui.label(egui::RichText::new(title).small());
-        let resp = Plot::new(id)
-            .width(w)
-            .height(h - 18.0)
-            .x_axis_formatter(|mark, _| format!("{}", three_places(10f64.powf(mark.value))))
-            .x_grid_spacer(ratio_grid)
-            .y_axis_min_width(40.0)
-            .show(ui, |pu| {
+/// What the four sweep plots share: the sweep, the slider's ratio, their size, and the ratio the
+/// y axes fit up to (None: all).
+struct SweepPlot<'a> {
+    sweep: &'a SweepView,
+    ratio: f64,
+    w: f32,
+    h: f32,
+    clip: Option<f64>,
+}
+
+impl SweepPlot<'_> {
+    /// One plot of `f` against the ratio; `log_y`: `f` is a log10, and the ticks and hover show
+    /// its value.
+    fn show(&self, ui: &mut egui::Ui, id: &str, title: &str, f: impl Fn(&crate::unleash::MaskSweepPoint) -> f64, full: Option<f64>, log_y: bool) {
+        let color = palette::FINAL_COLOR;
+        let pts: Vec<[f64; 2]> = self.sweep.points.iter().filter(|p| p.ratio > 0.0).map(|p| [p.ratio.log10(), f(p)]).filter(|p| p[1].is_finite()).collect();
+        let drawn = pts.len();
+        let y_shown = move |y: f64| if log_y { 10f64.powf(y) } else { y };
+        let mut keys = vec![(title.to_string(), color, egui_plot::LineStyle::Solid, 2.0)];
+        if full.is_some_and(f64::is_finite) {
+            keys.push(("unmasked model".to_string(), palette::MEAN_COLOR, egui_plot::LineStyle::dashed_loose(), 1.5));
+        }
+        if self.ratio > 0.0 {
+            keys.push((format!("slider ({})", three_places(self.ratio)), palette::SLIDER_COLOR, egui_plot::LineStyle::Solid, 1.5));
+        }
+        let fitted = self.clip.and_then(|c| y_range(&pts, full, c.log10()));
+        let hover: plots::HoverLines = vec![(title.to_string(), pts.iter().map(|p| [p[0], y_shown(p[1])]).collect())];
+        ui.vertical(|ui| {
+            palette::key_row(ui, &keys);
+            let mut plot = Plot::new(id)
+                .width(self.w)
+                .height(self.h - 22.0)
+                .x_axis_formatter(|mark, _| three_places(10f64.powf(mark.value)))
+                .x_grid_spacer(ratio_grid)
+                .y_axis_min_width(48.0)
+                .label_formatter(move |pos| plots::hover_text(&hover, pos, "mask ratio", |x| 10f64.powf(x)));
+            // A log axis is marked at 1, 2 and 5 times the powers of ten, as the ratio axis is.
+            plot = if log_y {
+                plot.y_grid_spacer(log_value_grid).y_axis_formatter(move |mark, _| format!("{:.4}", y_shown(mark.value)).trim_end_matches('0').trim_end_matches('.').to_string())
+            } else {
+                plot.y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
+            };
+            if let Some((lo, hi)) = fitted {
+                plot = plot.default_y_bounds(lo, hi);
+            }
+            let resp = plot.show(ui, |pu| {
+                if let Some((lo, hi)) = fitted {
+                    pu.set_plot_bounds_y(lo..=hi);
+                }
                 pu.line(Line::new(title.to_string(), pts.clone()).width(2.0).color(color));
                 pu.points(Points::new(title.to_string(), pts).radius(3.0).color(color));
                 if let Some(v) = full.filter(|v| v.is_finite()) {
-                    pu.hline(HLine::new("unmasked", v).color(palette::MEAN_COLOR).style(egui_plot::LineStyle::dashed_loose()));
+                    pu.hline(HLine::new("unmasked model", v).color(palette::MEAN_COLOR).style(egui_plot::LineStyle::dashed_loose()));
                 }
-                if ratio > 0.0 {
-                    pu.vline(VLine::new("slider", ratio.log10()).color(egui::Color32::from_rgb(220, 60, 50)));
+                if self.ratio > 0.0 {
+                    pu.vline(VLine::new("slider", self.ratio.log10()).color(palette::SLIDER_COLOR));
                 }
             });
-        resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}, {drawn} points")));
-    });
+            let b = resp.transform.bounds();
+            let label = format!("plot: {title}, {drawn} points, y {:.4} to {:.4}", b.min()[1], b.max()[1]);
+            resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
+        });
+    }
+}
+
+/// The y range of the points at log10(ratio) up to `max_x` and of the unmasked line, with a 5%
+/// margin; None when no point is that low.
+fn y_range(pts: &[[f64; 2]], full: Option<f64>, max_x: f64) -> Option<(f64, f64)> {
+    let ys = pts.iter().filter(|p| p[0] <= max_x + 1e-12).map(|p| p[1]).chain(full.filter(|v| v.is_finite()));
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    if !lo.is_finite() {
+        return None;
+    }
+    let margin = ((hi - lo) * 0.05).max(1e-6);
+    Some((lo - margin, hi + margin))
 }
 
 #[cfg(test)]
@@ -505,5 +642,155 @@ mod tests {
         assert_eq!(panel.gamma(&view), Some(1.75));
         panel.gamma_source = GammaSource::EpochLoss(1);
         assert_eq!(panel.gamma(&view), Some(record(1).train_eval_loss));
+    }
+
+    /// Detection figures where each score has its own AUROC (Energy `energy`, KNN `knn`).
+    fn detection(energy: f64, knn: f64) -> Detection {
+        let m = |auroc| Metrics { auroc, fpr95: 0.3, aupr_in: 0.5, aupr_out: 0.5 };
+        let scores: ScoreMetrics = [(Score::Energy, m(energy)), (Score::Knn, m(knn))].into();
+        Detection { test_acc: 0.8, val_name: "val".into(), val: scores.clone(), ood: [("uniform".to_string(), scores.clone())].into(), ood_mean: scores, problems: Vec::new() }
+    }
+
+    /// An answer at `ratio` with the full model's detection; a preview carries its own masked one.
+    fn answer_with_detection(ratio: f64, gamma: f64, preview: bool) -> std::sync::Arc<AtypicalSet> {
+        let mut a = (*answer(ratio, gamma, preview)).clone();
+        a.full_detection = Some(detection(0.70, 0.60));
+        if preview {
+            a.masked_detection = Some(detection(0.72, 0.65));
+        }
+        std::sync::Arc::new(a)
+    }
+
+    type Tab = (MaskPanel, AppState);
+
+    fn harness(panel: MaskPanel, view: AppState) -> egui_kittest::Harness<'static, Tab> {
+        egui_kittest::Harness::builder().with_size([1400.0, 1400.0]).build_ui_state(|ui, (panel, view): &mut Tab| {
+            panel.ui(ui, view);
+        }, (panel, view))
+    }
+
+    /// Asks for the mask at `ratio`, as the app does when the slider moves.
+    fn ask(h: &mut egui_kittest::Harness<'static, Tab>, ratio: f64) -> u64 {
+        let (panel, view) = h.state_mut();
+        panel.ratio = ratio;
+        let id = view.next_mask_request();
+        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) }));
+        id
+    }
+
+    /// Where the parts below the answer sit: the gamma choice's heading and the sweep plot.
+    fn layout(h: &egui_kittest::Harness<'static, Tab>) -> Vec<egui::Rect> {
+        use egui_kittest::kittest::Queryable;
+        vec![h.get_by_label("gamma for UM / UMAP").rect(), h.get_by_label_contains("plot: masked ID test accuracy").rect()]
+    }
+
+    fn sweep_point(ratio: f64) -> crate::unleash::MaskSweepPoint {
+        crate::unleash::MaskSweepPoint { ratio, gamma: 0.1 + ratio, atypical: (ratio * 1000.0) as usize, masked_test_acc: 0.9 - ratio / 2.0, masked_ood_auroc: 0.8 - ratio / 4.0 }
+    }
+
+    #[test]
+    fn the_tab_holds_still_across_a_drag_and_the_last_answer_stays_greyed() {
+        use egui_kittest::kittest::Queryable;
+        let mut view = view();
+        view.apply(WorkerEvent::Sweep { epoch: 1, kind: MaskKind::Magnitude, points: [0.01, 0.05, 0.2, 0.5, 0.95].map(sweep_point).to_vec(), complete: true });
+        let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
+        let mut h = harness(panel, view);
+        let id = ask(&mut h, 0.5);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
+        h.run_steps(3);
+        let before = layout(&h);
+        h.get_by_label("AUROC masked");
+        h.get_by_label_contains("complete: every training");
+
+        // The slider moves: the 0.5 answer stays, greyed, with its table, until 0.2's arrives.
+        let id = ask(&mut h, 0.2);
+        h.run_steps(2);
+        h.get_by_label_contains("showing the answer at ratio 0.500 (greyed) until the answer at 0.200 arrives");
+        h.get_by_label("AUROC masked");
+        assert_eq!(layout(&h), before, "the tab reflowed while the answer computed");
+        // Its preview, its complete answer (the table greyed until its detection), its detection.
+        let steps: [WorkerEvent; 3] = [
+            WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.2, 1.2, true) },
+            WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.2, 1.25, false) },
+            WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.74, 0.5)) },
+        ];
+        for (k, event) in steps.into_iter().enumerate() {
+            h.state_mut().1.apply(event);
+            h.run_steps(2);
+            h.get_by_label("AUROC masked");
+            assert_eq!(layout(&h), before, "the tab reflowed at answer {k}");
+        }
+        h.get_by_label_contains("complete: every training");
+        // A ratio so low that gamma is barely above the full model's loss (0.1): warned, in place.
+        let id = ask(&mut h, 0.01);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.01, 0.11, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.7, 0.6)) });
+        h.run_steps(2);
+        h.get_by_label_contains("barely above the full model's loss");
+        assert_eq!(layout(&h), before, "the tab reflowed at a gentle mask's warning");
+    }
+
+    #[test]
+    fn a_narrow_log_axis_still_gets_marks() {
+        let marks = |lo: f64, hi: f64| -> Vec<f64> { log_value_grid(egui_plot::GridInput { bounds: (lo.log10(), hi.log10()), base_step_size: 0.01 }).iter().map(|m| (10f64.powf(m.value) * 1e6).round() / 1e6).collect() };
+        assert_eq!(marks(0.27, 0.4), [0.3, 0.35, 0.4]);
+        // A wide one: 1, 2 and 5 times the powers of ten.
+        assert_eq!(marks(0.15, 3.0), [0.2, 0.5, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn the_headline_uses_the_score_the_table_shows() {
+        use egui_kittest::kittest::Queryable;
+        let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), table_score: Score::Knn, ..MaskPanel::default() };
+        let mut h = harness(panel, view());
+        let id = ask(&mut h, 0.5);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
+        h.run_steps(3);
+        // KNN: masked 0.55 against the full model's 0.60.
+        h.get_by_label(&format!("Mean test-OOD {} AUROC: masked 0.5500 vs full 0.6000 (-0.0500)", Score::Knn.name()));
+    }
+
+    /// The tick labels egui_plot painted left of `plot` (its y axis).
+    fn y_tick_labels(h: &egui_kittest::Harness<'static, Tab>, plot: egui::Rect) -> Vec<String> {
+        let mut labels = Vec::new();
+        for clipped in &h.output().shapes {
+            if let egui::epaint::Shape::Text(t) = &clipped.shape {
+                let r = t.visual_bounding_rect();
+                if r.right() <= plot.left() + 1.0 && r.left() >= plot.left() - 80.0 && r.center().y >= plot.top() && r.center().y <= plot.bottom() && t.galley.text().parse::<f64>().is_ok() {
+                    labels.push(t.galley.text().to_string());
+                }
+            }
+        }
+        labels
+    }
+
+    #[test]
+    fn the_sweep_plots_keep_their_y_labels_while_the_table_shows_and_clip_on_request() {
+        use egui_kittest::kittest::{NodeT, Queryable};
+        let mut view = view();
+        view.apply(WorkerEvent::Sweep { epoch: 1, kind: MaskKind::Magnitude, points: [0.01, 0.05, 0.2, 0.5, 0.95].map(sweep_point).to_vec(), complete: true });
+        let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
+        let mut h = harness(panel, view);
+        let id = ask(&mut h, 0.5);
+        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
+        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
+        h.run_steps(3);
+        h.get_by_label("AUROC masked");
+        for title in ["gamma (log scale)", "atypical samples", "masked ID test accuracy", "masked mean test-OOD Energy AUROC"] {
+            let plot = h.get_by_label_contains(&format!("plot: {title}, 5 points")).rect();
+            let labels = y_tick_labels(&h, plot);
+            assert!(labels.len() >= 3, "{title}: y tick labels {labels:?}");
+        }
+        // The full view fits the 0.95 point (950 atypical); the clipped one the ratios up to 0.6.
+        let top = |h: &egui_kittest::Harness<'static, Tab>| {
+            let label = h.get_by_label_contains("plot: atypical samples").accesskit_node().label().unwrap_or_default();
+            label.rsplit(" to ").next().unwrap().parse::<f64>().unwrap()
+        };
+        assert!(top(&h) >= 950.0, "{}", top(&h));
+        h.get_by_label("fit y to ratios up to 0.6").click();
+        h.run_steps(3);
+        assert!(top(&h) < 600.0 && top(&h) >= 500.0, "{}", top(&h));
     }
 }

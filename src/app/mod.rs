@@ -9,6 +9,8 @@ mod dialogs;
 mod losses;
 mod mask;
 mod palette;
+mod plots;
+mod settings;
 mod setup;
 pub mod state;
 mod training;
@@ -122,6 +124,10 @@ pub struct UnleashApp {
     /// UNLEASH_FRAME_STATS=path: frame times and the last mask latency are written there (JSON)
     /// every 100 frames and at exit.
     frame_stats: Option<PathBuf>,
+    /// The mask explorer's choices kept with the run (`app-settings.json`), read and written off
+    /// the UI thread.
+    settings_io: settings::SettingsIo,
+    settings: settings::Tracker,
 }
 
 impl UnleashApp {
@@ -151,9 +157,11 @@ impl UnleashApp {
             no_native_dialogs: options.no_native_dialogs || std::env::var_os("UNLEASH_NO_NATIVE_DIALOG").is_some_and(|v| v == "1"),
             frame_times: Vec::new(),
             frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
+            settings_io: settings::SettingsIo::spawn(),
+            settings: settings::Tracker::default(),
         };
         if let Some(out) = &options.out {
-            app.setup.out_dir = out.display().to_string();
+            app.setup.out_dir = setup::absolute(&out.display().to_string());
         }
         app.probe_device();
         if let Some(run) = options.run {
@@ -196,10 +204,13 @@ impl UnleashApp {
             self.state.log(true, e.to_string());
             return;
         }
+        // Relative to the working directory now, absolute from here on: the field says where it went.
+        self.setup.out_dir = setup::absolute(&self.setup.out_dir);
         let out = PathBuf::from(&self.setup.out_dir);
         if out.join("events.jsonl").exists() {
             self.setup.out_dir = format!("{}-{}", self.setup.out_dir, self.state.records.len() + 1);
         }
+        self.settings.started(PathBuf::from(&self.setup.out_dir));
         self.send(Command::Train { config: self.setup.config.clone(), out: PathBuf::from(&self.setup.out_dir) });
     }
 
@@ -363,11 +374,40 @@ impl UnleashApp {
     /// Applies every event the worker has sent since the last frame.
     pub fn drain_events(&mut self) {
         while let Ok(ev) = self.worker.events.try_recv() {
-            // An opened run sets up the setup panel with its experiment.
-            if let worker::WorkerEvent::RunLoaded { config, .. } = &ev {
+            // An opened run sets up the setup panel with its experiment, and the mask explorer
+            // with the choices kept in it.
+            if let worker::WorkerEvent::RunLoaded { config, dir, .. } = &ev {
                 self.setup.config = (**config).clone();
+                self.settings.opened(&self.settings_io, dir.clone());
             }
             self.state.apply(ev);
+        }
+    }
+
+    /// The run's kept choices: those read go to the mask explorer (which asks for the answer at
+    /// the restored ratio); those changed are saved once no drag is under way.
+    fn sync_settings(&mut self, ctx: &egui::Context) {
+        while let Ok(reply) = self.settings_io.replies.try_recv() {
+            match reply {
+                settings::Reply::Read(dir, read) => {
+                    let before = (self.mask.ratio, self.mask.kind, self.mask.snapshot);
+                    if let Some(problem) = self.settings.answered(dir, read, &mut self.mask) {
+                        self.state.log(true, problem);
+                    }
+                    let moved = (self.mask.ratio, self.mask.kind, self.mask.snapshot) != before;
+                    if moved && (self.state.mask_result.is_some() || self.state.mask_pending) {
+                        self.request_mask();
+                    }
+                }
+                settings::Reply::WriteFailed(e) => self.state.log(true, e),
+            }
+        }
+        let dragging = ctx.input(|i| i.pointer.any_down());
+        if dragging || self.state.records.is_empty() {
+            return;
+        }
+        if let Some((dir, now)) = self.settings.changes_to_save(self.state.run_dir.as_deref(), &self.mask) {
+            self.settings_io.write(dir, now);
         }
     }
 
@@ -493,7 +533,7 @@ impl UnleashApp {
                 }
             } else {
                 let job = match (&self.state.busy, &self.state.background) {
-                    (Some(b), _) => Some(format!("Working: {}", b.describe())),
+                    (Some(b), _) => Some(format!("Working: {}", self.state.job_text(b))),
                     (None, Some(b)) => Some(format!("In the background: {}", b.describe())),
                     (None, None) => None,
                 };
@@ -527,6 +567,7 @@ impl eframe::App for UnleashApp {
         let t0 = Instant::now();
         self.drain_events();
         self.poll_dialog();
+        self.sync_settings(ui.ctx());
         self.auto_mask();
         egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));

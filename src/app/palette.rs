@@ -23,6 +23,21 @@ const SET_COLORS: [Color32; 8] = [
 pub const MEAN_COLOR: Color32 = Color32::from_rgb(150, 150, 150);
 pub const VALIDATION_COLOR: Color32 = Color32::from_rgb(235, 235, 235);
 
+/// The marker lines, each its own color, none a stage's, a set's or another marker's: gamma (the
+/// loss constraint) red, the best epoch by validation cyan, the mask slider's ratio gold.
+pub const GAMMA_COLOR: Color32 = Color32::from_rgb(220, 60, 50);
+pub const BEST_EPOCH_COLOR: Color32 = Color32::from_rgb(0, 215, 215);
+pub const SLIDER_COLOR: Color32 = Color32::from_rgb(255, 200, 0);
+
+/// The base training's stages: "final" in the blue of the base training's curves, "best epoch" in
+/// the cyan of the best-epoch marker. The fine-tunes' stages take their branch's color
+/// ([`branch_color`]).
+pub const FINAL_COLOR: Color32 = Color32::from_rgb(90, 160, 230);
+pub const BEST_STAGE_COLOR: Color32 = BEST_EPOCH_COLOR;
+
+/// The ID test set in the score histograms (an OOD set takes its [`set_color`]).
+pub const ID_COLOR: Color32 = Color32::from_rgb(200, 200, 200);
+
 /// The color of the `index`-th test OOD set of a run (sets sorted by name, as records hold them).
 pub fn set_color(index: usize) -> Color32 {
     SET_COLORS[index % SET_COLORS.len()]
@@ -80,12 +95,12 @@ pub fn legend_row(ui: &mut egui::Ui, sets: &[(String, Color32)], scores: &[Score
     ui.horizontal_wrapped(|ui| {
         for (name, color) in sets {
             swatch(ui, *color);
-            ui.label(egui::RichText::new(name).small());
+            ui.label(legend_text(name));
         }
         if !scores.is_empty() {
             ui.separator();
             let styles: Vec<String> = scores.iter().map(|s| format!("{} {}", style_name(*s), s.name())).collect();
-            ui.label(egui::RichText::new(styles.join(", ")).small().weak());
+            ui.label(legend_text(&styles.join(", ")));
         }
     });
 }
@@ -95,9 +110,15 @@ pub fn key_row(ui: &mut egui::Ui, keys: &[(String, Color32, LineStyle, f32)]) {
     ui.horizontal_wrapped(|ui| {
         for (name, color, style, width) in keys {
             styled_swatch(ui, *color, *style, *width);
-            ui.label(egui::RichText::new(name).small());
+            ui.label(legend_text(name));
         }
     });
+}
+
+/// Legend text: the body size and the strong text color, readable at 1x on the dark theme (the
+/// small, weak style was about 9 px of grey on near-black).
+fn legend_text(text: &str) -> egui::RichText {
+    egui::RichText::new(text).size(13.0).strong()
 }
 
 /// A short thick line in `color`, as a legend key.

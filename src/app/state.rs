@@ -109,6 +109,9 @@ pub struct AppState {
     pub mask_request: u64,
     pub mask_requested_at: Option<Instant>,
     pub mask_pending: bool,
+    /// The ratio of the latest mask request: what the slider reads, which the worker computes
+    /// once it has caught up with a drag's coalesced requests.
+    pub mask_asked_ratio: Option<f64>,
     /// Seconds from a request to its first (preview) and its complete answer.
     pub last_preview_latency: Option<Duration>,
     pub last_mask_latency: Option<Duration>,
@@ -154,6 +157,7 @@ impl AppState {
             mask_request: 0,
             mask_requested_at: None,
             mask_pending: false,
+            mask_asked_ratio: None,
             last_preview_latency: None,
             last_mask_latency: None,
             auto_masked: None,
@@ -227,11 +231,22 @@ impl AppState {
             Command::ProbeDevice(_) => self.device = "device: probing...".into(),
             Command::Mask(req) => {
                 self.mask_request = req.id;
+                self.mask_asked_ratio = Some(req.ratio);
                 self.mask_detection = None;
                 self.mask_requested_at = Some(Instant::now());
                 self.mask_pending = true;
             }
             _ => {}
+        }
+    }
+
+    /// What `job` is doing, as the sidebar and the status bar say it. A mask job at a ratio the
+    /// slider has left (the worker computes a drag's requests in turn, keeping only the latest)
+    /// names the slider's ratio, so that the app never shows two ratios as the current one.
+    pub fn job_text(&self, job: &Job) -> String {
+        match (job, self.mask_asked_ratio) {
+            (Job::Mask { ratio, epoch }, Some(asked)) if (ratio - asked).abs() > 1e-12 => format!("masking epoch {epoch}: catching up with the slider (ratio {asked:.3})"),
+            _ => job.describe(),
         }
     }
 
@@ -506,5 +521,18 @@ pub(crate) mod tests {
         st.sent(&Command::Train { config, out: PathBuf::from("run") });
         assert!(st.records.is_empty() && st.loss_rows.is_empty() && st.last_error.is_none());
         assert_eq!((st.busy.clone(), st.planned_epochs), (Some(Job::Starting), Some(7)));
+    }
+
+    #[test]
+    fn a_mask_job_behind_the_slider_names_the_sliders_ratio() {
+        let mut st = AppState::new();
+        let mask = |id, ratio| Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) });
+        let computing = Job::Mask { ratio: 0.48, epoch: 3 };
+        assert_eq!(st.job_text(&computing), "masking epoch 3 at ratio 0.480");
+        // A drag: the worker computes 0.48 while the slider already reads 0.2.
+        st.sent(&mask(st.next_mask_request(), 0.48));
+        st.sent(&mask(st.next_mask_request(), 0.2));
+        assert_eq!(st.job_text(&computing), "masking epoch 3: catching up with the slider (ratio 0.200)");
+        assert_eq!(st.job_text(&Job::Mask { ratio: 0.2, epoch: 3 }), "masking epoch 3 at ratio 0.200");
     }
 }

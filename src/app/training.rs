@@ -4,7 +4,7 @@
 //! that a UM and a CE control from the same snapshot lie over the same epochs, side by side, and
 //! no line joins one phase to the next.
 
-use super::palette;
+use super::{palette, plots};
 use super::state::RunView;
 use crate::ood::{Metrics, Score};
 use crate::run::{best_by_validation, phase_blocks, EpochRecord, Phase};
@@ -146,25 +146,24 @@ fn show(panel: &mut TrainingPanel, ui: &mut egui::Ui, view: &RunView) {
     let per_set = panel.plot_per_set;
     let branches = branches(view);
     branch_legend(ui, &branches);
-    let h = ((ui.available_height() - 40.0) / 2.0).max(150.0);
+    // Two rows of plots and the OOD legend between them fill what is left.
+    let h = ((ui.available_height() - 30.0) / 2.0).max(150.0);
     let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
         let mut legend = vec![("train loss", SCORE_COLORS[0], TRAIN_STYLE, 2.0), ("train loss (eval pass)", SCORE_COLORS[2], EVAL_STYLE, 2.0), ("ID test loss", SCORE_COLORS[1], TEST_STYLE, 2.0)];
         if branches.iter().any(|b| !b.gamma_points().is_empty()) {
             legend.push(("gamma (over the phase that used it)", palette::MEAN_COLOR.gamma_multiply_u8(GAMMA_ALPHA), LineStyle::Solid, GAMMA_WIDTH));
         }
-        curve_plot(ui, "loss", "Loss", &legend, w, h, best, |pu| {
-            for lines in [loss_lines(&branches), gamma_lines(&branches)] {
-                draw(pu, lines);
-            }
-        });
+        let mut lines = loss_lines(&branches);
+        lines.extend(gamma_lines(&branches));
+        curve_plot(ui, "loss", "Loss", &legend, w, h, best, lines);
         let legend = [("train accuracy", SCORE_COLORS[0], TRAIN_STYLE, 2.0), ("ID test accuracy", SCORE_COLORS[1], TEST_STYLE, 2.0)];
-        curve_plot(ui, "accuracy", "ID accuracy", &legend, w, h, best, |pu| draw(pu, accuracy_lines(&branches)));
+        curve_plot(ui, "accuracy", "ID accuracy", &legend, w, h, best, accuracy_lines(&branches));
     });
     ood_legend(ui, records, &shown, per_set);
     ui.horizontal(|ui| {
-        curve_plot(ui, "auroc", "OOD AUROC (test sets and validation)", &[], w, h, best, |pu| draw(pu, metric_lines(&branches, &shown, per_set, |m| m.auroc)));
-        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", &[], w, h, best, |pu| draw(pu, metric_lines(&branches, &shown, per_set, |m| m.fpr95)));
+        curve_plot(ui, "auroc", "OOD AUROC (test sets and validation)", &[], w, h, best, metric_lines(&branches, &shown, per_set, |m| m.auroc));
+        curve_plot(ui, "fpr95", "OOD FPR95 (lower is better)", &[], w, h, best, metric_lines(&branches, &shown, per_set, |m| m.fpr95));
     });
 }
 
@@ -248,7 +247,7 @@ fn branch_legend(ui: &mut egui::Ui, branches: &[Branch]) {
         return;
     }
     ui.horizontal_wrapped(|ui| {
-        ui.label(egui::RichText::new("Fine-tunes, each drawn from its start snapshot (in the OOD plots: its mean of the test sets):").small().strong());
+        ui.label(egui::RichText::new("Fine-tunes, each drawn from its start snapshot (in the OOD plots: its mean of the test sets):").strong());
         palette::legend_row(ui, &entries, &[]);
     });
 }
@@ -303,25 +302,42 @@ fn epoch_grid(input: GridInput) -> Vec<GridMark> {
     (first..=last).map(|k| GridMark { value: k as f64 * step, step_size: step }).collect()
 }
 
+/// The legend key of the best-epoch marker line.
+pub(crate) fn best_epoch_key(best: usize) -> String {
+    format!("best epoch by validation ({best})")
+}
+
+/// A plot of `lines` over epochs, its legend above it (the curves' keys, then the best-epoch
+/// marker's), labelled ticks that fit the data's range, and on hover the epoch and each line's
+/// value there.
 #[allow(clippy::too_many_arguments)]
-fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32, LineStyle, f32)], w: f32, h: f32, best: Option<usize>, draw: impl FnOnce(&mut PlotUi)) {
+fn curve_plot(ui: &mut egui::Ui, id: &str, title: &str, legend: &[(&str, egui::Color32, LineStyle, f32)], w: f32, h: f32, best: Option<usize>, lines: Vec<PlotLine>) {
     ui.vertical(|ui| {
+        // The legend wraps within the plot's width (a long one would push the next plot off).
+        ui.set_max_width(w);
         ui.label(egui::RichText::new(title).strong());
-        if !legend.is_empty() {
-            let keys: Vec<(String, egui::Color32, LineStyle, f32)> = legend.iter().map(|(n, c, s, w)| (n.to_string(), *c, *s, *w)).collect();
-            palette::key_row(ui, &keys);
+        let mut keys: Vec<(String, egui::Color32, LineStyle, f32)> = legend.iter().map(|(n, c, s, w)| (n.to_string(), *c, *s, *w)).collect();
+        if let Some(b) = best {
+            keys.push((best_epoch_key(b), palette::BEST_EPOCH_COLOR, LineStyle::Solid, 1.5));
         }
+        palette::key_row(ui, &keys);
+        let hover: plots::HoverLines = lines.iter().map(|l| (l.name.clone(), l.points.clone())).collect();
+        // The plot takes what the title and the legend above leave of `h`: every row of plots is
+        // `h` tall however its legend wraps.
+        let plot_h = (h - ui.min_rect().height() - ui.spacing().item_spacing.y).max(100.0);
         let resp = Plot::new(id)
             .width(w)
-            .height(h - 20.0)
+            .height(plot_h)
             .x_axis_label("epoch")
             .x_grid_spacer(epoch_grid)
+            .y_grid_spacer(plots::nice_grid).y_axis_formatter(plots::tick_label)
             .y_axis_min_width(40.0)
+            .label_formatter(move |pos| plots::hover_text(&hover, pos, "epoch", |x| x))
             .show(ui, |pu| {
                 if let Some(b) = best {
-                    pu.vline(VLine::new("best epoch (validation)", b as f64).color(egui::Color32::from_rgb(220, 60, 50)));
+                    pu.vline(VLine::new(best_epoch_key(b), b as f64).color(palette::BEST_EPOCH_COLOR).width(1.5));
                 }
-                draw(pu);
+                draw(pu, lines);
             });
         resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, format!("plot: {title}")));
     });
@@ -454,5 +470,32 @@ pub(crate) mod tests {
         view.apply(WorkerEvent::Engine(Event::EpochDone { record: Box::new(epoch_of(15, Phase::Umap, 1, 8, Some(0.3))), per_sample_loss: Arc::new(vec![0.5, 0.1]) }));
         view.apply(WorkerEvent::Engine(Event::Error("diverged".into())));
         assert_eq!(branches(&view).last().map(|b| b.name.clone()), Some("UMAP (gamma 0.300) from epoch 8, incomplete: 1 of 2 epochs".into()));
+    }
+
+    type Tab = (TrainingPanel, AppState);
+
+    fn harness(view: AppState) -> egui_kittest::Harness<'static, Tab> {
+        egui_kittest::Harness::builder().with_size([1400.0, 900.0]).build_ui_state(|ui, (panel, view): &mut Tab| panel.ui(ui, view), (TrainingPanel::default(), view))
+    }
+
+    #[test]
+    fn every_plot_names_its_best_epoch_marker_and_hover_reads_the_epoch_and_each_value() {
+        use egui_kittest::kittest::{NodeT, Queryable};
+        let mut h = harness(branched_view());
+        h.run_steps(2);
+        // The best base epoch by validation is 5; each of the four plots has its key above it.
+        assert_eq!(h.get_all_by_label("best epoch by validation (5)").count(), 4);
+        // The gamma band of the loss plot is in its legend too.
+        h.get_by_label("gamma (over the phase that used it)");
+        assert!(h.query_by_label_contains("\nID test loss: ").is_none(), "hover text before any hover");
+        // Hovering the loss plot: the epoch under the pointer and each line's value there.
+        h.get_by_label("plot: Loss").hover();
+        h.run_steps(2);
+        let node = h.get_by_label_contains("\nID test loss: ");
+        let text = node.accesskit_node().label().or(node.value()).unwrap_or_default();
+        assert!(text.starts_with("epoch "), "{text}");
+        let epoch: usize = text.lines().next().unwrap()["epoch ".len()..].parse().unwrap();
+        // The base training's ID test loss at that epoch (2 + epoch/100), as the record holds it.
+        assert!(text.contains(&format!("\nID test loss: {:.4}", 2.0 + epoch as f64 / 100.0)), "{text}");
     }
 }

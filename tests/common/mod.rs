@@ -81,6 +81,15 @@ pub fn wait_for_lines(run: &Path, n: usize, child: &mut std::process::Child) {
     }
 }
 
+/// The app on the CPU in an egui_kittest harness `size` points large (the GUI tests' window).
+#[cfg(feature = "gui")]
+pub fn app_harness(size: [f32; 2]) -> egui_kittest::Harness<'static, unleash::app::UnleashApp> {
+    use unleash::app::{AppOptions, UnleashApp};
+    egui_kittest::Harness::builder()
+        .with_size(size)
+        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }))
+}
+
 /// Steps the app under egui_kittest until `done` holds (the worker runs on its own thread); fails
 /// naming `what` and the app's last error after `secs`.
 #[cfg(feature = "gui")]
