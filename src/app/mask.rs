@@ -648,7 +648,7 @@ mod tests {
     fn detection(energy: f64, knn: f64) -> Detection {
         let m = |auroc| Metrics { auroc, fpr95: 0.3, aupr_in: 0.5, aupr_out: 0.5 };
         let scores: ScoreMetrics = [(Score::Energy, m(energy)), (Score::Knn, m(knn))].into();
-        Detection { test_acc: 0.8, val_name: "val".into(), val: scores.clone(), ood: [("uniform".to_string(), scores.clone())].into(), ood_mean: scores, problems: Vec::new() }
+        Detection { test_acc: 0.8, val_name: "val".into(), val: scores.clone(), ood: [("uniform".to_string(), scores.clone())].into(), ood_mean: scores, problems: Vec::new(), pending: Vec::new() }
     }
 
     /// An answer at `ratio` with the full model's detection; a preview carries its own masked one.
@@ -674,7 +674,7 @@ mod tests {
         let (panel, view) = h.state_mut();
         panel.ratio = ratio;
         let id = view.next_mask_request();
-        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) }));
+        view.sent(&Command::Mask(crate::worker::MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1), score: crate::ood::Score::Energy }));
         id
     }
 

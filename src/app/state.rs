@@ -526,7 +526,7 @@ pub(crate) mod tests {
     #[test]
     fn a_mask_job_behind_the_slider_names_the_sliders_ratio() {
         let mut st = AppState::new();
-        let mask = |id, ratio| Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1) });
+        let mask = |id, ratio| Command::Mask(MaskRequest { id, ratio, kind: MaskKind::Magnitude, epoch: Some(1), score: crate::ood::Score::Energy });
         let computing = Job::Mask { ratio: 0.48, epoch: 3 };
         assert_eq!(st.job_text(&computing), "masking epoch 3 at ratio 0.480");
         // A drag: the worker computes 0.48 while the slider already reads 0.2.
