@@ -156,6 +156,17 @@ fn an_exported_model_imports_to_the_same_scores_and_every_job_runs_on_it() {
     let names: Vec<String> = unleash::run::stages(&b.records).iter().map(|s| s.title()).collect();
     assert_eq!(names, vec!["imported (epoch 1)"]);
 
+    // A normalisation given on the command line is the run's, for this job and every later one.
+    let normed = dir.path().join("normed");
+    let mut args: Vec<String> = ["import", "--model", &s(&exported.with_extension("safetensors")), "--arch", "small-cnn", "--normalize", "0.2860,0.3530", "--out", &s(&normed)].map(String::from).to_vec();
+    args.extend(small_args());
+    unleash_ok(&args);
+    let c = RunReader::open(&normed).unwrap();
+    assert_eq!(c.config.normalization.as_ref().map(|n| (n.mean.clone(), n.std.clone())), Some((vec![0.286], vec![0.353])));
+    assert!(c.config.experiment.as_ref().unwrap().train.normalization.is_some());
+    assert_ne!(c.scores(1, "id_test").unwrap(), b.scores(1, "id_test").unwrap(), "the model sees other inputs");
+    unleash_ok(&["mask", "--run", &s(&normed), "--ratios", "0.5", "--device", "cpu"].map(String::from));
+
     let run = s(&imported);
     // Nothing to resume: the imported base phase is complete.
     let out = unleash(&["train", "--resume", &run]);
