@@ -221,18 +221,30 @@ fn torch_reference_checkpoints_give_torchs_logits_and_features() {
     }
 }
 
-/// Seeded mutations of the fixture (byte flips, overwritten runs, cuts): every load either works
-/// or is an error naming the file; none takes the process down. (The fuzz target `import` does
-/// the same without a plan; this keeps a fixed sample of it in CI.)
+/// Seeded mutations of the fixtures (byte flips, overwritten runs, cuts), read as `.pt` and as
+/// `.safetensors`: every load either works or is an error naming the file; none takes the process
+/// down. 300 mutants in CI; `UNLEASH_MUTANTS=N` runs more (a plan-less fuzz campaign without
+/// cargo-fuzz's instrumentation; the fuzz target `import` is the coverage-guided one).
 #[test]
 fn mutated_checkpoints_load_or_fail_naming_the_file() {
     use rand::{Rng, SeedableRng};
+    let count: usize = std::env::var("UNLEASH_MUTANTS").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
     let dir = tempfile::tempdir().unwrap();
-    let good = std::fs::read(fixture("smallcnn_4x4.pt")).unwrap();
+    let trained = import_tiny(&fixture("smallcnn_4x4.pt"), KeyMap::Unleash).unwrap();
+    let st = dir.path().join("seed.safetensors");
+    trained.save_safetensors(&st).unwrap();
+    let seeds: Vec<(Vec<u8>, &str)> = vec![
+        (std::fs::read(fixture("smallcnn_4x4.pt")).unwrap(), "mutant.pt"),
+        (std::fs::read(fixture("shape_exceeds_storage.pt")).unwrap(), "mutant.pt"),
+        (std::fs::read(fixture("pickle_os_system.pt")).unwrap(), "mutant.pt"),
+        (std::fs::read(&st).unwrap(), "mutant.safetensors"),
+    ];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(25);
-    let path = dir.path().join("mutant.pt");
     let (mut loaded, mut caught) = (0, 0);
-    for _ in 0..300 {
+    let start = std::time::Instant::now();
+    for _ in 0..count {
+        let (good, name) = &seeds[rng.random_range(0..seeds.len())];
+        let path = dir.path().join(name);
         let mut bytes = good.clone();
         match rng.random_range(0..3) {
             0 => (0..rng.random_range(1..8)).for_each(|_| {
@@ -251,10 +263,87 @@ fn mutated_checkpoints_load_or_fail_naming_the_file() {
             Ok(_) => loaded += 1,
             Err(e) => {
                 let e = e.to_string();
-                assert!(e.contains("mutant.pt"), "{e}");
+                assert!(e.contains(name), "{e}");
                 caught += usize::from(e.contains("the reader failed"));
             }
         }
     }
-    println!("300 mutants: {loaded} loaded (flips inside tensor data), {caught} reader panics caught");
+    println!("{count} mutants in {:.1} s: {loaded} loaded (changes inside tensor data), {caught} reader panics caught", start.elapsed().as_secs_f64());
+}
+
+/// Rewrites a safetensors file: each tensor renamed by `rename` (None drops it), `running_var`
+/// values scaled by `var_scale` (so that BatchNorm statistics that failed to apply would show),
+/// and a `num_batches_tracked` (I64 scalar, as PyTorch saves it) added beside `bn1`.
+fn rewrite_safetensors(bytes: &[u8], rename: impl Fn(&str) -> String, var_scale: f32) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let (mut out_header, mut out_data) = (serde_json::Map::new(), Vec::new());
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let [a, b] = [0, 1].map(|i| info["data_offsets"][i].as_u64().unwrap() as usize);
+        let mut chunk = data[a..b].to_vec();
+        if name.ends_with("running_var") {
+            for v in chunk.chunks_exact_mut(4) {
+                let x = f32::from_le_bytes(v.try_into().unwrap()) * var_scale;
+                v.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        let start = out_data.len();
+        out_data.extend_from_slice(&chunk);
+        out_header.insert(rename(name), serde_json::json!({"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [start, out_data.len()]}));
+    }
+    let start = out_data.len();
+    out_data.extend_from_slice(&7i64.to_le_bytes());
+    out_header.insert(rename("bn1.num_batches_tracked"), serde_json::json!({"dtype": "I64", "shape": [], "data_offsets": [start, start + 8]}));
+    let text = serde_json::to_vec(&out_header).unwrap();
+    let mut file = (text.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&text);
+    file.extend_from_slice(&out_data);
+    file
+}
+
+/// unleash's block names as OpenOOD's ResNet18_32x32 writes them.
+fn openood_name(name: &str) -> String {
+    let name = name.replace("shortcut.conv.", "shortcut.0.").replace("shortcut.bn.", "shortcut.1.");
+    match name.strip_prefix("blocks.") {
+        Some(rest) => {
+            let (k, tail) = rest.split_once('.').unwrap();
+            let k: usize = k.parse().unwrap();
+            format!("layer{}.{}.{tail}", k / 2 + 1, k % 2)
+        }
+        None => name,
+    }
+}
+
+/// A ResNet-18 written with OpenOOD's names, changed BatchNorm statistics and a
+/// `num_batches_tracked` loads through `--key-map openood` into the same model as the same file
+/// with unleash's names, and the file's statistics are the ones used (eval mode).
+#[test]
+fn a_resnet_with_openood_names_and_batchnorm_statistics_loads_in_eval_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = unleash::device::cpu().device;
+    let shape = ImageShape { channels: 3, height: 8, width: 8 };
+    let fresh = unleash::model::Net::new(ModelKind::Resnet18, shape, 10, &device).unwrap();
+    let own = dir.path().join("own.safetensors");
+    fresh.save_safetensors(&own).unwrap();
+    let bytes = std::fs::read(&own).unwrap();
+    let ours = dir.path().join("ours.safetensors");
+    std::fs::write(&ours, rewrite_safetensors(&bytes, str::to_string, 4.0)).unwrap();
+    let openood = dir.path().join("openood.safetensors");
+    std::fs::write(&openood, rewrite_safetensors(&bytes, openood_name, 4.0)).unwrap();
+    let written = std::fs::read(&openood).unwrap();
+    let header_len = u64::from_le_bytes(written[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&written[8..8 + header_len]);
+    assert!(header.contains("layer4.1.bn2.running_var") && header.contains("layer3.0.shortcut.1.weight") && !header.contains("blocks."), "{header}");
+
+    let load = |path: &Path, key_map| load_checkpoint(ModelKind::Resnet18, shape, 10, &ImportSpec { model: path.to_path_buf(), key_map }, &device).unwrap();
+    let x = burn::tensor::Tensor::<4>::random([4, 3, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let logits = |net: &unleash::model::Net| net.forward(x.clone()).logits.into_data().try_to_vec::<f32>().unwrap();
+    let (a, b, before) = (logits(&load(&ours, KeyMap::Unleash)), logits(&load(&openood, KeyMap::OpenOod)), logits(&fresh));
+    assert_eq!(a, b, "the same model by either name");
+    assert!(max_abs_diff(&a, &before) > 1e-3, "the file's running variances (x4) are the ones used");
+    // OpenOOD's names without the key map: every renamed tensor is named, once.
+    let err = load_checkpoint(ModelKind::Resnet18, shape, 10, &ImportSpec { model: openood, key_map: KeyMap::Unleash }, &device).unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("blocks.2.shortcut.conv.weight") && err.contains("unexpected") && err.contains("layer2.0.shortcut.0.weight"), "{err}");
+    assert!(!err.contains("num_batches_tracked"), "accepted and ignored: {err}");
 }

@@ -369,8 +369,8 @@ impl Session {
     /// Commits the current model, untrained, as the first epoch of a new run: an imported
     /// checkpoint. It is evaluated and written exactly as a trained epoch (snapshot, every score
     /// array, the per-sample loss row, the events line); its training loss and accuracy are the
-    /// eval-mode pass over the training set, since no training happened here.
-    /// `source` names the checkpoint in the record.
+    /// eval-mode pass over the training set, since no training happened here; its `seconds` and
+    /// `samples_per_sec` are of the evaluation over every set. `source` names the checkpoint in the record.
     pub fn commit_imported(&mut self, source: &str, control: &Control, sink: Sink) -> Result<()> {
         if !self.records.is_empty() {
             return Err(Error::Other("an imported model can only be the first epoch of a run".into()));
@@ -381,7 +381,10 @@ impl Session {
         let evaluated = self.evaluate(1, control, sink)?;
         let secs = start.elapsed().as_secs_f64();
         let (loss, acc) = (evaluated.train.mean_loss, evaluated.train.accuracy);
-        let mut record = self.record(&spec, 0, 1, 1, 0.0, loss, acc, &evaluated, secs, self.sets.train.len())?;
+        // Its speed is of that evaluation: every sample of every set, per second.
+        let sets = &self.sets;
+        let scored = sets.train.len() + sets.test.len() + sets.id_val.as_ref().map_or(0, |s| s.len()) + sets.val.len() + sets.ood.iter().map(|s| s.len()).sum::<usize>();
+        let mut record = self.record(&spec, 0, 1, 1, 0.0, loss, acc, &evaluated, secs, scored)?;
         record.imported_from = Some(source.to_string());
         self.commit(record, evaluated, true, sink)
     }
