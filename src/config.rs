@@ -208,6 +208,10 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Save a snapshot every epoch (needed to resume UM from any stage).
     pub snapshot_every_epoch: bool,
+    /// The input normalisation the model expects, when it is not the training set's own
+    /// statistics: an imported model keeps the one it was trained with (`import --normalize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<crate::data::Normalization>,
 }
 
 impl Default for TrainConfig {
@@ -223,6 +227,7 @@ impl Default for TrainConfig {
             device: DeviceChoice::Auto,
             eval_batch_size: 500,
             snapshot_every_epoch: true,
+            normalization: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod ood;
 pub mod run;
 pub mod train;
 pub mod export;
+pub mod import;
 pub mod worker;
 pub mod unleash;
 

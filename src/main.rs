@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use unleash::cli::args::{EvalArgs, TrainArgs};
+use unleash::cli::args::{EvalArgs, ImportArgs, TrainArgs};
 use unleash::cli::{bench, commands, reproduce, sweep};
 use unleash::config::ExperimentConfig;
 use unleash::train::Finetune;
@@ -48,6 +48,9 @@ enum Command {
     },
     /// Metric table of a saved model on an ID test set and OOD sets.
     Eval(EvalArgs),
+    /// Make a run of a model trained elsewhere (PyTorch .pt/.pth/.ckpt state dict or .safetensors):
+    /// its epoch 1 is the model, scored on every set; then mask, um, umap, control and the app work on it.
+    Import(ImportArgs),
     /// AUROC / FPR95 / AUPR-In / AUPR-Out from two files of scores (one per line; higher = more ID).
     Metrics {
         id_scores: PathBuf,
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Some(Command::Train(a)) => a.run(),
         Some(Command::Repair { run }) => commands::repair(&run),
         Some(Command::Eval(a)) => a.run(),
+        Some(Command::Import(a)) => a.run(),
         Some(Command::Metrics { id_scores, ood_scores, column, json }) => commands::metrics(&id_scores, &ood_scores, column, json),
         Some(Command::Mask(a)) => commands::mask(a),
         Some(Command::Um(a)) => commands::finetune(a, Finetune::Um),

@@ -97,6 +97,10 @@ pub struct EpochRecord {
     /// message naming one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub detector_problems: Vec<String>,
+    /// Set on the one epoch of an imported run (`unleash import`): the checkpoint's file name.
+    /// That epoch was not trained here; it is the model as the file holds it, scored as any epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 fn legacy_val_id_name() -> String {
@@ -545,6 +549,9 @@ pub struct RunConfig {
     /// later job on the run checks the data on disk against them. Absent in runs from before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_fingerprints: Option<Vec<crate::data::provenance::SourceFingerprint>>,
+    /// The checkpoint an imported run's epoch 1 came from (`unleash import`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<crate::import::ImportedFrom>,
 }
 
 /// Whether the validation OOD set was allowed to clash with a test set, and the clashes named.
@@ -854,6 +861,8 @@ pub fn phase_blocks(records: &[EpochRecord]) -> Vec<(String, usize, Vec<&EpochRe
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {
     Last,
+    /// The epoch an imported run starts from: the checkpoint as it was read.
+    Imported,
     /// The best by the validation OOD set's Energy AUROC: the honest selection.
     BestByValidation,
 }
@@ -870,6 +879,7 @@ impl Stage {
     /// The short name the compare view lists: "best epoch", "final", or the fine-tune's name.
     pub fn name(&self) -> String {
         match (self.phase, self.pick) {
+            (_, Pick::Imported) => "imported".into(),
             (Phase::Base, Pick::BestByValidation) => "best epoch".into(),
             (Phase::Base, Pick::Last) => "final".into(),
             (phase, Pick::Last) => phase.name().into(),
@@ -889,12 +899,15 @@ impl Stage {
 
 /// The stages of a run, in this order: the best base epoch by validation, the final base epoch,
 /// and the last epoch of each fine-tune the run holds (CE control, UM, UMAP).
+/// An imported run's base phase is its one imported epoch: that stage stands for both.
 pub fn stages(records: &[EpochRecord]) -> Vec<Stage> {
+    let imported = records.iter().find(|r| r.imported_from.is_some()).map(|r| Stage { phase: r.phase, pick: Pick::Imported, epoch: r.epoch });
     let best = best_by_validation(records, Score::Energy, Some(Phase::Base)).map(|epoch| Stage { phase: Phase::Base, pick: Pick::BestByValidation, epoch });
     let last = [Phase::Base, Phase::Control, Phase::Um, Phase::Umap]
         .into_iter()
         .filter_map(|phase| records.iter().rev().find(|r| r.phase == phase).map(|r| Stage { phase, pick: Pick::Last, epoch: r.epoch }));
-    best.into_iter().chain(last).collect()
+    let trained = best.into_iter().chain(last).filter(|s| imported.is_none_or(|i| s.epoch != i.epoch));
+    imported.into_iter().chain(trained).collect()
 }
 
 /// The last and the best-by-validation epoch of one phase block (see [`phase_blocks`]); the best
@@ -931,6 +944,7 @@ pub(crate) mod tests {
             seconds: 0.0,
             samples_per_sec: 0.0,
             detector_problems: Vec::new(),
+            imported_from: None,
         }
     }
 
@@ -1006,6 +1020,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_imported_epoch_is_its_own_stage_and_stands_for_best_and_final() {
+        let mut recs = vec![scored(1, Phase::Base, 0.7), scored(2, Phase::Um, 0.8)];
+        recs[0].imported_from = Some("best.ckpt".into());
+        recs[1].from_epoch = 1;
+        let titles: Vec<String> = stages(&recs).iter().map(Stage::title).collect();
+        assert_eq!(titles, ["imported (epoch 1)", "UM (epoch 2)"]);
+        // A base epoch trained after it (not something import makes, but a run may hold it) still shows.
+        recs.push(scored(3, Phase::Base, 0.9));
+        let named: Vec<(String, usize)> = stages(&recs).iter().map(|s| (s.name(), s.epoch)).collect();
+        assert_eq!(named, [("imported", 1), ("best epoch", 3), ("final", 3), ("UM", 2)].map(|(n, e)| (n.to_string(), e)));
+    }
+
+    #[test]
     fn block_stages_pick_within_each_block() {
         let recs = staged_run();
         let picks: Vec<(usize, usize)> = phase_blocks(&recs).iter().map(|b| block_stages(&b.2).map(|(last, best)| (last.epoch, best.epoch)).unwrap()).collect();
@@ -1040,6 +1067,7 @@ pub(crate) mod tests {
             seconds: 1.0,
             samples_per_sec: 1.0,
             detector_problems: Vec::new(),
+            imported_from: None,
         }
     }
 

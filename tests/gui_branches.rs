@@ -48,6 +48,7 @@ fn epoch(epoch: usize, phase: Phase, phase_epoch: usize, from_epoch: usize, gamm
         seconds: 1.0,
         samples_per_sec: 1.0,
         detector_problems: Vec::new(),
+        imported_from: None,
     }
 }
 

@@ -178,3 +178,49 @@ impl EvalArgs {
         commands::eval(exp, &self.model, device, self.json)
     }
 }
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The checkpoint: a PyTorch state dict (.pt, .pth, .ckpt, .bin; `torch.save(model.state_dict())`)
+    /// or .safetensors. Read as data only: no code in it is run.
+    #[arg(long)]
+    model: PathBuf,
+    /// Its architecture: resnet18 (CIFAR-style, as OpenOOD's ResNet18_32x32), small-cnn or mlp.
+    #[arg(long)]
+    arch: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The input normalisation the model was trained with: cifar10, imagenet, MEAN,STD,
+    /// M1,..,Mc,S1,..,Sc, or data (the training set's statistics, as unleash trains; default).
+    #[arg(long, default_value = "data")]
+    normalize: String,
+    /// How the file's tensor names map to unleash's: unleash (as `unleash export` writes; default),
+    /// openood, torchvision, or a TOML file of rename rules (rename = [["REGEX", "REPLACEMENT"], ...]).
+    #[arg(long, default_value = "unleash")]
+    key_map: String,
+    /// Seed of later jobs on the run (UM's shuffles, random masks).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    device: Option<String>,
+    /// Run folder to create.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl ImportArgs {
+    /// `unleash import`: the experiment from the flags, the checkpoint made its first epoch.
+    pub fn run(self) -> Result<()> {
+        let mut exp = self.data.resolve(None)?;
+        exp.train.model = ModelKind::parse(&self.arch)?;
+        exp.train.normalization = crate::import::parse_normalization(&self.normalize)?;
+        if let Some(seed) = self.seed {
+            exp.train.seed = seed;
+        }
+        if let Some(d) = &self.device {
+            exp.train.device = DeviceChoice::parse(d)?;
+        }
+        let spec = crate::import::ImportSpec { model: self.model, key_map: crate::import::KeyMap::parse(&self.key_map) };
+        commands::import(exp, &spec, &self.out)
+    }
+}

@@ -592,3 +592,17 @@ pub fn batch_order(seed: u64, epochs: &str, samples: usize, phase: &str) -> Resu
     }
     Ok(())
 }
+
+/// `unleash import`: a run whose first epoch is the checkpoint (see [`crate::import::import_run`]).
+pub fn import(exp: ExperimentConfig, spec: &crate::import::ImportSpec, out: &Path) -> Result<()> {
+    let mut r = Renderer::new(false);
+    lock_early(out, "import")?;
+    r.handle(&Event::Info(format!("importing {} as {} into {}", spec.model.display(), exp.train.model.key(), out.display())));
+    let control = ctrl_c_control();
+    let s = crate::import::import_run(exp, spec, out, &control, &mut |e| r.handle(&e));
+    r.finish();
+    let s = s?;
+    print_summary(&s, &mut r);
+    println!("run folder: {}", out.display());
+    Ok(())
+}

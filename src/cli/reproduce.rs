@@ -580,6 +580,7 @@ fn curve_records(curve: &[CurvePoint]) -> Vec<EpochRecord> {
             seconds: 0.0,
             samples_per_sec: 0.0,
             detector_problems: Vec::new(),
+            imported_from: None,
         })
         .collect()
 }

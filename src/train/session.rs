@@ -105,7 +105,10 @@ impl Session {
     /// The device and the data of an experiment.
     fn load(exp: &ExperimentConfig, device: crate::config::DeviceChoice) -> Result<(ComputeDevice, DataBundle)> {
         let device = crate::device::resolve(device)?;
-        let data = exp.data.load()?;
+        let mut data = exp.data.load()?;
+        if let Some(norm) = &exp.train.normalization {
+            data.norm = checked_normalization(norm, data.train.shape.channels)?;
+        }
         Ok((device, data))
     }
 
@@ -179,8 +182,19 @@ impl Session {
         self.write_run(dir)
     }
 
+    /// Starts the run folder of an imported model (see [`crate::import::import_run`]): the
+    /// config checked, config.json naming the checkpoint.
+    pub fn create_imported_run(&mut self, dir: &std::path::Path, from: crate::import::ImportedFrom) -> Result<()> {
+        self.config.validate()?;
+        self.write_run_with(dir, Some(from))
+    }
+
     /// Starts the run folder of a checked config.
     fn write_run(&mut self, dir: &std::path::Path) -> Result<()> {
+        self.write_run_with(dir, None)
+    }
+
+    fn write_run_with(&mut self, dir: &std::path::Path, imported: Option<crate::import::ImportedFrom>) -> Result<()> {
         let mut clashes = self.config.data.val_test_clashes()?;
         clashes.extend(self.config.data.shared_image_clashes(&self.data)?);
         let split = &self.data.id_val_split;
@@ -202,6 +216,7 @@ impl Session {
             ood: self.data.ood.iter().map(|d| d.name.clone()).collect(),
             unleash_version: Some(env!("CARGO_PKG_VERSION").into()),
             data_fingerprints: Some(crate::data::provenance::fingerprints(&self.config.data)?),
+            imported,
         };
         self.writer = Some(RunWriter::create(dir, &cfg)?);
         Ok(())
@@ -388,6 +403,29 @@ impl Session {
         }
     }
 
+    /// Commits the current model, untrained, as the first epoch of a new run: an imported
+    /// checkpoint. It is evaluated and written exactly as a trained epoch (snapshot, every score
+    /// array, the per-sample loss row, the events line); its training loss and accuracy are the
+    /// eval-mode pass over the training set, since no training happened here; its `seconds` and
+    /// `samples_per_sec` are of the evaluation over every set. `source` names the checkpoint in the record.
+    pub fn commit_imported(&mut self, source: &str, control: &Control, sink: Sink) -> Result<()> {
+        if !self.records.is_empty() {
+            return Err(Error::Other("an imported model can only be the first epoch of a run".into()));
+        }
+        let spec = PhaseSpec { phase: Phase::Base, epochs: 1, lr: f64::MIN_POSITIVE, objective: Objective::CrossEntropy, umap_ratio: None, from_epoch: None };
+        sink(Event::Info(format!("epoch 1: {source}, untrained here, scored in eval mode on every set")));
+        let start = Instant::now();
+        let evaluated = self.evaluate(1, control, sink)?;
+        let secs = start.elapsed().as_secs_f64();
+        let (loss, acc) = (evaluated.train.mean_loss, evaluated.train.accuracy);
+        // Its speed is of that evaluation: every sample of every set, per second.
+        let sets = &self.sets;
+        let scored = sets.train.len() + sets.test.len() + sets.id_val.as_ref().map_or(0, |s| s.len()) + sets.val.len() + sets.ood.iter().map(|s| s.len()).sum::<usize>();
+        let mut record = self.record(&spec, 0, 1, 1, 0.0, loss, acc, &evaluated, secs, scored)?;
+        record.imported_from = Some(source.to_string());
+        self.commit(record, evaluated, true, sink)
+    }
+
     /// What every forward pass of this session needs besides the model and the samples.
     pub fn eval_context(&self) -> EvalContext {
         EvalContext { classes: self.classes, device: self.inference_device().clone(), batch: self.config.train.eval_batch_size, channel_std: self.data.norm.std.clone() }
@@ -440,6 +478,7 @@ impl Session {
             seconds: train_secs,
             samples_per_sec: n as f64 / train_secs.max(1e-9),
             detector_problems: ev.scored.problems.clone(),
+            imported_from: None,
         })
     }
 
@@ -563,6 +602,23 @@ fn check_split_unchanged(dir: &std::path::Path, cfg: &run::RunConfig, data: &Dat
     Ok(())
 }
 
+/// A normalisation given in the config (an imported model's), checked against the data: one
+/// mean and one positive std per channel (a single pair applies to every channel).
+fn checked_normalization(norm: &crate::data::Normalization, channels: usize) -> Result<crate::data::Normalization> {
+    let widen = |v: &[f32]| if v.len() == 1 { vec![v[0]; channels] } else { v.to_vec() };
+    let (mean, std) = (widen(&norm.mean), widen(&norm.std));
+    if mean.len() != channels || std.len() != channels {
+        return Err(Error::config("normalization", format!("gives {} means and {} stds but the images have {channels} channels", norm.mean.len(), norm.std.len())));
+    }
+    if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(Error::config("normalization", format!("every std must be a positive number (got {s})")));
+    }
+    if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
+        return Err(Error::config("normalization", format!("every mean must be a number (got {m})")));
+    }
+    Ok(crate::data::Normalization { mean, std })
+}
+
 /// A seeded, fully initialised model on the autodiff device.
 pub fn fresh_model(kind: ModelKind, data: &DataBundle, classes: usize, device: &ComputeDevice, seed: u64) -> Result<Net> {
     let ad = device.device.clone().autodiff();
@@ -577,5 +633,23 @@ impl Net {
     /// Moves a model onto an autodiff device for training.
     pub fn train_on(self, device: &Device) -> Net {
         self.to_device(device).train()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_normalization;
+    use crate::data::Normalization;
+
+    #[test]
+    fn a_given_normalisation_fits_the_channels_or_is_refused_by_name() {
+        let one = Normalization { mean: vec![0.5], std: vec![0.25] };
+        assert_eq!(checked_normalization(&one, 3).unwrap(), Normalization { mean: vec![0.5; 3], std: vec![0.25; 3] });
+        let rgb = Normalization { mean: vec![0.1, 0.2, 0.3], std: vec![1.0, 1.0, 1.0] };
+        assert_eq!(checked_normalization(&rgb, 3).unwrap(), rgb);
+        let err = checked_normalization(&rgb, 1).unwrap_err().to_string();
+        assert!(err.contains("3 means") && err.contains("1 channels"), "{err}");
+        let zero = Normalization { mean: vec![0.0], std: vec![0.0] };
+        assert!(checked_normalization(&zero, 1).unwrap_err().to_string().contains("positive"));
     }
 }

@@ -1,0 +1,63 @@
+#![cfg(feature = "gui")]
+//! An imported run in the real app (egui_kittest): a model exported by unleash is imported
+//! through the engine's `import_run` (what the app's "Import model..." would call), then opened
+//! through the app's own `open_run`: its one epoch shows, the loss tab draws its one row, the
+//! mask tab answers, and the compare view lists the "imported (epoch 1)" stage with its curves.
+
+mod common;
+use common::step_until;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use unleash::app::{AppOptions, UnleashApp};
+use unleash::config::DeviceChoice;
+use unleash::import::{import_run, ImportSpec, KeyMap};
+
+#[test]
+fn an_imported_run_opens_and_every_tab_works_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = common::train_run(&dir.path().join("trained"), 1, 0);
+    let model = dir.path().join("model");
+    let s = |p: &std::path::Path| p.display().to_string();
+    common::unleash_ok(&["export", "--run", &s(&trained), "--model", &s(&model), "--device", "cpu"].map(String::from));
+    let run = dir.path().join("imported");
+    let spec = ImportSpec { model: model.with_extension("safetensors"), key_map: KeyMap::Unleash };
+    let session = import_run(common::small_experiment(1, 0), &spec, &run, &unleash::events::Control::new(), &mut |_| {}).unwrap();
+    drop(session);
+
+    let mut h = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }));
+    h.step();
+    h.state_mut().open_run(run.clone());
+    step_until(&mut h, "the imported run and its data", 120, |a| a.state.data.is_some() && a.state.records.len() == 1);
+    assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+    h.get_by_label(&format!("run: {}", run.display()));
+    h.get_by_label_contains("latest epoch 1: ID acc");
+    assert_eq!(h.state().state.loss_rows.len(), 1, "the loss history has one row");
+
+    h.get_by_label("Per-sample loss").click();
+    h.step();
+    h.step();
+    h.get_by_label("plot: histogram of 540 per-sample losses at epoch 1");
+
+    step_until(&mut h, "the mask tab's complete answer", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none()));
+    h.get_by_label("Mask ratio & UM").click();
+    h.step();
+    h.step();
+
+    // The stages the compare view offers: the imported epoch, standing for best and final.
+    let offered: Vec<String> = unleash::run::stages(&h.state().state.records).iter().map(|s| s.title()).collect();
+    assert_eq!(offered, ["imported (epoch 1)"]);
+    h.get_by_label("Compare stages").click();
+    h.state_mut().compare.stages = ["imported".into(), "imported".into()];
+    let t = std::time::Instant::now();
+    while h.query_by_label_contains("plot: ROC curves").is_none() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "the ROC curves never appeared");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let shown = h.get_by_label_contains("plot: ROC curves").accesskit_node().label().unwrap_or_default();
+    assert!(shown.starts_with("plot: ROC curves (gaussian): imported (epoch 1): "), "{shown}");
+    assert_eq!(h.query_all_by_label_contains("imported (epoch 1): Energy ID test vs gaussian").count(), 2, "a histogram per side");
+    assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
+}
