@@ -48,8 +48,8 @@ fn an_imported_run_opens_and_every_tab_works_on_it() {
     // The stages the compare view offers: the imported epoch, standing for best and final.
     let offered: Vec<String> = unleash::run::stages(&h.state().state.records).iter().map(|s| s.title()).collect();
     assert_eq!(offered, ["imported (epoch 1)"]);
+    // The view opens on the stages the run has (its defaults, best epoch and final, are not).
     h.get_by_label("Compare stages").click();
-    h.state_mut().compare.stages = ["imported".into(), "imported".into()];
     let t = std::time::Instant::now();
     while h.query_by_label_contains("plot: ROC curves").is_none() {
         assert!(t.elapsed() < std::time::Duration::from_secs(60), "the ROC curves never appeared");
@@ -58,6 +58,7 @@ fn an_imported_run_opens_and_every_tab_works_on_it() {
     }
     let shown = h.get_by_label_contains("plot: ROC curves").accesskit_node().label().unwrap_or_default();
     assert!(shown.starts_with("plot: ROC curves (gaussian): imported (epoch 1): "), "{shown}");
+    assert_eq!(h.state().compare.stages, ["imported".to_string(), "imported".to_string()]);
     assert_eq!(h.query_all_by_label_contains("imported (epoch 1): Energy ID test vs gaussian").count(), 2, "a histogram per side");
     assert!(h.state().state.last_error.is_none(), "{:?}", h.state().state.last_error);
 }

@@ -46,6 +46,13 @@ fn show(panel: &mut ComparePanel, ui: &mut egui::Ui, st: &RunView) -> Option<Act
         ui.label("Stages appear after the first epoch.");
         return None;
     }
+    // A stage this run does not have (an imported run has neither best epoch nor final, another
+    // run's fine-tune): the run's first stages stand in, so no label names a stage not shown.
+    for (k, name) in panel.stages.iter_mut().enumerate() {
+        if !stages.iter().any(|(n, _)| n == name) {
+            *name = stages[k.min(stages.len() - 1)].0.clone();
+        }
+    }
     let sets: Vec<String> = st.records.last().map(|r| r.ood.keys().cloned().collect()).unwrap_or_default();
     if sets.is_empty() {
         ui.label("This run has no test OOD sets.");
