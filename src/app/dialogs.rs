@@ -45,6 +45,7 @@ impl PendingDialog {
                     d.add_filter("datasets", &["gz", "ubyte", "idx", "bin"]).pick_file().map(|p| vec![p])
                 }
                 DialogPurpose::AddOod => d.add_filter("datasets", &["gz", "ubyte", "idx", "bin"]).pick_files(),
+                DialogPurpose::ImportModel => d.add_filter("checkpoints", &["pt", "pth", "ckpt", "safetensors"]).pick_file().map(|p| vec![p]),
                 DialogPurpose::ExportModel | DialogPurpose::ExportReport | DialogPurpose::ExportCsv | DialogPurpose::ExportSheet => {
                     d.save_file().map(|p| vec![p])
                 }

@@ -6,6 +6,7 @@
 mod atypical;
 mod compare;
 mod dialogs;
+mod import;
 mod losses;
 mod mask;
 mod palette;
@@ -60,6 +61,8 @@ pub enum DialogPurpose {
     ExportReport,
     ExportCsv,
     ExportSheet,
+    /// A checkpoint to import as a new run.
+    ImportModel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +121,8 @@ pub struct UnleashApp {
     dialog: Option<dialogs::PendingDialog>,
     /// The app's own path question, where no native dialog opens.
     pub path_prompt: Option<dialogs::PathPrompt>,
+    /// File > Import model...'s window, once a checkpoint is chosen.
+    pub import: Option<import::ImportPanel>,
     no_native_dialogs: bool,
     /// Seconds spent in `ui` per frame, for the frame-time figures.
     pub frame_times: Vec<f64>,
@@ -154,6 +159,7 @@ impl UnleashApp {
             worker,
             dialog: None,
             path_prompt: None,
+            import: None,
             no_native_dialogs: options.no_native_dialogs || std::env::var_os("UNLEASH_NO_NATIVE_DIALOG").is_some_and(|v| v == "1"),
             frame_times: Vec::new(),
             frame_stats: std::env::var_os("UNLEASH_FRAME_STATS").map(PathBuf::from),
@@ -368,6 +374,20 @@ impl UnleashApp {
             DialogPurpose::ExportReport => self.export_to(export(ExportRequest { report: Some(first), ..Default::default() })),
             DialogPurpose::ExportCsv => self.export_to(export(ExportRequest { atypical_csv: Some(first), ..Default::default() })),
             DialogPurpose::ExportSheet => self.export_to(export(ExportRequest { contact_sheet: Some(first), ..Default::default() })),
+            DialogPurpose::ImportModel => self.import = Some(import::ImportPanel::new(first, &self.setup.out_dir)),
+        }
+    }
+
+    /// The import window, while it is open: Import sends the job to the worker.
+    fn import_ui(&mut self, ctx: &egui::Context) {
+        let Some(panel) = &mut self.import else { return };
+        match panel.ui(ctx, &self.setup.config) {
+            None => {}
+            Some(import::ImportAnswer::Cancel) => self.import = None,
+            Some(import::ImportAnswer::Import { config, spec, out }) => {
+                self.import = None;
+                self.send(Command::Import { config: *config, spec, out });
+            }
         }
     }
 
@@ -416,6 +436,10 @@ impl UnleashApp {
             ui.menu_button("File", |ui| {
                 if ui.button("Open run...").clicked() {
                     self.open_dialog(DialogPurpose::OpenRun, ui.ctx());
+                    ui.close();
+                }
+                if ui.add_enabled(!self.state.is_busy(), egui::Button::new("Import model...")).on_hover_text("A PyTorch (.pt, .pth, .ckpt) or safetensors checkpoint as the first epoch of a new run, on the Setup panel's data and architecture").clicked() {
+                    self.open_dialog(DialogPurpose::ImportModel, ui.ctx());
                     ui.close();
                 }
                 ui.separator();
@@ -576,6 +600,7 @@ impl eframe::App for UnleashApp {
             self.act(action, ui.ctx());
         }
         self.path_prompt_ui(ui.ctx());
+        self.import_ui(ui.ctx());
         self.confirm_close(ui.ctx());
         self.frame_times.push(t0.elapsed().as_secs_f64());
         if self.frame_times.len() % 100 == 0 {

@@ -228,6 +228,11 @@ impl AppState {
             }
             Command::Resume(_) | Command::Finetune { .. } => self.busy = Some(Job::Starting),
             Command::OpenRun(_) => self.stage_scores.clear(),
+            Command::Import { .. } => {
+                self.busy = Some(Job::Starting);
+                self.last_error = None;
+                self.stage_scores.clear();
+            }
             Command::ProbeDevice(_) => self.device = "device: probing...".into(),
             Command::Mask(req) => {
                 self.mask_request = req.id;

@@ -56,6 +56,9 @@ pub enum Command {
     /// Open an interrupted run and continue its base training from its last complete epoch
     /// (same numbers as if it had never stopped; see `unleash train --resume`).
     Resume(PathBuf),
+    /// Import a checkpoint as the first epoch of a new run folder `out` (data and architecture
+    /// from `config`), then open that run.
+    Import { config: ExperimentConfig, spec: crate::import::ImportSpec, out: PathBuf },
     /// Find out which device a choice resolves to (reported as [`WorkerEvent::Device`]).
     ProbeDevice(crate::config::DeviceChoice),
     Export(ExportRequest),
@@ -112,6 +115,8 @@ pub enum Job {
     /// The sweep of a snapshot: `done` of `total` ratios.
     Sweep { epoch: usize, done: usize, total: usize },
     OpeningRun(PathBuf),
+    /// Importing a checkpoint into a new run folder.
+    Importing(PathBuf),
     Exporting,
     ProbingDevice,
 }
@@ -125,6 +130,7 @@ impl Job {
             Job::Mask { ratio, epoch } => format!("masking epoch {epoch} at ratio {ratio:.3}"),
             Job::Sweep { epoch, done, total } => format!("mask sweep of epoch {epoch}: {done}/{total} ratios"),
             Job::OpeningRun(dir) => format!("opening {}", dir.display()),
+            Job::Importing(path) => format!("importing {}", path.display()),
             Job::Exporting => "exporting".into(),
             Job::ProbingDevice => "probing the device".into(),
         }
@@ -348,6 +354,7 @@ impl Worker {
             Command::Mask(req) => self.mask_command(req),
             Command::Sweep { ratios, kind, epoch } => self.sweep_command(ratios, kind, epoch),
             Command::OpenRun(dir) => self.open_run(dir),
+            Command::Import { config, spec, out } => self.import_model(config, spec, out),
             Command::Resume(dir) => self.resume(dir),
             Command::ProbeDevice(choice) => {
                 self.emit(WorkerEvent::Busy(Job::ProbingDevice));

@@ -20,6 +20,21 @@ pub(super) fn serve_reads(requests: &Receiver<ScoresRequest>, events: &Sender<Wo
 }
 
 impl Worker {
+    /// Imports a checkpoint as a new run's first epoch (see [`crate::import::import_run`]), then
+    /// opens that run as any other: its history, data and the mask explorer.
+    pub(super) fn import_model(&mut self, config: crate::config::ExperimentConfig, spec: crate::import::ImportSpec, out: PathBuf) -> Result<()> {
+        self.emit(WorkerEvent::Busy(Job::Importing(spec.model.clone())));
+        let (events, repaint) = (self.events.clone(), self.repaint.clone());
+        let mut sink = |e: Event| {
+            let _ = events.send(WorkerEvent::Engine(e));
+            repaint(Repaint::Soon);
+        };
+        let session = crate::import::import_run(config, &spec, &out, &self.control, &mut sink)?;
+        // Its lock goes with it; the run opens like any other.
+        drop(session);
+        self.open_run(out)
+    }
+
     pub(super) fn open_run(&mut self, dir: PathBuf) -> Result<()> {
         self.emit(WorkerEvent::Busy(Job::OpeningRun(dir.clone())));
         let reader = RunReader::open(&dir)?;
