@@ -40,6 +40,7 @@ fn an_imported_run_opens_and_every_tab_works_on_it() {
     h.step();
     h.step();
     h.get_by_label("plot: histogram of 540 per-sample losses at epoch 1");
+    h.get_by_label_contains("The map needs more epochs");
 
     step_until(&mut h, "the mask tab's complete answer", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none()));
     h.get_by_label("Mask ratio & UM").click();

@@ -73,6 +73,10 @@ fn show(panel: &mut LossesPanel, ui: &mut egui::Ui, st: &RunView, gamma: Option<
         });
         ui.vertical(|ui| {
             ui.label(egui::RichText::new("Data map: mean confidence vs variability across epochs (click a point)").strong());
+            if st.loss_rows.len() < 2 {
+                // An imported model, or a run's first epoch: every point sits on variability 0.
+                ui.label("One epoch so far: every sample's variability is 0. The map needs more epochs (train on, or fine-tune from this one).");
+            }
             let (all, picked) = data_map(&st.loss_rows, &atypical);
             let mut keys = vec![("training samples".to_string(), palette::FINAL_COLOR, LineStyle::Solid, 4.0)];
             if !picked.is_empty() {
