@@ -13,21 +13,24 @@ use unleash::app::{AppOptions, UnleashApp};
 use unleash::config::DeviceChoice;
 use unleash::import::{import_run, ImportSpec, KeyMap};
 
+/// A model trained one epoch on the small sample data and exported by unleash: its safetensors.
+fn exported_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let trained = common::train_run(&dir.join("trained"), 1, 0);
+    let model = dir.join("model");
+    let s = |p: &std::path::Path| p.display().to_string();
+    common::unleash_ok(&["export", "--run", &s(&trained), "--model", &s(&model), "--device", "cpu"].map(String::from));
+    model.with_extension("safetensors")
+}
+
 #[test]
 fn an_imported_run_opens_and_every_tab_works_on_it() {
     let dir = tempfile::tempdir().unwrap();
-    let trained = common::train_run(&dir.path().join("trained"), 1, 0);
-    let model = dir.path().join("model");
-    let s = |p: &std::path::Path| p.display().to_string();
-    common::unleash_ok(&["export", "--run", &s(&trained), "--model", &s(&model), "--device", "cpu"].map(String::from));
     let run = dir.path().join("imported");
-    let spec = ImportSpec { model: model.with_extension("safetensors"), key_map: KeyMap::Unleash };
+    let spec = ImportSpec { model: exported_model(dir.path()), key_map: KeyMap::Unleash };
     let session = import_run(common::small_experiment(1, 0), &spec, &run, &unleash::events::Control::new(), &mut |_| {}).unwrap();
     drop(session);
 
-    let mut h = Harness::builder()
-        .with_size([1400.0, 900.0])
-        .build_eframe(|cc| UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), ..Default::default() }));
+    let mut h = common::app_harness([1400.0, 900.0]);
     h.step();
     h.state_mut().open_run(run.clone());
     step_until(&mut h, "the imported run and its data", 120, |a| a.state.data.is_some() && a.state.records.len() == 1);
@@ -68,11 +71,8 @@ fn an_imported_run_opens_and_every_tab_works_on_it() {
 #[test]
 fn file_import_model_makes_a_new_run_from_a_checkpoint_and_opens_it() {
     let dir = tempfile::tempdir().unwrap();
-    let trained = common::train_run(&dir.path().join("trained"), 1, 0);
-    let model = dir.path().join("model");
+    let checkpoint = exported_model(dir.path());
     let s = |p: &std::path::Path| p.display().to_string();
-    common::unleash_ok(&["export", "--run", &s(&trained), "--model", &s(&model), "--device", "cpu"].map(String::from));
-    let checkpoint = model.with_extension("safetensors");
     let mut h = Harness::builder().with_size([1400.0, 900.0]).build_eframe(|cc| {
         UnleashApp::new(&cc.egui_ctx, AppOptions { device: Some(DeviceChoice::Cpu), config: Some(common::small_experiment(1, 0)), no_native_dialogs: true, ..Default::default() })
     });
