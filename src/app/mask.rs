@@ -688,9 +688,8 @@ mod tests {
         crate::unleash::MaskSweepPoint { ratio, gamma: 0.1 + ratio, atypical: (ratio * 1000.0) as usize, masked_test_acc: 0.9 - ratio / 2.0, masked_ood_auroc: 0.8 - ratio / 4.0 }
     }
 
-    #[test]
-    fn the_tab_holds_still_across_a_drag_and_the_last_answer_stays_greyed() {
-        use egui_kittest::kittest::Queryable;
+    /// The tab on snapshot 1 with a 5-point sweep and a complete answer at ratio 0.5, drawn.
+    fn tab_with_a_sweep_and_an_answer() -> egui_kittest::Harness<'static, Tab> {
         let mut view = view();
         view.apply(WorkerEvent::Sweep { epoch: 1, kind: MaskKind::Magnitude, points: [0.01, 0.05, 0.2, 0.5, 0.95].map(sweep_point).to_vec(), complete: true });
         let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
@@ -699,6 +698,13 @@ mod tests {
         h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
         h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
         h.run_steps(3);
+        h
+    }
+
+    #[test]
+    fn the_tab_holds_still_across_a_drag_and_the_last_answer_stays_greyed() {
+        use egui_kittest::kittest::Queryable;
+        let mut h = tab_with_a_sweep_and_an_answer();
         let before = layout(&h);
         h.get_by_label("AUROC masked");
         h.get_by_label_contains("complete: every training");
@@ -769,14 +775,7 @@ mod tests {
     #[test]
     fn the_sweep_plots_keep_their_y_labels_while_the_table_shows_and_clip_on_request() {
         use egui_kittest::kittest::{NodeT, Queryable};
-        let mut view = view();
-        view.apply(WorkerEvent::Sweep { epoch: 1, kind: MaskKind::Magnitude, points: [0.01, 0.05, 0.2, 0.5, 0.95].map(sweep_point).to_vec(), complete: true });
-        let panel = MaskPanel { snapshot: MaskSnapshot::Epoch(1), ..MaskPanel::default() };
-        let mut h = harness(panel, view);
-        let id = ask(&mut h, 0.5);
-        h.state_mut().1.apply(WorkerEvent::MaskAnswer { request: id, answer: answer_with_detection(0.5, 1.5, false) });
-        h.state_mut().1.apply(WorkerEvent::MaskDetection { request: id, detection: std::sync::Arc::new(detection(0.75, 0.55)) });
-        h.run_steps(3);
+        let mut h = tab_with_a_sweep_and_an_answer();
         h.get_by_label("AUROC masked");
         for title in ["gamma (log scale)", "atypical samples", "masked ID test accuracy", "masked mean test-OOD Energy AUROC"] {
             let plot = h.get_by_label_contains(&format!("plot: {title}, 5 points")).rect();
