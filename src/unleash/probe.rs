@@ -1,6 +1,7 @@
 //! The mask explorer's engine. A [`MaskProbe`] holds one snapshot and what its unmasked model gives
-//! (computed once); for any ratio it answers with the masked model's gamma, atypical set, ID test
-//! accuracy and OOD detection on every validation and test OOD set, next to the unmasked model's.
+//! (read from the run's records where it has them, else computed once, and only as far as asked);
+//! for any ratio it answers with the masked model's gamma, atypical set, ID test accuracy and OOD
+//! detection on every validation and test OOD set, next to the unmasked model's.
 //!
 //! Every answer comes twice: first a *preview* on fixed, seeded, class-stratified subsets (a
 //! fraction of a second), then the answer on the complete sets. The preview's subsets are drawn
