@@ -255,10 +255,8 @@ fn the_um_umap_and_control_buttons_each_fine_tune_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let run = common::train_run(&dir.path().join("run"), 1, 0);
     let mut h = harness();
-    h.step();
-    h.state_mut().open_run(run.clone());
     // gamma from the mask ratio: the complete answer at 0.5.
-    step_until(&mut h, "the complete answer", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none()) && !a.state.is_busy());
+    common::open_until_the_complete_answer(&mut h, &run);
     let gamma = h.state().state.mask_result.as_ref().unwrap().gamma;
     h.state_mut().mask.ft_epochs = 1;
     h.get_by_label("Mask ratio & UM").click();

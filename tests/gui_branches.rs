@@ -125,9 +125,7 @@ fn a_um_fine_tune_stopped_after_its_first_epoch_is_marked_incomplete() {
     let dir = tempfile::tempdir().unwrap();
     let run = common::train_run(&dir.path().join("run"), 1, 0);
     let mut h = harness();
-    h.step();
-    h.state_mut().open_run(run.clone());
-    step_until(&mut h, "the complete answer", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none()) && !a.state.is_busy());
+    common::open_until_the_complete_answer(&mut h, &run);
     h.state_mut().mask.ft_epochs = 20;
     h.get_by_label("Mask ratio & UM").click();
     h.step();

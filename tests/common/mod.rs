@@ -103,3 +103,12 @@ pub fn step_until(h: &mut egui_kittest::Harness<'static, unleash::app::UnleashAp
     }
     h.step();
 }
+
+/// Opens `run` in the app and steps until the mask tab's complete answer (at the panel's ratio) is
+/// in and no job runs: where the fine-tune buttons have a gamma from the mask.
+#[cfg(feature = "gui")]
+pub fn open_until_the_complete_answer(h: &mut egui_kittest::Harness<'static, unleash::app::UnleashApp>, run: &Path) {
+    h.step();
+    h.state_mut().open_run(run.to_path_buf());
+    step_until(h, "the complete answer", 300, |a| a.state.mask_result.as_ref().is_some_and(|m| m.preview.is_none()) && !a.state.is_busy());
+}
