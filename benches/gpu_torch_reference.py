@@ -42,43 +42,10 @@ def main():
     args = ap.parse_args()
 
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_smallcnn import SAMPLE_DATA, SmallCNN, read_idx
-
-    class Block(nn.Module):
-        def __init__(self, i, o, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(i, o, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(o)
-            self.conv2 = nn.Conv2d(o, o, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(o)
-            self.shortcut = None
-            if stride != 1 or i != o:
-                self.shortcut = nn.Sequential(nn.Conv2d(i, o, 1, stride, bias=False), nn.BatchNorm2d(o))
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
-
-    class ResNet18(nn.Module):
-        def __init__(self, channels=3, classes=10):
-            super().__init__()
-            self.conv1 = nn.Conv2d(channels, 64, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            blocks, inp = [], 64
-            for width, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-                blocks += [Block(inp, width, stride), Block(width, width, 1)]
-                inp = width
-            self.blocks = nn.Sequential(*blocks)
-            self.fc = nn.Linear(512, classes)
-
-        def forward(self, x):
-            x = self.blocks(F.relu(self.bn1(self.conv1(x))))
-            return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+    from torch_smallcnn import SAMPLE_DATA, ResNet18x32, SmallCNN, read_idx
 
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -92,7 +59,7 @@ def main():
     else:
         x, y = read_cifar(args.train)
         xt, _ = read_cifar(args.test)
-        model = ResNet18()
+        model = ResNet18x32()
     mean, std = x.mean(axis=(0, 2, 3), keepdims=True), x.std(axis=(0, 2, 3), keepdims=True) + 1e-12
     X = torch.from_numpy((x - mean) / std).to(dev)
     Y = torch.from_numpy(y).to(dev)

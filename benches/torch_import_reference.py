@@ -26,47 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_smallcnn import SAMPLE_DATA, SmallCNN, drop_held_out, read_idx  # noqa: E402
+from torch_smallcnn import SAMPLE_DATA, ResNet18x32, SmallCNN, drop_held_out, read_idx  # noqa: E402
 
 CIFAR10_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR10_STD = [0.2470, 0.2435, 0.2616]
-
-
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + self.shortcut(x))
-
-
-class ResNet18x32(nn.Module):
-    def __init__(self, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        widths, cin = [], 64
-        for i, (w, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)]):
-            setattr(self, f"layer{i + 1}", nn.Sequential(Block(cin, w, stride), Block(w, w, 1)))
-            cin = w
-        self.fc = nn.Linear(512, classes)
-
-    def features(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        for i in range(1, 5):
-            x = getattr(self, f"layer{i}")(x)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-    def forward(self, x):
-        return self.fc(self.features(x))
 
 
 def small_cnn_features(m, x):

@@ -1,5 +1,5 @@
-"""Shared by the PyTorch reference scripts: the IDX reader and unleash's SmallCNN in PyTorch
-(same layers and names as unleash's safetensors export)."""
+"""Shared by the PyTorch reference scripts: the IDX reader, unleash's SmallCNN in PyTorch (same
+layers and names as unleash's safetensors export) and the CIFAR ResNet-18 (OpenOOD's names)."""
 import gzip
 import math
 import os
@@ -65,3 +65,43 @@ def sgd_epoch(model, opt, X, Y, order, gamma, base_lr, first_step, total_steps, 
         opt.step()
         losses.append(float(ce.detach()))
     return losses
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + self.shortcut(x))
+
+
+class ResNet18x32(nn.Module):
+    """OpenOOD's ResNet18_32x32 (and unleash's ResNet-18): a 3x3 stem without max-pool, four stages of
+    two basic blocks, 1x1 conv + BatchNorm shortcuts, global average pool, `fc`; OpenOOD's names."""
+
+    def __init__(self, channels=3, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        cin = 64
+        for i, (w, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)]):
+            setattr(self, f"layer{i + 1}", nn.Sequential(Block(cin, w, stride), Block(w, w, 1)))
+            cin = w
+        self.fc = nn.Linear(512, classes)
+
+    def features(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        for i in range(1, 5):
+            x = getattr(self, f"layer{i}")(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
