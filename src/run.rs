@@ -278,19 +278,31 @@ impl RunWriter {
     /// A damaged run opens (to read its good epochs) but taking the lock refuses it until it is
     /// repaired, so nothing is appended after a bad line.
     pub fn append_to(dir: &Path) -> Result<RunWriter> {
-        let run = RunReader::open(dir)?;
-        let loss_rows = run.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
-        // Loss rows past the last complete epoch (a run killed between writing them and its events
-        // line) are dropped; that epoch's files are overwritten when its number is written again.
-        let epochs = run.records.len();
-        let correct_rows = run.correct_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
+        RunWriter::continuing(&RunReader::open(dir)?)
+    }
+
+    /// [`RunWriter::append_to`] the run `run` has read.
+    pub fn continuing(run: &RunReader) -> Result<RunWriter> {
+        // Rows past the last complete epoch (a run killed between writing them and its events
+        // line) are dropped by the readers; that epoch's files are overwritten when its number is
+        // written again.
         Ok(RunWriter {
-            dir: dir.to_path_buf(),
-            loss_rows: loss_rows.into_iter().take(epochs).collect(),
-            correct_rows: correct_rows.into_iter().take(epochs).collect(),
-            epochs,
+            dir: run.dir.clone(),
+            loss_rows: run.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default(),
+            correct_rows: run.correct_matrix()?.map(|(_, rows)| rows).unwrap_or_default(),
+            epochs: run.records.len(),
             lock: None,
         })
+    }
+
+    /// The per-sample loss rows of the epochs written so far.
+    pub fn loss_rows(&self) -> &[Vec<f32>] {
+        &self.loss_rows
+    }
+
+    /// The per-sample correctness rows of the epochs written so far (see [`CORRECT_UNKNOWN`]).
+    pub fn correct_rows(&self) -> &[Vec<u8>] {
+        &self.correct_rows
     }
 
     /// Takes the run's lock for `job` unless this writer holds it (see [`RunWriter::adopt_lock`]).

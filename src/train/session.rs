@@ -162,12 +162,13 @@ impl Session {
         check_split_unchanged(dir, &reader.config, &data)?;
         data.warnings.extend(unchecked);
         let mut s = Session::build(exp, device, Arc::new(data))?;
-        let rows = reader.loss_matrix()?.map(|(_, rows)| rows).unwrap_or_default();
-        s.loss_rows = rows.into_iter().map(Arc::new).collect();
-        s.correct_rows = reader.correct_matrix()?.map(|(_, rows)| rows).unwrap_or_default().into_iter().map(Arc::new).collect();
+        // The writer reads the per-sample rows once; the session keeps its own copies of them.
+        let writer = RunWriter::continuing(&reader)?;
+        s.loss_rows = writer.loss_rows().iter().cloned().map(Arc::new).collect();
+        s.correct_rows = writer.correct_rows().iter().cloned().map(Arc::new).collect();
         s.records_on_this_device = reader.config.device.as_deref() == Some(s.device.description.as_str());
         s.records = reader.records.clone();
-        s.writer = Some(RunWriter::append_to(dir)?);
+        s.writer = Some(writer);
         let last = reader.last_epoch().ok_or_else(|| Error::run(dir, "has no complete epoch yet"))?;
         let start = epoch.unwrap_or(last);
         s.load_snapshot(start)?;
