@@ -405,9 +405,8 @@ impl RunWriter {
         let flat: Vec<f32> = self.loss_rows.iter().flatten().copied().collect();
         fsio::write_atomic(&self.dir.join("per_sample_loss.npy"), &fsio::npy_f32(&[self.loss_rows.len(), n], &flat))?;
         // Epochs written before this file existed (or rows of another length) are unknown.
-        self.correct_rows.truncate(self.loss_rows.len() - 1);
-        self.correct_rows.iter_mut().filter(|r| r.len() != n).for_each(|r| *r = vec![CORRECT_UNKNOWN; n]);
         self.correct_rows.resize(self.loss_rows.len() - 1, vec![CORRECT_UNKNOWN; n]);
+        self.correct_rows.iter_mut().filter(|r| r.len() != n).for_each(|r| *r = vec![CORRECT_UNKNOWN; n]);
         self.correct_rows.push(correct.iter().map(|&c| u8::from(c)).collect());
         let flat: Vec<u8> = self.correct_rows.iter().flatten().copied().collect();
         fsio::write_atomic(&self.dir.join("per_sample_correct.npy"), &fsio::npy_u8(&[self.correct_rows.len(), n], &flat))?;

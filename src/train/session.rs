@@ -505,7 +505,6 @@ impl Session {
         if let Some(w) = &mut self.writer {
             w.commit_epoch(&record, ev.train.per_sample_loss.clone(), &correct)?;
         }
-        self.correct_rows.truncate(self.loss_rows.len());
         self.correct_rows.resize(self.loss_rows.len(), Arc::new(Vec::new()));
         self.correct_rows.push(Arc::new(correct.into_iter().map(u8::from).collect()));
         let losses = Arc::new(ev.train.per_sample_loss);
